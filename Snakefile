@@ -1,0 +1,24 @@
+# ScalSelect: validate -> filter -> extract -> cur -> select -> plots, once per configured run.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+
+
+wildcard_constraints:
+    run="|".join(map(re.escape, RUNS)),
+
+
+include: "rules/demo.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

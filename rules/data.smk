@@ -1,0 +1,43 @@
+# Data stages: check every sample and image, then keep the valid samples.
+
+
+rule validate:
+    input:
+        dataset=run_value("dataset"),
+    output:
+        report="results/{run}/validate/report.json",
+    log:
+        "results/{run}/logs/validate.log",
+    benchmark:
+        "results/{run}/benchmarks/validate.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 8
+    params:
+        image_root=run_value("image_root"),
+        options=cli_options(
+            "validate", "decode_images", "min_image_side", "max_aspect_ratio"
+        ),
+    shell:
+        "python -m scalselect validate --dataset {input.dataset}"
+        " --image-root {params.image_root} --out {output.report}"
+        " {params.options} --workers {threads} > {log} 2>&1"
+
+
+rule filter:
+    input:
+        dataset=run_value("dataset"),
+        report="results/{run}/validate/report.json",
+    output:
+        dataset="results/{run}/filter/dataset.json",
+    log:
+        "results/{run}/logs/filter.log",
+    benchmark:
+        "results/{run}/benchmarks/filter.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        options=cli_options("filter", "keep_text_only"),
+    shell:
+        "python -m scalselect filter --dataset {input.dataset}"
+        " --report {input.report} --out {output.dataset} {params.options} > {log} 2>&1"

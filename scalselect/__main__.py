@@ -1,0 +1,5 @@
+import sys
+
+from scalselect.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""Command line: ``python -m scalselect <stage> ...``.
+
+Each stage lives in ``scalselect/cli/<stage>.py`` and defines ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Those modules stay light: heavy
+imports (torch, transformers) happen inside ``run`` so ``--help`` and the data stages
+start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Command name -> module under scalselect.cli, in workflow order.
+COMMANDS = {
+    "validate": "validate",
+    "filter": "filter",
+}
+
+
+class UserError(Exception):
+    """An error caused by the input or the configuration, reported without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scalselect",
+        description="ScalSelect: training-free, linear-time multimodal data selection.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="Log debug messages."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"scalselect.cli.{module_name}")
+        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        return args.handler(args)
+    except UserError as error:
+        logging.getLogger("scalselect").error("%s", error)
+        return 2
