@@ -4,6 +4,8 @@ SHELL := bash
 VENV := .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
+# Jobs call `python -m scalselect`: run them with the environment's python.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo test lint format lock clean
 

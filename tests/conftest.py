@@ -1,0 +1,74 @@
+"""Shared test helpers: copies of the workflow in temporary directories and Snakemake runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tracked_files() -> list[str]:
+    """The repository's files as git sees them (tracked plus untracked, not ignored)."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout
+    return [line for line in out.splitlines() if (REPO / line).is_file()]
+
+
+def copy_workflow(dest: Path) -> Path:
+    """Copy the workflow (no results, no resources) into ``dest``; link the environment."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in tracked_files():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
+    return dest
+
+
+def workflow_env() -> dict[str, str]:
+    """Environment for Snakemake subprocesses: jobs find this interpreter's `python`."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``snakemake ARGS`` in ``workdir`` (the workflow profile applies as for users)."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), *args],
+        cwd=workdir, env=workflow_env(), capture_output=True, text=True,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule name -> job count that a dry run of ``snakemake ARGS`` would execute."""
+    out = snakemake(workdir, "--dry-run", "--quiet", "rules", *args).stdout
+    jobs: dict[str, int] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def demo_workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the workflow on which the whole demo has run once (shared by tests that
+    only read its results or dry-run on top of it; do not modify it — copy it)."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo") / "workflow")
+    snakemake(workdir, "--cores", "2")
+    return workdir

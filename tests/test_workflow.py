@@ -1,0 +1,102 @@
+"""The workflow as users run it: configuration checks, a real Snakemake run of the demo,
+and what reruns when."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, copy_workflow, planned_jobs, snakemake
+
+SNAKEMAKE_BIN = Path(sys.executable).parent
+
+
+def write_config(workdir: Path, **changes) -> Path:
+    """A config file in ``workdir``: the demo config with top-level ``changes``."""
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config.update(changes)
+    path = workdir / "test-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def workflow(tmp_path: Path) -> Path:
+    return copy_workflow(tmp_path / "workflow")
+
+
+def test_schema_rejects_a_misspelt_key_before_any_job(workflow: Path) -> None:
+    config = write_config(workflow, score={"sv_treshold": 0.5})
+    result = snakemake(workflow, "--dry-run", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "'sv_treshold' was unexpected" in result.stdout + result.stderr
+
+
+def test_schema_rejects_a_misspelt_key_in_a_run_override(workflow: Path) -> None:
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["runs"]["demo-llava"]["extract"] = {"batchsize": 4}
+    path = workflow / "test-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workflow, "--dry-run", "--configfile", str(path), check=False)
+    assert result.returncode != 0
+    assert "'batchsize' was unexpected" in result.stdout + result.stderr
+
+
+def test_schema_rejects_a_wrong_type(workflow: Path) -> None:
+    config = write_config(workflow, score={"sv_threshold": "high"})
+    result = snakemake(workflow, "--dry-run", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "'high' is not of type 'number'" in result.stdout + result.stderr
+
+
+def test_workflow_is_lint_and_format_clean() -> None:
+    lint = subprocess.run(
+        [str(SNAKEMAKE_BIN / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr
+    fmt = subprocess.run(
+        [str(SNAKEMAKE_BIN / "snakefmt"), "--check", "Snakefile", "rules"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(demo_workflow: Path) -> None:
+    config = yaml.safe_load((demo_workflow / "config/config.yaml").read_text())
+    expected = json.loads((demo_workflow / "resources/demo/EXPECTED_INVALID.json").read_text())
+    for run in config["runs"]:
+        report = json.loads((demo_workflow / f"results/{run}/validate/report.json").read_text())
+        reported = {entry["index"]: entry["reasons"] for entry in report["invalid"]}
+        for index, reason in expected.items():
+            assert reason in reported[int(index)], (run, index, reason, reported)
+        filtered = json.loads((demo_workflow / f"results/{run}/filter/dataset.json").read_text())
+        assert len(filtered) == report["num_valid"]
+        log = (demo_workflow / f"results/{run}/logs/validate.log").read_text()
+        assert "invalid" in log
+
+
+@pytest.mark.slow
+def test_unchanged_second_run_does_nothing(demo_workflow: Path) -> None:
+    assert planned_jobs(demo_workflow) == {}
+
+
+@pytest.mark.slow
+def test_changed_dataset_content_reruns_downstream(demo_workflow: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "workflow"
+    shutil.copytree(demo_workflow, workdir, symlinks=True)
+    dataset_path = workdir / "resources/demo/dataset.json"
+    records = json.loads(dataset_path.read_text())
+    records[0]["messages"][-1]["content"] += " Changed."
+    dataset_path.write_text(json.dumps(records, indent=1))
+    jobs = planned_jobs(workdir)
+    assert jobs.get("validate") == len(yaml.safe_load((workdir / "config/config.yaml").read_text())["runs"])
+    assert jobs.get("filter") == jobs["validate"]
+    assert "demo" not in jobs
