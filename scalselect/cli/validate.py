@@ -1,0 +1,75 @@
+"""``python -m scalselect validate``: check every sample and image, write a JSON report.
+
+The report (written atomically) holds ``dataset``, ``dataset_sha256``, ``format``,
+``image_root``, ``settings``, ``num_samples``, ``num_valid``, ``num_invalid``,
+``num_text_only``, ``counts`` (invalid samples per reason), ``sources`` (valid samples
+per source label), ``num_image_files`` and ``image_files`` (distinct image files per
+outcome), ``duplicate_ids`` (``[{"id", "indices"}]``), ``invalid``
+(``[{"index", "id", "reasons", "details"}]``, in dataset order) and ``text_only``
+(indices of valid samples without images). A readable summary goes to stderr.
+
+Exit code 0 whenever the dataset could be read (invalid samples are findings); 2 with a
+message for unreadable files, invalid JSON, a top level that is not a list, an empty
+dataset, or mixed/unknown record formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HELP = "Check every sample and image of a dataset; write a JSON report."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="Dataset file (JSON array or JSON Lines).")
+    parser.add_argument("--image-root", default=".", help="Directory relative image paths are joined to.")
+    parser.add_argument("--out", required=True, help="Report file (JSON).")
+    parser.add_argument(
+        "--format", default="auto", choices=["auto", "sharegpt", "llava", "llava_images"],
+        help="Record format (default: detected from the records).",
+    )
+    parser.add_argument("--source-field", default=None, help="Record field used as the source label.")
+    parser.add_argument(
+        "--decode-images", action=argparse.BooleanOptionalAction, default=True,
+        help="Fully decode every image (finds truncated files); --no-decode-images reads headers only.",
+    )
+    parser.add_argument("--min-image-side", type=int, default=28, help="Smallest image side in pixels.")
+    parser.add_argument("--max-aspect-ratio", type=float, default=200.0, help="Largest long/short side ratio.")
+    parser.add_argument(
+        "--allow-duplicate-ids", action=argparse.BooleanOptionalAction, default=False,
+        help="Report repeated ids without invalidating their samples.",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)),
+        help="Processes checking images (default: the available cores).",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from scalselect.cli import UserError
+    from scalselect.dataset import load_dataset
+    from scalselect.io import write_json
+    from scalselect.validation import Settings, format_summary, validate_dataset
+
+    if args.min_image_side < 1:
+        raise UserError(f"--min-image-side must be at least 1, got {args.min_image_side}")
+    if args.max_aspect_ratio <= 1:
+        raise UserError(f"--max-aspect-ratio must be above 1, got {args.max_aspect_ratio}")
+    if not os.path.isdir(args.image_root):
+        raise UserError(f"image root {args.image_root} is not a directory")
+    dataset = load_dataset(args.dataset, args.format, source_field=args.source_field)
+    settings = Settings(
+        decode_images=args.decode_images,
+        min_image_side=args.min_image_side,
+        max_aspect_ratio=args.max_aspect_ratio,
+        allow_duplicate_ids=args.allow_duplicate_ids,
+    )
+    report = validate_dataset(
+        dataset, args.image_root, settings, workers=max(1, args.workers), progress=not args.no_progress
+    )
+    write_json(args.out, report)
+    print(format_summary(report), file=sys.stderr)
+    return 0
