@@ -1,0 +1,31 @@
+"""``score-partial``: the moments of one extraction shard (the map step of scoring)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scalselect.cli.score import add_compute_arguments, block_rows
+
+HELP = "Scoring, map step: count, mean, centred scatter matrix and range of one shard."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--features", nargs="+", required=True, metavar="PATH",
+        help="Shard directory (or several, or an extraction directory).",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="Moments file (.npz).")
+    add_compute_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scalselect import leverage
+
+    backend = leverage.Backend(args.backend)
+    parts = [
+        leverage.source_moments(source, backend, block_rows(args))
+        for source in leverage.open_sources(args.features)
+    ]
+    leverage.merge_moments(parts).save(args.out)
+    return 0
