@@ -17,6 +17,13 @@ import sys
 COMMANDS = {
     "validate": "validate",
     "filter": "filter",
+    "score": "score",
+    "score-partial": "score_partial",
+    "score-fit": "score_fit",
+    "score-apply": "score_apply",
+    "score-merge": "score_merge",
+    "select": "select",
+    "select-summary": "select_summary",
 }
 
 

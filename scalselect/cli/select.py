@@ -1,0 +1,53 @@
+"""``select``: the top-N samples by importance, or a random baseline of N (stage 3)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = (
+    "Select the N most important samples (or N at random with --random) and write their "
+    "records unchanged, in dataset order."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, type=Path, help="The (filtered) dataset.")
+    parser.add_argument(
+        "--scores", required=True, type=Path,
+        help="scores.parquet (keyed by dataset index), or the original tool's "
+        "importance_scores.jsonl (matched by id; ids must be unique).",
+    )
+    parser.add_argument(
+        "--num", required=True,
+        help="Budget: a sample count (100000) or a percentage of the scored samples (16%%).",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="Selection (JSON array).")
+    parser.add_argument(
+        "--random", action="store_true", help="Random baseline instead of the top-N."
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Seed of --random (default 0).")
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from scalselect import selection
+    from scalselect.dataset import load_dataset, write_records
+
+    records = load_dataset(args.dataset).records
+    if args.scores.suffix == ".jsonl":
+        scores = selection.scores_from_jsonl(args.scores, records)
+    else:
+        scores = selection.read_scores(args.scores)
+    n = selection.resolve_budget(args.num, len(scores))
+    if args.random:
+        indices = selection.random_indices(scores, n, args.seed)
+    else:
+        indices = selection.top_indices(scores, n)
+    write_records(args.out, selection.pick_records(records, indices))
+    logging.getLogger(__name__).info(
+        "%s %d of %d scored samples -> %s",
+        f"random (seed {args.seed})" if args.random else "top", n, len(scores), args.out,
+    )
+    return 0

@@ -1,0 +1,167 @@
+"""Selection (METHOD.md stage 3): top-N by importance, the random baseline, budgets.
+
+Samples are keyed by their dataset index (position in the filtered dataset), never by id,
+so repeated ids are never merged. The *valid* samples are the scored ones (extraction
+failures have no score); a percentage budget is a share of them, rounded half up:
+``"16%"`` of 1001 valid samples is ``round_half_up(160.16) = 160``.
+
+Selections hold the chosen records unchanged, in dataset order. Ties in importance at the
+boundary of a top-N are broken by dataset index, lower first (the ranking's order). The
+random baseline draws, from the scored samples, the first N of a seeded permutation
+(NumPy's PCG64 ``default_rng(seed)``): deterministic per seed, and nested across budgets
+of the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scalselect import features
+from scalselect.cli import UserError
+from scalselect.io import atomic_write
+
+SUMMARY_COLUMNS = ("budget", "n", "fraction", "score_threshold")
+
+
+class SelectionError(UserError):
+    """A budget that cannot be met, or scores that do not fit the dataset."""
+
+
+def read_scores(path: str | os.PathLike) -> pd.DataFrame:
+    """Ranked scores: ``scores.parquet`` (columns ``index``, ``id``, ``importance``,
+    ``rank``), as written by scoring, sorted by rank."""
+    table = pd.read_parquet(path, columns=["index", "id", "importance", "rank"])
+    return table.sort_values("rank", kind="stable").reset_index(drop=True)
+
+
+def scores_from_jsonl(path: str | os.PathLike, records: Sequence[Any]) -> pd.DataFrame:
+    """Ranked scores from the original tool's ``importance_scores.jsonl``, matched to
+    ``records`` by id. Ids must be unique in the dataset for this to be unambiguous.
+
+    Raises ``SelectionError`` for repeated dataset ids or a scored id not in the dataset.
+    """
+    positions: dict[str, int] = {}
+    for index, record in enumerate(records):
+        key = features.encode_id(record.get("id") if isinstance(record, dict) else None)
+        if key in positions:
+            raise SelectionError(
+                f"id {key} occurs twice in the dataset (records {positions[key]} and "
+                f"{index}): use scores.parquet, which keys samples by dataset index"
+            )
+        positions[key] = index
+    ids, importance, index = [], [], []
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            key = features.encode_id(entry["sample_id"])
+            if key not in positions:
+                raise SelectionError(f"{path}:{lineno}: sample_id {key} is not in the dataset")
+            ids.append(key)
+            importance.append(float(entry["importance"]))
+            index.append(positions[key])
+    table = pd.DataFrame({"index": np.asarray(index, np.int64), "id": ids, "importance": importance})
+    order = np.lexsort((table["index"].to_numpy(), -table["importance"].to_numpy()))
+    table = table.iloc[order].reset_index(drop=True)
+    table["rank"] = np.arange(1, len(table) + 1, dtype=np.int64)
+    return table
+
+
+def resolve_budget(budget: int | str, n_valid: int) -> int:
+    """The number of samples a budget asks for.
+
+    Parameters
+    ----------
+    budget : int or str
+        A sample count (``100000``, ``"100000"``) or a percentage of the valid samples
+        (``"16%"``, ``"2.5%"``).
+    n_valid : int
+        Number of valid (scored) samples.
+
+    Returns
+    -------
+    n : int
+        The count; a percentage is rounded half up (exact decimal arithmetic).
+
+    Raises
+    ------
+    SelectionError
+        Unparsable budget, a percentage above 100, zero samples, or more samples than
+        are valid.
+    """
+    text = str(budget).strip()
+    try:
+        if text.endswith("%"):
+            percent = Fraction(text[:-1])
+            if percent > 100:
+                raise SelectionError(f"budget {budget!r} is more than 100% of the scored samples")
+            n = int(percent * n_valid / 100 + Fraction(1, 2))
+        else:
+            n = int(text)
+    except ValueError:
+        raise SelectionError(f"budget {budget!r} is neither a count nor a percentage") from None
+    if n < 1:
+        raise SelectionError(f"budget {budget!r} of {n_valid} valid samples selects no sample")
+    if n > n_valid:
+        raise SelectionError(
+            f"budget {budget!r} asks for {n} samples but only {n_valid} were scored"
+        )
+    return n
+
+
+def top_indices(scores: pd.DataFrame, n: int) -> np.ndarray:
+    """Dataset indices of the ``n`` best-ranked samples, in dataset order."""
+    resolve_budget(n, len(scores))
+    return np.sort(scores["index"].to_numpy()[:n])
+
+
+def random_indices(scores: pd.DataFrame, n: int, seed: int) -> np.ndarray:
+    """Dataset indices of ``n`` scored samples drawn at random with ``seed``, in dataset
+    order: the first ``n`` of a seeded permutation of the scored indices (sorted)."""
+    resolve_budget(n, len(scores))
+    pool = np.sort(scores["index"].to_numpy())
+    return np.sort(pool[np.random.default_rng(seed).permutation(len(pool))[:n]])
+
+
+def pick_records(records: Sequence[Any], indices: np.ndarray) -> list[Any]:
+    """The records at ``indices`` (dataset order), unchanged.
+
+    Raises ``SelectionError`` when an index is outside the dataset (scores of another
+    dataset).
+    """
+    if len(indices) and (indices[0] < 0 or indices[-1] >= len(records)):
+        raise SelectionError(
+            f"scores refer to dataset index {indices[-1]} but the dataset has "
+            f"{len(records)} records: scores and dataset do not belong together"
+        )
+    return [records[i] for i in indices.tolist()]
+
+
+def summary(scores: pd.DataFrame, budgets: Sequence[int | str]) -> pd.DataFrame:
+    """Per budget: as configured, resolved count, fraction of the valid samples and the
+    importance of the last selected sample (``score_threshold``)."""
+    rows = []
+    for budget in budgets:
+        n = resolve_budget(budget, len(scores))
+        rows.append({
+            "budget": str(budget),
+            "n": n,
+            "fraction": n / len(scores),
+            "score_threshold": float(scores["importance"].iloc[n - 1]),
+        })
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def write_summary(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    """Write the summary as CSV, atomically."""
+    with atomic_write(Path(path)) as handle:
+        table.to_csv(handle, index=False)

@@ -1,0 +1,166 @@
+"""Selection (METHOD.md stage 3): budgets, top-N, random baselines, summary, and the
+command line on real dataset and score files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalselect import leverage, selection
+from scalselect.cli import main
+from scalselect.dataset import load_dataset, write_records
+from scalselect.selection import SelectionError
+
+
+def sharegpt_records(n: int) -> list[dict]:
+    """Records with repeated ids and varied content (unicode, nested fields)."""
+    return [
+        {
+            "id": i // 2 if i % 5 else f"rec-{i}",
+            "messages": [
+                {"role": "user", "content": f"<image>\nWhat is in picture {i}? é"},
+                {"role": "assistant", "content": f"Answer {i}."},
+            ],
+            "images": [f"coco/{i:04d}.jpg"],
+            "meta": {"n": i, "tags": ["a", i]},
+        }
+        for i in range(n)
+    ]
+
+
+def score_table(importance: list[float], index: list[int] | None = None) -> pd.DataFrame:
+    """A ranked score table as scoring writes it."""
+    index = list(range(len(importance))) if index is None else index
+    part = pd.DataFrame({
+        "index": np.asarray(index, np.int64),
+        "id": [json.dumps(i) for i in index],
+        "importance": np.asarray(importance, float),
+    })
+    return leverage.rank_scores([part])
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path, list[dict], pd.DataFrame]:
+    """A dataset of 40 records; 30 of them scored (10 extraction failures)."""
+    records = sharegpt_records(40)
+    dataset = tmp_path / "filter/dataset.json"
+    write_records(dataset, records)
+    scored = [i for i in range(40) if i % 4]
+    rng = np.random.default_rng(1)
+    importance = rng.random(len(scored)).round(2)  # rounding makes ties
+    table = score_table(importance.tolist(), scored)
+    scores = leverage.write_scores(tmp_path / "score/importance_scores.jsonl", table)
+    return dataset, scores, records, table
+
+
+@pytest.mark.parametrize(
+    ("budget", "n_valid", "n"),
+    [(5, 30, 5), ("5", 30, 5), ("16%", 1001, 160), ("50%", 3, 2), ("2.5%", 200, 5),
+     ("100%", 7, 7), ("0.05%", 1000, 1)],
+)
+def test_resolve_budget(budget: int | str, n_valid: int, n: int) -> None:
+    assert selection.resolve_budget(budget, n_valid) == n
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [(31, "asks for 31 samples but only 30 were scored"), ("101%", "more than 100%"),
+     ("1%", "selects no sample"), ("many", "neither a count nor a percentage"), (0, "selects no sample")],
+)
+def test_bad_budgets_are_clear_errors(budget: int | str, message: str) -> None:
+    with pytest.raises(SelectionError, match=message):
+        selection.resolve_budget(budget, 30)
+
+
+def test_top_n_breaks_ties_by_dataset_index() -> None:
+    table = score_table([0.5, 0.9, 0.5, 0.1, 0.5])
+    assert selection.top_indices(table, 1).tolist() == [1]
+    assert selection.top_indices(table, 3).tolist() == [0, 1, 2]
+    assert selection.top_indices(table, 4).tolist() == [0, 1, 2, 4]
+
+
+def test_random_baseline_is_deterministic_nested_and_seed_dependent(files) -> None:
+    _, _, _, table = files
+    first = selection.random_indices(table, 12, seed=0)
+    assert first.tolist() == selection.random_indices(table, 12, seed=0).tolist()
+    assert first.tolist() != selection.random_indices(table, 12, seed=1).tolist()
+    assert set(selection.random_indices(table, 5, seed=0)) <= set(first)
+    assert set(first) <= set(table["index"]) and len(set(first)) == 12
+    assert np.all(np.diff(first) > 0)
+
+
+def test_select_command_writes_top_records_unchanged_in_dataset_order(files, tmp_path: Path) -> None:
+    dataset, scores, records, table = files
+    out = tmp_path / "select/top-10.json"
+    assert main(["select", "--dataset", str(dataset), "--scores", str(scores), "--num", "10",
+                 "--out", str(out)]) == 0
+    chosen = sorted(table["index"][:10])
+    assert json.loads(out.read_text()) == [records[i] for i in chosen]
+    assert load_dataset(out).records == [records[i] for i in chosen]
+
+
+def test_select_command_percentage_and_random(files, tmp_path: Path) -> None:
+    dataset, scores, records, table = files
+    out = tmp_path / "select/random.json"
+    assert main(["select", "--dataset", str(dataset), "--scores", str(scores), "--num", "50%",
+                 "--out", str(out), "--random", "--seed", "3"]) == 0
+    expected = selection.random_indices(table, 15, 3)
+    assert json.loads(out.read_text()) == [records[i] for i in expected]
+
+
+def test_select_command_rejects_a_budget_above_the_scored_samples(
+    files, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dataset, scores, _, _ = files
+    out = tmp_path / "select/top-31.json"
+    assert main(["select", "--dataset", str(dataset), "--scores", str(scores), "--num", "31",
+                 "--out", str(out)]) == 2
+    assert "asks for 31 samples but only 30 were scored" in caplog.text
+    assert not out.exists()
+
+
+def test_original_jsonl_selects_by_id_when_ids_are_unique(tmp_path: Path) -> None:
+    records = [{"id": f"q{i}", "messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": str(i)}]}
+               for i in range(8)]
+    dataset = tmp_path / "dataset.json"
+    write_records(dataset, records)
+    jsonl = tmp_path / "importance_scores.jsonl"
+    jsonl.write_text("".join(
+        json.dumps({"sample_id": f"q{i}", "importance": s}) + "\n"
+        for i, s in [(6, 0.9), (2, 0.8), (5, 0.8), (0, 0.1)]
+    ))
+    out = tmp_path / "top.json"
+    assert main(["select", "--dataset", str(dataset), "--scores", str(jsonl), "--num", "3",
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == [records[2], records[5], records[6]]
+
+
+def test_original_jsonl_with_repeated_dataset_ids_is_an_error(files) -> None:
+    dataset, scores, records, _ = files
+    with pytest.raises(SelectionError, match="occurs twice in the dataset"):
+        selection.scores_from_jsonl(scores.with_name("importance_scores.jsonl"), records)
+
+
+def test_scores_of_another_dataset_are_an_error(files) -> None:
+    _, _, records, table = files
+    with pytest.raises(SelectionError, match="do not belong together"):
+        selection.pick_records(records[:20], selection.top_indices(table, 30))
+
+
+def test_summary_command(files, tmp_path: Path) -> None:
+    _, scores, _, table = files
+    out = tmp_path / "select/summary.csv"
+    assert main(["select-summary", "--scores", str(scores), "--budgets", "3", "16%", "30",
+                 "--out", str(out)]) == 0
+    summary = pd.read_csv(out, dtype={"budget": str})
+    assert list(summary.columns) == list(selection.SUMMARY_COLUMNS)
+    assert summary["budget"].tolist() == ["3", "16%", "30"]
+    assert summary["n"].tolist() == [3, 5, 30]
+    np.testing.assert_allclose(summary["fraction"], [0.1, 5 / 30, 1.0])
+    ranked = table["importance"].to_numpy()
+    np.testing.assert_allclose(summary["score_threshold"], [ranked[2], ranked[4], ranked[29]])
