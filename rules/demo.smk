@@ -1,15 +1,25 @@
-# The bundled demo dataset and tiny models, generated deterministically.
+# The bundled demo dataset (ShareGPT and LLaVA formats, images) and tiny models,
+# generated deterministically by one job.
 
 
 rule demo:
+    input:
+        # The builders: editing them rebuilds the demo (and reruns what depends on it).
+        builder="scalselect/demo.py",
+        models="scalselect/tinymodels.py",
     output:
         dataset="resources/demo/dataset.json",
+        dataset_llava="resources/demo/dataset_llava.json",
+        groups="resources/demo/groups.json",
+        expected_invalid="resources/demo/EXPECTED_INVALID.json",
         images=directory("resources/demo/images"),
+        llava=directory("resources/demo/models/tiny-llava"),
+        qwen=directory("resources/demo/models/tiny-qwen3-vl"),
     log:
         "logs/demo.log",
     benchmark:
         "benchmarks/demo.tsv"
     conda:
-        "../envs/data.yaml"
+        "../envs/demo.yaml"
     shell:
         "python scripts/make_demo.py --out resources/demo > {log} 2>&1"
