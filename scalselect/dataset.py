@@ -318,8 +318,9 @@ def detect_format(records: Sequence[Any], path: str | os.PathLike = "dataset") -
                 f"{path}: mixed record formats: record {index} is {_describe(formats)} but"
                 f" record {first} is {_describe(candidates)}; a dataset file must use one format"
             )
-        else:
-            candidates &= formats
+        elif not candidates <= formats:
+            # This record narrows the format down: later conflicts name it.
+            candidates, first = candidates & formats, index
     if candidates is None:
         keys = sorted(records[0]) if isinstance(records[0], dict) else _json_type(records[0])
         raise DatasetError(

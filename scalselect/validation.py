@@ -125,11 +125,11 @@ def check_image(
     try:
         size = os.stat(path).st_size
     except OSError as error:
-        return ImageCheck("missing_image", f"{path}: {error.strerror}")
+        return ImageCheck("missing_image", f"{error.strerror} ({path})")
     if not os.path.isfile(path):
-        return ImageCheck("missing_image", f"{path}: not a regular file")
+        return ImageCheck("missing_image", f"not a regular file ({path})")
     if size == 0:
-        return ImageCheck("empty_image_file", f"{path}: zero bytes")
+        return ImageCheck("empty_image_file", "zero bytes")
     with warnings.catch_warnings():
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; both are bombs here.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -139,20 +139,20 @@ def check_image(
                 if decode:
                     image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            return ImageCheck("decompression_bomb", f"{path}: {error}")
+            return ImageCheck("decompression_bomb", str(error))
         except UnidentifiedImageError:
-            return ImageCheck("not_an_image", f"{path}: not a recognised image format")
+            return ImageCheck("not_an_image", "not a recognised image format")
         except (OSError, SyntaxError, ValueError, EOFError) as error:
-            return ImageCheck("corrupt_image", f"{path}: {error}")
+            return ImageCheck("corrupt_image", str(error) or type(error).__name__)
     short, long = min(width, height), max(width, height)
     if short < min_side:
         return ImageCheck(
-            "image_too_small", f"{path}: {width}x{height}, a side under {min_side} px", width, height
+            "image_too_small", f"{width}x{height}, a side under {min_side} px", width, height
         )
     if long / short > max_aspect_ratio:
         return ImageCheck(
             "extreme_aspect_ratio",
-            f"{path}: {width}x{height}, aspect ratio {long / short:.0f}:1 > {max_aspect_ratio:g}:1",
+            f"{width}x{height}, aspect ratio {long / short:.0f}:1 > {max_aspect_ratio:g}:1",
             width,
             height,
         )

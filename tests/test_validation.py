@@ -1,0 +1,181 @@
+"""validate: every check on a bad-input corpus of real files, in every record format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from corpus import bad_corpus, to_llava, write_dataset
+from scalselect import validation
+from scalselect.dataset import load_dataset
+from scalselect.validation import Settings, check_image, format_summary, validate_dataset
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, dict, set]:
+    root = tmp_path_factory.mktemp("corpus")
+    records, expected, text_only = bad_corpus(root)
+    return root, records, expected, text_only
+
+
+def reasons_by_index(report: dict) -> dict[int, set[str]]:
+    return {entry["index"]: set(entry["reasons"]) for entry in report["invalid"]}
+
+
+def validate(root: Path, records: list, name: str = "d.json", **settings) -> dict:
+    dataset = load_dataset(write_dataset(root / name, records))
+    return validate_dataset(dataset, root, Settings(**settings), progress=False)
+
+
+def test_every_check_by_reason_and_index(corpus) -> None:
+    root, records, expected, text_only = corpus
+    report = validate(root, records)
+    assert reasons_by_index(report) == expected
+    assert set(report["text_only"]) == text_only
+    assert report["counts"] == dict(Counter(r for reasons in expected.values() for r in reasons))
+    assert report["num_samples"] == len(records)
+    assert report["num_invalid"] == len(expected)
+    assert report["num_valid"] == len(records) - len(expected)
+    assert report["num_text_only"] == len(text_only)
+    # Ids are reported exactly as given, None when absent.
+    ids = {e["index"]: e["id"] for e in report["invalid"]}
+    assert ids[4] is None and ids[5] is True and ids[7] == "dup"
+    # 12 distinct files (two of them missing) for many more references: each checked once.
+    assert report["num_image_files"] == 12
+    assert report["image_files"]["ok"] == 2 and report["image_files"]["missing_image"] == 2
+    assert report["sources"] == {"imgs": 6, "text-only": 2}
+
+
+def test_details_name_the_fields(corpus) -> None:
+    root, records, _, _ = corpus
+    details = {e["index"]: e["details"] for e in validate(root, records)["invalid"]}
+    assert details[14] == ['messages[1].role is "bot" (expected one of user, assistant, system)']
+    assert details[22][0].startswith("images[0] 'imgs/no-such-file.jpg': No such file")
+    assert details[37] == ["no 'id' field", details[37][1]] and "imgs/gone.jpg" in details[37][1]
+    assert details[7] == ["id 'dup' is also used by record(s) 8"]
+
+
+def test_header_checks_cannot_see_truncation(corpus) -> None:
+    root, records, expected, _ = corpus
+    report = validate(root, records, decode_images=False)
+    assert reasons_by_index(report) == {i: r for i, r in expected.items() if r != {"corrupt_image"}}
+    assert report["settings"]["decode_images"] is False
+
+
+@pytest.mark.parametrize("images_key,fmt", [("image", "llava"), ("images", "llava_images")])
+def test_llava_formats_get_the_same_findings_in_their_own_words(corpus, images_key: str, fmt: str) -> None:
+    root, records, expected, text_only = corpus
+    converted = [to_llava(r, images_key) for r in records]
+    report = validate(root, converted, name=f"{fmt}.json")
+    assert report["format"] == fmt
+    want = dict(expected)
+    if fmt == "llava":
+        del want[20]  # "image": "imgs/good.jpg" (a string) is how LLaVA writes one image
+    assert reasons_by_index(report) == want
+    assert set(report["text_only"]) == text_only
+    details = {e["index"]: e["details"] for e in report["invalid"]}
+    assert details[12] == ["conversations[0] has no 'from'"]
+    assert details[14] == ['conversations[1].from is "bot" (expected one of human, gpt, system)']
+    assert details[15] == ["no 'human' turn in 'conversations'"]
+    assert details[9] == ["no 'conversations' field"]
+    field = "image" if fmt == "llava" else "images[0]"
+    assert details[23] == [f"{field} 'imgs/empty.jpg': zero bytes"]
+
+
+def test_json_lines_give_the_same_report(corpus) -> None:
+    root, records, _, _ = corpus
+    as_json, as_lines = validate(root, records), validate(root, records, name="d.jsonl")
+    for key in ("invalid", "text_only", "counts", "num_valid", "duplicate_ids"):
+        assert as_json[key] == as_lines[key]
+
+
+def test_duplicate_ids_every_occurrence_and_policy(tmp_path: Path) -> None:
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    chat = [{"role": "user", "content": "<image> q"}, {"role": "assistant", "content": "a"}]
+    records = [{"id": i, "messages": chat, "images": ["a.png"]} for i in (5, 6, 5, "5", 5, 6)]
+    report = validate(tmp_path, records)
+    assert reasons_by_index(report) == {i: {"duplicate_id"} for i in (0, 1, 2, 4, 5)}
+    assert report["duplicate_ids"] == [{"id": 5, "indices": [0, 2, 4]}, {"id": 6, "indices": [1, 5]}]
+    allowed = validate(tmp_path, records, allow_duplicate_ids=True)
+    assert allowed["invalid"] == [] and allowed["num_valid"] == 6
+    assert allowed["duplicate_ids"] == report["duplicate_ids"]
+    assert "repeated ids: 2 (kept: allow_duplicate_ids)" in format_summary(allowed)
+
+
+def test_parallel_workers_give_the_same_report(corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, records, _, _ = corpus
+    dataset = load_dataset(write_dataset(root / "p.json", records))
+    serial = validate_dataset(dataset, root, progress=False)
+    monkeypatch.setattr(validation, "CHUNK", 3)  # several chunks for two processes
+    parallel = validate_dataset(dataset, root, workers=2, progress=False)
+    assert parallel == serial
+
+
+def test_check_image_limits(tmp_path: Path) -> None:
+    Image.new("RGB", (28, 5600)).save(tmp_path / "edge.png")  # exactly 200:1 and 28 px
+    Image.new("RGB", (27, 40)).save(tmp_path / "narrow.png")
+    assert check_image(tmp_path / "edge.png").reason is None
+    assert check_image(tmp_path / "edge.png", max_aspect_ratio=199).reason == "extreme_aspect_ratio"
+    check = check_image(tmp_path / "narrow.png")
+    assert (check.reason, check.width, check.height) == ("image_too_small", 27, 40)
+    assert check_image(tmp_path / "narrow.png", min_side=27).reason is None
+    assert check_image(tmp_path).reason == "missing_image"  # a directory is not a file
+
+
+def test_summary_lists_reasons_and_examples(corpus) -> None:
+    root, records, _, _ = corpus
+    summary = format_summary(validate(root, records), examples=3)
+    assert "samples: 39; valid: 8 (text-only: 2); invalid: 31" in summary
+    assert "  decompression_bomb       2" in summary
+    assert "invalid samples (first 3):" in summary and "record 5 (id True)" in summary
+    assert "record 6 " not in summary
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "scalselect", *args], cwd=REPO, capture_output=True, text=True
+    )
+
+
+def test_cli_writes_the_report_and_a_summary(corpus, tmp_path: Path) -> None:
+    root, records, expected, _ = corpus
+    dataset = write_dataset(tmp_path / "d.jsonl", records)
+    out = tmp_path / "out" / "report.json"
+    result = run_cli(
+        "validate", "--dataset", str(dataset), "--image-root", str(root), "--out", str(out),
+        "--no-decode-images", "--min-image-side", "10", "--workers", "2",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    want = {i: r for i, r in expected.items() if r not in ({"corrupt_image"}, {"image_too_small"})}
+    want[28] = {"image_too_small"}  # 1x300 is still under 10 px; 10x10 is not
+    assert reasons_by_index(report) == want
+    assert report["settings"]["min_image_side"] == 10
+    assert "invalid samples by reason" in result.stderr
+    assert [p.name for p in out.parent.iterdir()] == ["report.json"]
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('[{"id": 1},\n {"id": 2} {"id": 3}]', "invalid JSON at line 2, column 12"),
+        ('"just a string"', "top level is a JSON string, not a list"),
+        ("[]", "the dataset is empty"),
+        ('[{"id": 1, "text": "x"}]', "unknown record format"),
+    ],
+)
+def test_cli_fatal_errors_exit_nonzero_without_traceback(tmp_path: Path, text: str, message: str) -> None:
+    dataset = tmp_path / "d.json"
+    dataset.write_text(text)
+    out = tmp_path / "report.json"
+    result = run_cli("validate", "--dataset", str(dataset), "--image-root", str(tmp_path), "--out", str(out))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
