@@ -1,0 +1,95 @@
+"""filter: the valid samples, unchanged and in order, in every format; mismatched reports
+are refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from corpus import bad_corpus, to_llava, write_dataset
+from scalselect.dataset import DatasetError, load_dataset, write_records
+from scalselect.io import write_json
+from scalselect.validation import filter_indices, load_report, validate_dataset
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, dict, set]:
+    root = tmp_path_factory.mktemp("corpus")
+    records, expected, text_only = bad_corpus(root)
+    return root, records, expected, text_only
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "scalselect", *args], cwd=REPO, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("keep_text_only", [False, True])
+def test_keeps_valid_samples_in_order(corpus, keep_text_only: bool) -> None:
+    root, records, expected, text_only = corpus
+    dataset = load_dataset(write_dataset(root / "d.json", records))
+    report = validate_dataset(dataset, root, progress=False)
+    keep, removed = filter_indices(report, dataset, keep_text_only=keep_text_only)
+    valid = [i for i in range(len(records)) if i not in expected]
+    assert keep == (valid if keep_text_only else [i for i in valid if i not in text_only])
+    assert removed["duplicate_id"] == 2 and removed["missing_id"] == 2
+    assert removed.get("text_only") == (None if keep_text_only else 2)
+
+
+@pytest.mark.parametrize(
+    "name,images_key",
+    [("sharegpt.json", None), ("sharegpt.jsonl", None), ("llava.json", "image"),
+     ("llava.jsonl", "image"), ("llava_images.json", "images")],
+)
+def test_cli_round_trip_in_every_format(corpus, tmp_path: Path, name: str, images_key: str | None) -> None:
+    root, records, _, _ = corpus
+    source = records if images_key is None else [to_llava(r, images_key) for r in records]
+    dataset = write_dataset(tmp_path / name, source)
+    report, out = tmp_path / "report.json", tmp_path / "filtered.json"
+    common = ["--image-root", str(root), "--out", str(report), "--workers", "1", "--no-progress"]
+    assert run_cli("validate", "--dataset", str(dataset), *common).returncode == 0
+    result = run_cli("filter", "--dataset", str(dataset), "--report", str(report), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    valid = json.loads(report.read_text())
+    drop = {e["index"] for e in valid["invalid"]} | set(valid["text_only"])
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert written == [r for i, r in enumerate(source) if i not in drop]
+    filtered = load_dataset(out)
+    assert filtered.format == valid["format"] and filtered.records == written
+    assert f"kept {len(written)} of {len(source)} samples" in result.stderr
+    assert "removed        2  duplicate_id" in result.stderr
+    assert "removed        2  text_only" in result.stderr
+
+
+def test_refuses_a_report_of_other_content(corpus, tmp_path: Path) -> None:
+    root, records, _, _ = corpus
+    path = write_dataset(tmp_path / "d.json", records)
+    report = validate_dataset(load_dataset(path), root, progress=False)
+    # Same number of samples, one answer edited.
+    edited = json.loads(json.dumps(records))
+    edited[0]["messages"][1]["content"] = "Another picture."
+    write_dataset(path, edited)
+    with pytest.raises(DatasetError, match="does not match .* validate this dataset again"):
+        filter_indices(report, load_dataset(path))
+    report_path = tmp_path / "report.json"
+    write_json(report_path, report)
+    result = run_cli("filter", "--dataset", str(path), "--report", str(report_path),
+                     "--out", str(tmp_path / "out.json"))
+    assert result.returncode == 2 and "does not match" in result.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_refuses_what_is_not_a_report(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    write_records(path, [{"id": 1}])
+    with pytest.raises(DatasetError, match="is not a validation report"):
+        load_report(path)
+    path.write_text("{")
+    with pytest.raises(DatasetError, match="cannot read validation report"):
+        load_report(path)
