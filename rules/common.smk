@@ -41,6 +41,17 @@ def run_value(key):
     return value
 
 
+def run_options(*keys):
+    """Params function: top-level keys of the run entry (format, source_field) as
+    command-line options; keys the run does not set are left out."""
+
+    def options(wildcards):
+        entry = run_config(wildcards.run)
+        return " ".join(cli_option(key, entry[key]) for key in keys if key in entry)
+
+    return options
+
+
 def cli_option(key, value):
     """One setting as a command-line option: `--min-image-side 28`, `--no-center`."""
     flag = key.replace("_", "-")

@@ -15,13 +15,18 @@ rule validate:
     threads: 8
     params:
         image_root=run_value("image_root"),
+        dataset_options=run_options("format", "source_field"),
         options=cli_options(
-            "validate", "decode_images", "min_image_side", "max_aspect_ratio"
+            "validate",
+            "decode_images",
+            "min_image_side",
+            "max_aspect_ratio",
+            "allow_duplicate_ids",
         ),
     shell:
         "python -m scalselect validate --dataset {input.dataset}"
         " --image-root {params.image_root} --out {output.report}"
-        " {params.options} --workers {threads} > {log} 2>&1"
+        " {params.dataset_options} {params.options} --workers {threads} > {log} 2>&1"
 
 
 rule filter:
