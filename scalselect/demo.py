@@ -24,7 +24,6 @@ a few samples have two images and a few (~3%) are text-only.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import shutil
@@ -38,8 +37,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from scalselect.io import atomic_write, write_json
-
-log = logging.getLogger(__name__)
 
 DEFAULT_SEED = 0
 
@@ -88,24 +85,35 @@ SOURCE_LAYOUT = {
     "vg": ("VG_100K", "{:d}", (1, 10**5)),
 }
 
+# Sources whose samples get string ids (their image's file name, as in LLaVA-665K).
+STRING_ID_SOURCES = ("ocr_vqa", "textvqa")
+
 SYSTEM_PROMPTS = (
     "You are a helpful assistant that answers questions about images.",
     "You are a careful visual assistant. Answer briefly and precisely.",
     "Describe what you see accurately and do not guess.",
 )
 
+# fmt: off
 BOOK_WORDS = (
     ("The", "Quiet", "River"), ("Modern", "Garden", "Design"), ("A", "History", "of", "Salt"),
     ("Cooking", "with", "Fire"), ("The", "Last", "Lighthouse"), ("Practical", "Statistics"),
     ("Night", "Train", "North"), ("Birds", "of", "the", "Coast"), ("Learning", "Python"),
     ("The", "Glass", "Orchard"), ("Small", "Houses"), ("Winter", "Tales"),
 )
-BOOK_GENRES = ("Fiction", "Home & Garden", "History", "Cookbooks", "Mystery", "Science",
-               "Travel", "Nature", "Computers", "Literature", "Architecture", "Poetry")
-AUTHORS = ("Ana Ortiz", "Tom Becker", "Mei Chen", "Ravi Patel", "Lena Novak", "Sam Okafor",
-           "Ines Duarte", "Karl Weiss", "Yuki Sato", "Omar Haddad")
-SIGN_WORDS = ("STOP", "EXIT", "OPEN", "CLOSED", "SALE", "PARKING", "NO ENTRY", "CAFE",
-              "PUSH", "BUS 42", "ROUTE 9", "HOTEL")
+BOOK_GENRES = (
+    "Fiction", "Home & Garden", "History", "Cookbooks", "Mystery", "Science", "Travel",
+    "Nature", "Computers", "Literature", "Architecture", "Poetry",
+)
+AUTHORS = (
+    "Ana Ortiz", "Tom Becker", "Mei Chen", "Ravi Patel", "Lena Novak", "Sam Okafor",
+    "Ines Duarte", "Karl Weiss", "Yuki Sato", "Omar Haddad",
+)
+SIGN_WORDS = (
+    "STOP", "EXIT", "OPEN", "CLOSED", "SALE", "PARKING", "NO ENTRY", "CAFE", "PUSH",
+    "BUS 42", "ROUTE 9", "HOTEL",
+)
+# fmt: on
 
 
 @dataclass
@@ -172,24 +180,34 @@ def draw_stripes(rng: random.Random, nprng: np.random.Generator, size: tuple[int
     if orientation == "horizontal":
         step = height / n
         for i in range(1, n, 2):
-            draw.rectangle((0, round(i * step), width, round((i + 1) * step) - 1), fill=PALETTE[second])
+            draw.rectangle(
+                (0, round(i * step), width, round((i + 1) * step) - 1), fill=PALETTE[second]
+            )
     elif orientation == "vertical":
         step = width / n
         for i in range(1, n, 2):
-            draw.rectangle((round(i * step), 0, round((i + 1) * step) - 1, height), fill=PALETTE[second])
+            draw.rectangle(
+                (round(i * step), 0, round((i + 1) * step) - 1, height), fill=PALETTE[second]
+            )
     else:
         step = (width + height) / n
         for i in range(1, n, 2):
             a, b = i * step, (i + 1) * step
-            draw.polygon([(a, 0), (b, 0), (b - height, height), (a - height, height)], fill=PALETTE[second])
+            draw.polygon(
+                [(a, 0), (b, 0), (b - height, height), (a - height, height)], fill=PALETTE[second]
+            )
     caption = f"{orientation} {first} and {second} stripes"
-    return Drawn(image, f"a pattern of {caption}", [
-        ("What pattern is shown in the image?", f"The image shows {caption}."),
-        ("Which direction do the stripes run?", f"The stripes are {orientation}."),
-        ("What colors are the stripes?", f"They alternate between {first} and {second}."),
-        ("Is there any text in the image?", "No, there is no text, only stripes."),
-        ("Roughly how many stripes are there?", f"There are about {n} stripes."),
-    ])
+    return Drawn(
+        image,
+        f"a pattern of {caption}",
+        [
+            ("What pattern is shown in the image?", f"The image shows {caption}."),
+            ("Which direction do the stripes run?", f"The stripes are {orientation}."),
+            ("What colors are the stripes?", f"They alternate between {first} and {second}."),
+            ("Is there any text in the image?", "No, there is no text, only stripes."),
+            ("Roughly how many stripes are there?", f"There are about {n} stripes."),
+        ],
+    )
 
 
 def draw_circles(rng: random.Random, nprng: np.random.Generator, size: tuple[int, int]) -> Drawn:
@@ -204,12 +222,22 @@ def draw_circles(rng: random.Random, nprng: np.random.Generator, size: tuple[int
         x, y = rng.randint(r, width - r), rng.randint(r, height - r)
         draw.ellipse((x - r, y - r, x + r, y + r), fill=PALETTE[color], outline=PALETTE["black"])
     noun = "circle" if n == 1 else "circles"
-    return Drawn(image, f"{n} {color} {noun} on a {background} background", [
-        ("How many circles are in the image?", f"There {'is' if n == 1 else 'are'} {n} {noun}."),
-        ("What color are the circles?", f"The {noun} {'is' if n == 1 else 'are'} {color}."),
-        ("What is the background color?", f"The background is {background}."),
-        ("Describe the image.", f"The image shows {n} {color} {noun} on a plain {background} background."),
-    ])
+    return Drawn(
+        image,
+        f"{n} {color} {noun} on a {background} background",
+        [
+            (
+                "How many circles are in the image?",
+                f"There {'is' if n == 1 else 'are'} {n} {noun}.",
+            ),
+            ("What color are the circles?", f"The {noun} {'is' if n == 1 else 'are'} {color}."),
+            ("What is the background color?", f"The background is {background}."),
+            (
+                "Describe the image.",
+                f"The image shows {n} {color} {noun} on a plain {background} background.",
+            ),
+        ],
+    )
 
 
 def draw_gradient(rng: random.Random, nprng: np.random.Generator, size: tuple[int, int]) -> Drawn:
@@ -221,32 +249,50 @@ def draw_gradient(rng: random.Random, nprng: np.random.Generator, size: tuple[in
     t = np.linspace(0.0, 1.0, steps, dtype=np.float64)[:, None]
     line = (1 - t) * np.array(PALETTE[start]) + t * np.array(PALETTE[end])
     line = np.round(line).astype(np.uint8)
-    pixels = np.broadcast_to(line[None, :, :], (height, width, 3)) if direction == "left to right" \
+    pixels = (
+        np.broadcast_to(line[None, :, :], (height, width, 3))
+        if direction == "left to right"
         else np.broadcast_to(line[:, None, :], (height, width, 3))
+    )
     image = Image.fromarray(np.ascontiguousarray(pixels))
-    return Drawn(image, f"a gradient from {start} to {end}, {direction}", [
-        ("What does the image show?", f"A smooth color gradient from {start} to {end}."),
-        ("In which direction does the color change?", f"The color changes from {direction}."),
-        ("Which color is at the start of the gradient?", f"It starts with {start}."),
-        ("Are there any objects in the image?", "No, it is only a smooth gradient."),
-    ])
+    return Drawn(
+        image,
+        f"a gradient from {start} to {end}, {direction}",
+        [
+            ("What does the image show?", f"A smooth color gradient from {start} to {end}."),
+            ("In which direction does the color change?", f"The color changes from {direction}."),
+            ("Which color is at the start of the gradient?", f"It starts with {start}."),
+            ("Are there any objects in the image?", "No, it is only a smooth gradient."),
+        ],
+    )
 
 
-def draw_checkerboard(rng: random.Random, nprng: np.random.Generator, size: tuple[int, int]) -> Drawn:
+def draw_checkerboard(
+    rng: random.Random, nprng: np.random.Generator, size: tuple[int, int]
+) -> Drawn:
     """A checkerboard of two colours with square tiles."""
     width, height = size
     first, second = _pick_colors(rng, 2)
     tile = rng.choice((8, 12, 16, 24, 32))
     ys, xs = np.mgrid[0:height, 0:width]
     mask = ((ys // tile + xs // tile) % 2).astype(bool)
-    pixels = np.where(mask[..., None], np.array(PALETTE[second], np.uint8), np.array(PALETTE[first], np.uint8))
+    pixels = np.where(
+        mask[..., None], np.array(PALETTE[second], np.uint8), np.array(PALETTE[first], np.uint8)
+    )
     image = Image.fromarray(pixels.astype(np.uint8))
-    return Drawn(image, f"a {first} and {second} checkerboard", [
-        ("What pattern is this?", f"It is a checkerboard of {first} and {second} squares."),
-        ("What colors are the squares?", f"The squares are {first} and {second}."),
-        ("Are the tiles large or small?", f"The tiles are {'small' if tile <= 12 else 'large'}, about {tile} pixels wide."),
-        ("Is this a photograph?", "No, it is a synthetic checkerboard pattern."),
-    ])
+    return Drawn(
+        image,
+        f"a {first} and {second} checkerboard",
+        [
+            ("What pattern is this?", f"It is a checkerboard of {first} and {second} squares."),
+            ("What colors are the squares?", f"The squares are {first} and {second}."),
+            (
+                "Are the tiles large or small?",
+                f"The tiles are {'small' if tile <= 12 else 'large'}, about {tile} pixels wide.",
+            ),
+            ("Is this a photograph?", "No, it is a synthetic checkerboard pattern."),
+        ],
+    )
 
 
 def draw_book_cover(rng: random.Random, nprng: np.random.Generator, size: tuple[int, int]) -> Drawn:
@@ -260,33 +306,51 @@ def draw_book_cover(rng: random.Random, nprng: np.random.Generator, size: tuple[
     image = Image.new("RGB", (width, height), PALETTE[background])
     draw = ImageDraw.Draw(image)
     draw.rectangle((0, height // 5, width, height // 5 + height // 3), fill=PALETTE[band])
-    ink = PALETTE["white"] if band in ("black", "blue", "purple", "brown", "gray", "red", "green") else PALETTE["black"]
+    ink = (
+        PALETTE["white"]
+        if band in ("black", "blue", "purple", "brown", "gray", "red", "green")
+        else PALETTE["black"]
+    )
     font = _font(max(12, width // 9))
     y = height // 5 + 6
     for word in BOOK_WORDS[index]:
         draw.text((8, y), word, fill=ink, font=font)
         y += font.size + 2
-    draw.text((8, height - height // 6), author, fill=PALETTE["black"] if background != "black" else PALETTE["white"],
-              font=_font(max(10, width // 14)))
-    return Drawn(image, f"the cover of the book '{title}' by {author}", [
-        ("Who wrote this book?", author),
-        ("What is the title of this book?", title),
-        ("What is the genre of this book?", genre),
-        ("Is this a novel?", "Yes" if genre in ("Fiction", "Mystery", "Literature") else "No"),
-    ])
+    draw.text(
+        (8, height - height // 6),
+        author,
+        fill=PALETTE["black"] if background != "black" else PALETTE["white"],
+        font=_font(max(10, width // 14)),
+    )
+    return Drawn(
+        image,
+        f"the cover of the book '{title}' by {author}",
+        [
+            ("Who wrote this book?", author),
+            ("What is the title of this book?", title),
+            ("What is the genre of this book?", genre),
+            ("Is this a novel?", "Yes" if genre in ("Fiction", "Mystery", "Literature") else "No"),
+        ],
+    )
 
 
 def draw_noise(rng: random.Random, nprng: np.random.Generator, size: tuple[int, int]) -> Drawn:
     """Blocky random colour noise."""
     width, height = size
     block = rng.choice((4, 8, 16))
-    small = nprng.integers(0, 256, size=(math.ceil(height / block), math.ceil(width / block), 3), dtype=np.uint8)
+    small = nprng.integers(
+        0, 256, size=(math.ceil(height / block), math.ceil(width / block), 3), dtype=np.uint8
+    )
     image = Image.fromarray(small).resize((width, height), Image.Resampling.NEAREST)
-    return Drawn(image, "random colored noise", [
-        ("What is in this image?", "Random colored noise made of small square blocks."),
-        ("Can you recognize any object?", "No, the image contains only noise."),
-        ("Is the texture smooth or rough?", "It is rough and blocky."),
-    ])
+    return Drawn(
+        image,
+        "random colored noise",
+        [
+            ("What is in this image?", "Random colored noise made of small square blocks."),
+            ("Can you recognize any object?", "No, the image contains only noise."),
+            ("Is the texture smooth or rough?", "It is rough and blocky."),
+        ],
+    )
 
 
 def draw_sign(rng: random.Random, nprng: np.random.Generator, size: tuple[int, int]) -> Drawn:
@@ -302,13 +366,21 @@ def draw_sign(rng: random.Random, nprng: np.random.Generator, size: tuple[int, i
     w, h = right - left + 16, bottom - top + 16
     x0, y0 = (width - w) // 2, max(4, height // 2 - h)
     draw.rectangle((x0, y0, x0 + w, y0 + h), fill=PALETTE[plate], outline=PALETTE["white"], width=2)
-    ink = PALETTE["white"] if plate in ("black", "blue", "purple", "brown", "red", "green") else PALETTE["black"]
+    ink = (
+        PALETTE["white"]
+        if plate in ("black", "blue", "purple", "brown", "red", "green")
+        else PALETTE["black"]
+    )
     draw.text((x0 + 8 - left, y0 + 8 - top), word, fill=ink, font=font)
-    return Drawn(image, f"a {plate} sign that reads '{word}'", [
-        ("What does the sign say?", word),
-        ("What color is the sign?", f"The sign is {plate}."),
-        ("What is written on the sign?", f"It says \"{word}\"."),
-    ])
+    return Drawn(
+        image,
+        f"a {plate} sign that reads '{word}'",
+        [
+            ("What does the sign say?", word),
+            ("What color is the sign?", f"The sign is {plate}."),
+            ("What is written on the sign?", f'It says "{word}".'),
+        ],
+    )
 
 
 def draw_rings(rng: random.Random, nprng: np.random.Generator, size: tuple[int, int]) -> Drawn:
@@ -321,12 +393,22 @@ def draw_rings(rng: random.Random, nprng: np.random.Generator, size: tuple[int, 
     cx, cy, radius = width // 2, height // 2, min(width, height) // 2 - 2
     for i in range(n):
         r = radius * (n - i) / n
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=PALETTE[first if i % 2 == 0 else second])
-    return Drawn(image, f"a target of {n} concentric {first} and {second} rings", [
-        ("What does this image look like?", f"It looks like a target made of {n} concentric rings."),
-        ("What colors are the rings?", f"The rings alternate between {first} and {second}."),
-        ("What is at the center?", f"A small {first if (n - 1) % 2 == 0 else second} disc."),
-    ], file_format="PNG")
+        draw.ellipse(
+            (cx - r, cy - r, cx + r, cy + r), fill=PALETTE[first if i % 2 == 0 else second]
+        )
+    return Drawn(
+        image,
+        f"a target of {n} concentric {first} and {second} rings",
+        [
+            (
+                "What does this image look like?",
+                f"It looks like a target made of {n} concentric rings.",
+            ),
+            ("What colors are the rings?", f"The rings alternate between {first} and {second}."),
+            ("What is at the center?", f"A small {first if (n - 1) % 2 == 0 else second} disc."),
+        ],
+        file_format="PNG",
+    )
 
 
 def _hopper() -> Image.Image:
@@ -340,23 +422,44 @@ def draw_photo(rng: random.Random, nprng: np.random.Generator, size: tuple[int, 
     """A crop of the real photograph of Grace Hopper shipped with matplotlib."""
     photo = _hopper()
     crops = {
-        "portrait": ((0, 0, 512, 600), "a portrait of a woman in a dark naval uniform and cap in front of a flag"),
-        "face": ((130, 20, 400, 360), "a close-up of an elderly woman wearing glasses and a naval cap"),
+        "portrait": (
+            (0, 0, 512, 600),
+            "a portrait of a woman in a dark naval uniform and cap in front of a flag",
+        ),
+        "face": (
+            (130, 20, 400, 360),
+            "a close-up of an elderly woman wearing glasses and a naval cap",
+        ),
         "uniform": ((60, 320, 512, 600), "a dark uniform with a name tag and rows of ribbons"),
-        "flag": ((0, 0, 200, 400), "part of a flag with white stars on a blue field and red and white stripes"),
+        "flag": (
+            (0, 0, 200, 400),
+            "part of a flag with white stars on a blue field and red and white stripes",
+        ),
     }
     name = rng.choice(sorted(crops))
     box, caption = crops[name]
     crop = photo.crop(box)
     scale = min(320 / crop.width, 320 / crop.height, 1.0) * rng.choice((0.6, 0.8, 1.0))
-    image = crop.resize((max(96, round(crop.width * scale)), max(96, round(crop.height * scale))),
-                        Image.Resampling.BICUBIC)
-    return Drawn(image, caption, [
-        ("Describe the image.", f"It is a photograph showing {caption}."),
-        ("Is this a photograph or a drawing?", "It is a real photograph."),
-        ("What colors dominate the image?", "Dark navy blue, with some red, white and skin tones."),
-        ("Is anyone wearing glasses?", "Yes." if name in ("portrait", "face") else "No face is visible in this part."),
-    ])
+    image = crop.resize(
+        (max(96, round(crop.width * scale)), max(96, round(crop.height * scale))),
+        Image.Resampling.BICUBIC,
+    )
+    return Drawn(
+        image,
+        caption,
+        [
+            ("Describe the image.", f"It is a photograph showing {caption}."),
+            ("Is this a photograph or a drawing?", "It is a real photograph."),
+            (
+                "What colors dominate the image?",
+                "Dark navy blue, with some red, white and skin tones.",
+            ),
+            (
+                "Is anyone wearing glasses?",
+                "Yes." if name in ("portrait", "face") else "No face is visible in this part.",
+            ),
+        ],
+    )
 
 
 # Very uneven group frequencies (35% down to ~1.5%), so that selection has rare groups to
@@ -366,11 +469,15 @@ GROUPS: tuple[Group, ...] = (
     Group("circles", "coco", 50, "filled circles on a plain background", draw_circles),
     Group("gradient", "vg", 36, "smooth two-colour gradients", draw_gradient),
     Group("checkerboard", "gqa", 26, "two-colour checkerboards", draw_checkerboard),
-    Group("book_cover", "ocr_vqa", 18, "book covers with printed title and author", draw_book_cover),
+    Group(
+        "book_cover", "ocr_vqa", 18, "book covers with printed title and author", draw_book_cover
+    ),
     Group("noise", "vg", 12, "blocky random colour noise", draw_noise),
     Group("sign", "textvqa", 10, "street signs with a short word", draw_sign),
     Group("rings", "gqa", 5, "concentric rings (PNG)", draw_rings),
-    Group("photo", "coco", 4, "crops of a real photograph (matplotlib's grace_hopper.jpg)", draw_photo),
+    Group(
+        "photo", "coco", 4, "crops of a real photograph (matplotlib's grace_hopper.jpg)", draw_photo
+    ),
 )
 GROUPS_BY_NAME = {group.name: group for group in GROUPS}
 
@@ -384,21 +491,33 @@ def _text_only_turns(rng: random.Random) -> list[tuple[str, str]]:
     pairs = []
     for _ in range(rng.randint(1, 3)):
         a, b = rng.randint(2, 40), rng.randint(2, 40)
-        pairs.append(rng.choice((
-            (f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."),
-            (f"What is {a} times {b}?", f"{a} times {b} is {a * b}."),
-            (f"Is {a} larger than {b}?", "Yes." if a > b else "No."),
-            ("Name a primary color.", rng.choice(("Red.", "Blue.", "Yellow."))),
-        )))
+        pairs.append(
+            rng.choice(
+                (
+                    (f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."),
+                    (f"What is {a} times {b}?", f"{a} times {b} is {a * b}."),
+                    (f"Is {a} larger than {b}?", "Yes." if a > b else "No."),
+                    ("Name a primary color.", rng.choice(("Red.", "Blue.", "Yellow."))),
+                )
+            )
+        )
     return [turn for q, a in pairs for turn in (("user", q), ("assistant", a))]
 
 
-def _image_turns(rng: random.Random, drawn: Drawn, n_images: int, extra: Drawn | None) -> list[tuple[str, str]]:
+def _image_turns(
+    rng: random.Random, drawn: Drawn, n_images: int, extra: Drawn | None
+) -> list[tuple[str, str]]:
     """1-4 question/answer rounds about the image, the first carrying the image tag(s)."""
-    rounds = rng.sample(drawn.qa, rng.randint(1, min(4, len(drawn.qa))))
+    n_rounds = rng.randint(1, min(4, len(drawn.qa)))
+    rounds = rng.sample(drawn.qa, n_rounds - (extra is not None))
     if extra is not None:
-        rounds.insert(0, ("What is the difference between the two images?",
-                          f"The first image shows {drawn.caption}, the second shows {extra.caption}."))
+        rounds.insert(
+            0,
+            (
+                "What is the difference between the two images?",
+                f"The first image shows {drawn.caption}, the second shows {extra.caption}.",
+            ),
+        )
     tags = "\n".join(["<image>"] * n_images)
     first_q = rounds[0][0]
     placement = rng.choices(("start", "end", "middle", "none"), weights=(60, 20, 10, 10))[0]
@@ -452,9 +571,13 @@ def _maybe_system(rng: random.Random, turns: list[tuple[str, str]]) -> list[tupl
     return turns
 
 
-def _make_samples(rng: random.Random, nprng: np.random.Generator, writer: _ImageWriter) -> list[DemoSample]:
+def _make_samples(
+    rng: random.Random, nprng: np.random.Generator, writer: _ImageWriter
+) -> list[DemoSample]:
     """Every sample in dataset order, with its images written to disk."""
-    order = [group.name for group in GROUPS for _ in range(group.count)] + [TEXT_ONLY] * NUM_TEXT_ONLY
+    order = [group.name for group in GROUPS for _ in range(group.count)] + [
+        TEXT_ONLY
+    ] * NUM_TEXT_ONLY
     rng.shuffle(order)
     eligible = [i for i, name in enumerate(order) if name not in (TEXT_ONLY, "photo")]
     two_image_positions = set(rng.sample(eligible, NUM_TWO_IMAGES))
@@ -466,7 +589,9 @@ def _make_samples(rng: random.Random, nprng: np.random.Generator, writer: _Image
             samples.append(DemoSample(TEXT_ONLY, _maybe_system(rng, _text_only_turns(rng))))
             continue
         group = GROUPS_BY_NAME[name]
-        if shared_left and saved.get(name) and rng.random() < 0.05:
+        # Ids of OCR-VQA and TextVQA samples are their image's name: never share those.
+        shareable = group.source not in STRING_ID_SOURCES
+        if shareable and shared_left and saved.get(name) and rng.random() < 0.05:
             # Several samples about one image, as LLaVA-665K has for COCO images.
             rel, drawn = rng.choice(saved[name])
             shared_left -= 1
@@ -476,7 +601,9 @@ def _make_samples(rng: random.Random, nprng: np.random.Generator, writer: _Image
             saved.setdefault(name, []).append((rel, drawn))
         images, extra = [rel], None
         if position in two_image_positions:
-            other = GROUPS_BY_NAME[rng.choice([g.name for g in GROUPS if g.name not in (name, "photo")])]
+            other = GROUPS_BY_NAME[
+                rng.choice([g.name for g in GROUPS if g.name not in (name, "photo")])
+            ]
             extra = other.draw(rng, nprng, _size(rng))
             images.append(writer.save(other.source, extra))
         turns = _image_turns(rng, drawn, len(images), extra)
@@ -484,18 +611,14 @@ def _make_samples(rng: random.Random, nprng: np.random.Generator, writer: _Image
     return samples
 
 
-def _add_broken(rng: random.Random, samples: list[DemoSample], writer: _ImageWriter,
-                nprng: np.random.Generator) -> None:
+def _add_broken(
+    rng: random.Random, samples: list[DemoSample], writer: _ImageWriter, nprng: np.random.Generator
+) -> None:
     """Insert one deliberately broken sample per breakage kind, spread over the file."""
-    stripes = GROUPS_BY_NAME["stripes"]
-
-    def stripes_turns(drawn: Drawn) -> list[tuple[str, str]]:
-        return _image_turns(rng, drawn, 1, None)
-
     broken: list[DemoSample] = []
     for kind in BREAKAGES:
-        drawn = stripes.draw(rng, nprng, _size(rng))
-        turns = stripes_turns(drawn)
+        drawn = draw_stripes(rng, nprng, _size(rng))
+        turns = _image_turns(rng, drawn, 1, None)
         rel = writer.path_for("coco", ".jpg")
         sample = DemoSample("broken", turns, [rel], breakage=kind)
         if kind == "truncated":
@@ -510,7 +633,9 @@ def _add_broken(rng: random.Random, samples: list[DemoSample], writer: _ImageWri
             writer.write_image(rel, drawn.image.resize((16, 16), Image.Resampling.BILINEAR), "JPEG")
         elif kind == "extreme_aspect":
             # Both sides above the minimum, long/short about 203:1.
-            writer.write_image(rel, drawn.image.resize((5900, 29), Image.Resampling.BILINEAR), "JPEG")
+            writer.write_image(
+                rel, drawn.image.resize((5900, 29), Image.Resampling.BILINEAR), "JPEG"
+            )
         elif kind != "missing_file":
             writer.write_image(rel, drawn.image, "JPEG")
         if kind == "tag_mismatch":
@@ -529,14 +654,16 @@ def _assign_ids(rng: random.Random, samples: list[DemoSample]) -> None:
         source = sample.images[0].split("/", 1)[0] if sample.images else TEXT_ONLY
         if sample.breakage == "missing_id":
             sample.has_id = False
-        elif source in ("ocr_vqa", "textvqa"):
+        elif source in STRING_ID_SOURCES:
             # The image's file name, zero padding kept: ids stay exactly as written.
             sample.id = Path(sample.images[0]).stem
         else:
             sample.id = next_int
             next_int += rng.randint(1, 3)
     duplicate = next(s for s in samples if s.breakage == "duplicate_id")
-    candidates = [s for s in samples if s.breakage is None and isinstance(s.id, int) and s.group != TEXT_ONLY]
+    candidates = [
+        s for s in samples if s.breakage is None and isinstance(s.id, int) and s.group != TEXT_ONLY
+    ]
     duplicate.id = rng.choice(candidates).id
 
 
@@ -556,7 +683,9 @@ def _llava_record(sample: DemoSample) -> dict[str, Any]:
         record["image"] = sample.images[0]
     elif sample.images:
         record["image"] = list(sample.images)
-    record["conversations"] = [{"from": LLAVA_ROLES[role], "value": text} for role, text in sample.turns]
+    record["conversations"] = [
+        {"from": LLAVA_ROLES[role], "value": text} for role, text in sample.turns
+    ]
     return record
 
 
@@ -605,13 +734,23 @@ def build_dataset(out: str | Path, *, seed: int = DEFAULT_SEED) -> dict[str, Any
     write_json(out / "EXPECTED_INVALID.json", expected)
     counts = Counter(s.group for s in samples)
     groups = {
-        group.name: {"source": group.source, "description": group.description, "count": counts[group.name]}
+        group.name: {
+            "source": group.source,
+            "description": group.description,
+            "count": counts[group.name],
+        }
         for group in GROUPS
     }
-    groups[TEXT_ONLY] = {"source": TEXT_ONLY, "description": "conversations without images",
-                         "count": counts[TEXT_ONLY]}
-    groups["broken"] = {"source": "coco", "description": "deliberately broken samples (EXPECTED_INVALID.json)",
-                        "count": counts["broken"]}
+    groups[TEXT_ONLY] = {
+        "source": TEXT_ONLY,
+        "description": "conversations without images",
+        "count": counts[TEXT_ONLY],
+    }
+    groups["broken"] = {
+        "source": "coco",
+        "description": "deliberately broken samples (EXPECTED_INVALID.json)",
+        "count": counts["broken"],
+    }
     write_json(out / "groups.json", {"groups": groups, "samples": [s.group for s in samples]})
     return {
         "num_samples": len(samples),
@@ -624,8 +763,10 @@ def build_models(out: str | Path, *, seed: int = DEFAULT_SEED) -> list[Path]:
     """Save the demo's tiny models under ``out/models/`` (see :data:`DEMO_MODELS`)."""
     from scalselect.tinymodels import build_tiny_model
 
-    return [build_tiny_model(family, Path(out) / "models" / name, seed=seed)
-            for name, family in DEMO_MODELS.items()]
+    return [
+        build_tiny_model(family, Path(out) / "models" / name, seed=seed)
+        for name, family in DEMO_MODELS.items()
+    ]
 
 
 def build_demo(out: str | Path, *, seed: int = DEFAULT_SEED) -> dict[str, Any]:
