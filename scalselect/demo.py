@@ -575,9 +575,8 @@ def _make_samples(
     rng: random.Random, nprng: np.random.Generator, writer: _ImageWriter
 ) -> list[DemoSample]:
     """Every sample in dataset order, with its images written to disk."""
-    order = [group.name for group in GROUPS for _ in range(group.count)] + [
-        TEXT_ONLY
-    ] * NUM_TEXT_ONLY
+    order = [group.name for group in GROUPS for _ in range(group.count)]
+    order += [TEXT_ONLY] * NUM_TEXT_ONLY
     rng.shuffle(order)
     eligible = [i for i, name in enumerate(order) if name not in (TEXT_ONLY, "photo")]
     two_image_positions = set(rng.sample(eligible, NUM_TWO_IMAGES))
