@@ -52,18 +52,14 @@ _CORPUS = [
     "Is this photo taken indoors or outdoors? Outdoors.",
 ]
 
-# LLaVA-1.5 style: "USER: <image>\n... ASSISTANT: ...</s>". The real llava-hf template
-# puts each message's images first, then its text; the tokenizer adds the <s> BOS.
+# LLaVA-1.5 style, as llava-hf's template: "USER: <image>\n... ASSISTANT: ... ", each
+# message's images first, then its text followed by a space; system text has no role
+# marker. The tokenizer adds the <s> BOS.
 _LLAVA_TEMPLATE = (
     "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}"
-    "{% for part in message['content'] if part['type'] == 'text' %}{{ part['text'] + ' ' }}{% endfor %}"
-    "{% else %}"
-    "{{ message['role'].upper() + ': ' }}"
+    "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
     "{% for part in message['content'] if part['type'] == 'image' %}{{ '<image>\n' }}{% endfor %}"
-    "{% for part in message['content'] if part['type'] == 'text' %}{{ part['text'] }}{% endfor %}"
-    "{% if message['role'] == 'assistant' %}{{ '</s>' }}{% else %}{{ ' ' }}{% endif %}"
-    "{% endif %}"
+    "{% for part in message['content'] if part['type'] == 'text' %}{{ part['text'] + ' ' }}{% endfor %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )

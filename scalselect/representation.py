@@ -1,0 +1,575 @@
+"""ScalSelect's instruction-conditioned early representation (METHOD.md stage 1), fast.
+
+API (CPU side and GPU side are separate so that encoding runs in DataLoader workers):
+
+- ``Encoder(model_path, model_type, *, max_length=4096, min_image_tokens=256,
+  max_image_tokens=576, trust_remote_code=False)`` — picklable.
+  ``.encode(sample, images) -> EncodedSample`` renders the whole conversation with the
+  model's chat template (``scalselect.conversation``), runs the processor on the decoded
+  PIL images and assigns token roles; conversations longer than ``max_length`` lose
+  whole trailing rounds (``truncated=True``). Per-sample problems raise
+  ``SampleFailure(reason, detail)`` with ``reason`` one of ``no_vision_tokens``,
+  ``no_instruction_tokens``, ``no_user_turn``, ``too_long``, ``template_mismatch``,
+  ``image_count_mismatch``, ``processor_error``.
+- ``collate(items) -> Batch``: left-pads the token tensors, concatenates the image
+  tensors (use as a DataLoader ``collate_fn``; ``Batch`` supports ``pin_memory``).
+- ``FirstLayerModel(model_path, model_type, *, dtype="auto", device=None,
+  attention_threshold=0.9, trust_remote_code=False)``: loads the VLM with SDPA, keeps
+  only the first decoder layer and never runs the LM head. ``.represent(batch) ->
+  list[SampleResult]``, one per sample, never raising for a single sample's problem
+  (``status`` ``"ok"`` or ``"non_finite"``).
+
+``SampleResult``: ``vector`` (float32 [d], ``None`` unless ok), ``n_vision``,
+``n_kept``, ``seq_len``, ``truncated``, ``status``, ``detail``, ``kept`` (indices,
+among the sample's vision tokens in sequence order, of the kept ones, ascending),
+``weights`` (the normalised vision-token weights ``p``, float32, sequence order) and
+``grids`` (vision-token rows x cols per image).
+
+How the first layer's attention is obtained exactly without eager attention: the model
+runs with a custom attention function (registered with ``transformers.AttentionInterface``)
+that computes every attention output with SDPA, and, for the first decoder layer only,
+also the softmax probabilities of the instruction rows (from the q and k it receives,
+after RoPE / M-RoPE and any q/k norms), averaged over heads and rows. The first layer's
+output hidden states are read with a forward hook (before Qwen3-VL's deepstack
+addition, as ``hidden_states[1]`` of a full forward).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from scalselect.cli import UserError
+from scalselect.conversation import (
+    ASSISTANT,
+    INSTRUCTION,
+    PADDING,
+    VISION,
+    SampleFailure,
+    assistant_spans,
+    chat_messages,
+    shift_spans,
+    token_roles,
+    truncation_points,
+)
+from scalselect.dataset import Sample
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+__all__ = [
+    "ASSISTANT",
+    "INSTRUCTION",
+    "PADDING",
+    "VISION",
+    "Batch",
+    "EncodedSample",
+    "Encoder",
+    "FirstLayerModel",
+    "SampleFailure",
+    "SampleResult",
+    "collate",
+    "resolve_dtype",
+    "select_tokens",
+]
+
+# --model-type values and the checkpoint model types each accepts.
+MODEL_TYPES = {
+    "llava": ("llava",),
+    "qwen": ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"),
+}
+# Per-token tensors of the processor output (left-padded in a batch); all other
+# tensors are per image and concatenated along their first dimension.
+TEXT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+ATTENTION_NAME = "scalselect_first_layer"
+# Upper bound on the elements of one block of instruction-row attention scores.
+SCORE_BLOCK = 1 << 27
+
+
+def check_model_type(model_path: str | os.PathLike, model_type: str, config: Any) -> None:
+    """Raise ``UserError`` unless the checkpoint's architecture fits ``model_type``."""
+    if model_type not in MODEL_TYPES:
+        raise UserError(f"model type {model_type!r} is not one of {sorted(MODEL_TYPES)}")
+    if config.model_type not in MODEL_TYPES[model_type]:
+        raise UserError(
+            f"{model_path} is a {config.model_type!r} checkpoint, not a {model_type!r} one"
+            f" (expected model_type {' or '.join(MODEL_TYPES[model_type])})"
+        )
+
+
+def resolve_dtype(dtype: str, device: "torch.device") -> "torch.dtype":
+    """``"auto"`` is bfloat16 on CUDA and float32 elsewhere; else a torch dtype name."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    resolved = getattr(torch, dtype, None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise UserError(f"dtype {dtype!r} is not a floating-point torch dtype (or 'auto')")
+    return resolved
+
+
+@dataclass
+class EncodedSample:
+    """One sample ready for the model: processor tensors (no batch dimension on the
+    per-token ones), token roles and bookkeeping."""
+
+    inputs: dict[str, "torch.Tensor"]
+    roles: "torch.Tensor"  # int8 [L]
+    truncated: bool
+    grids: list[tuple[int, int]]
+    pad_token_id: int
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.roles.shape[0])
+
+
+@dataclass
+class Batch:
+    """Left-padded model inputs of several samples, with their token roles."""
+
+    inputs: dict[str, "torch.Tensor"]
+    roles: "torch.Tensor"  # int8 [B, L], PADDING on the left
+    truncated: list[bool]
+    grids: list[list[tuple[int, int]]]
+
+    def __len__(self) -> int:
+        return int(self.roles.shape[0])
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copy (called by a DataLoader with ``pin_memory=True``)."""
+        return Batch(
+            {key: value.pin_memory() for key, value in self.inputs.items()},
+            self.roles.pin_memory(),
+            self.truncated,
+            self.grids,
+        )
+
+
+@dataclass
+class SampleResult:
+    """The representation of one sample, or why there is none."""
+
+    vector: np.ndarray | None
+    n_vision: int
+    n_kept: int
+    seq_len: int
+    truncated: bool
+    status: str = "ok"
+    detail: str = ""
+    kept: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    weights: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    grids: list[tuple[int, int]] = field(default_factory=list)
+
+
+class Encoder:
+    """Turns a sample and its decoded images into model inputs with token roles.
+
+    Parameters
+    ----------
+    model_path : path-like
+        A checkpoint directory loadable with ``AutoProcessor``.
+    model_type : {"llava", "qwen"}
+        Checked against the checkpoint's configuration.
+    max_length : int, default 4096
+        Longest token sequence (vision tokens included); longer conversations lose
+        trailing rounds.
+    min_image_tokens, max_image_tokens : int, default 256 and 576
+        Qwen-VL only: vision-token budget per image, converted to the image
+        processor's minimum and maximum pixels (``tokens * (patch_size * merge_size)**2``).
+    trust_remote_code : bool, default False
+        Passed to ``from_pretrained``.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        model_type: str,
+        *,
+        max_length: int = 4096,
+        min_image_tokens: int = 256,
+        max_image_tokens: int = 576,
+        trust_remote_code: bool = False,
+    ) -> None:
+        from transformers import AutoConfig, AutoProcessor
+
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        check_model_type(model_path, model_type, config)
+        if not 1 <= min_image_tokens <= max_image_tokens:
+            raise UserError(
+                f"image token budget must satisfy 1 <= min ({min_image_tokens})"
+                f" <= max ({max_image_tokens})"
+            )
+        self.processor = AutoProcessor.from_pretrained(
+            model_path, trust_remote_code=trust_remote_code
+        )
+        self.tokenizer = self.processor.tokenizer
+        self.max_length = max_length
+        self.model_type = model_type
+        self.image_token_id = int(config.image_token_id)
+        self.image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
+        self.images_kwargs: dict[str, Any] = {}
+        if model_type == "qwen":
+            image_processor = self.processor.image_processor
+            self.merge_size = int(image_processor.merge_size)
+            unit = (int(image_processor.patch_size) * self.merge_size) ** 2
+            self.images_kwargs = {
+                "size": {
+                    "shortest_edge": min_image_tokens * unit,
+                    "longest_edge": max_image_tokens * unit,
+                }
+            }
+
+    def _process(self, text: str, images: list["Image.Image"]) -> dict[str, Any]:
+        try:
+            return self.processor(
+                text=[text],
+                images=images,
+                return_tensors="pt",
+                return_offsets_mapping=True,
+                **self.images_kwargs,
+            )
+        except (ValueError, RuntimeError, OSError) as error:
+            raise SampleFailure("processor_error", f"{type(error).__name__}: {error}") from error
+
+    def _n_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def _image_grids(
+        self, processed: dict[str, Any], n_images: int, n_vision: int
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Vision tokens per image, and each image's grid (rows, cols) of them."""
+        if "image_grid_thw" in processed:
+            grid = processed["image_grid_thw"].tolist()
+            grids = [(h // self.merge_size, w // self.merge_size) for _, h, w in grid]
+            return [t * rows * cols for (t, _, _), (rows, cols) in zip(grid, grids)], grids
+        # LLaVA: the same square patch grid for every image.
+        per_image = n_vision // n_images
+        side = int(round(per_image**0.5))
+        grids = [(side, side) if side * side == per_image else (1, per_image)] * n_images
+        return [per_image] * n_images, grids
+
+    def encode(self, sample: Sample, images: list["Image.Image"]) -> EncodedSample:
+        """Model inputs and token roles of ``sample`` with its decoded ``images``.
+
+        Raises
+        ------
+        SampleFailure
+            For a sample that cannot be represented (see the module docstring).
+        """
+        if not images:
+            raise SampleFailure("no_vision_tokens", "the sample has no image")
+        if len(images) != len(sample.images):
+            raise ValueError(f"{len(images)} images given for {len(sample.images)} image paths")
+        messages = chat_messages(sample)
+        text = self.processor.apply_chat_template(messages, tokenize=False)
+        processed = self._process(text, images)
+        truncated = False
+        length = processed["input_ids"].shape[1]
+        if length > self.max_length:
+            # The vision-token expansion adds the same number of tokens to any prefix.
+            growth = length - self._n_tokens(text)
+            for keep in truncation_points(messages):
+                shorter = self.processor.apply_chat_template(messages[:keep], tokenize=False)
+                if self._n_tokens(shorter) + growth <= self.max_length:
+                    break
+            else:
+                raise SampleFailure(
+                    "too_long",
+                    f"{length} tokens > max_length {self.max_length}, and still"
+                    f" {self._n_tokens(shorter) + growth} with only the images and the"
+                    " first instruction",
+                )
+            messages, text, truncated = messages[:keep], shorter, True
+            processed = self._process(text, images)
+            length = processed["input_ids"].shape[1]
+            if length > self.max_length:
+                raise SampleFailure(
+                    "too_long", f"{length} tokens > max_length {self.max_length} after truncation"
+                )
+        input_ids = processed["input_ids"][0].numpy()
+        n_vision = int((input_ids == self.image_token_id).sum())
+        counts, grids = self._image_grids(processed, len(images), n_vision)
+        if sum(counts) != n_vision:
+            raise SampleFailure(
+                "image_count_mismatch",
+                f"{n_vision} vision tokens in the sequence for {sum(counts)} image features",
+            )
+        spans = shift_spans(assistant_spans(text, messages), text, self.image_token, counts)
+        roles = token_roles(input_ids, processed["offset_mapping"][0].numpy(), spans, self.image_token_id)
+        if not (roles == INSTRUCTION).any():
+            raise SampleFailure("no_instruction_tokens", "no token outside images and answers")
+        import torch
+
+        inputs = {
+            key: (value[0] if key in TEXT_KEYS else value)
+            for key, value in processed.items()
+            if key != "offset_mapping" and isinstance(value, torch.Tensor)
+        }
+        return EncodedSample(inputs, torch.from_numpy(roles), truncated, grids, self.pad_token_id)
+
+
+def collate(items: list[EncodedSample]) -> Batch:
+    """Left-pad the per-token tensors of ``items`` and concatenate their image tensors."""
+    import torch
+
+    width = max(item.seq_len for item in items)
+    pads = {"input_ids": items[0].pad_token_id}
+    inputs = {}
+    for key in items[0].inputs:
+        values = [item.inputs[key] for item in items]
+        if key in TEXT_KEYS:
+            padded = torch.full((len(items), width), pads.get(key, 0), dtype=values[0].dtype)
+            for row, value in enumerate(values):
+                padded[row, width - value.shape[0]:] = value
+            inputs[key] = padded
+        else:
+            inputs[key] = torch.cat(values)
+    roles = torch.full((len(items), width), PADDING, dtype=torch.int8)
+    for row, item in enumerate(items):
+        roles[row, width - item.seq_len:] = item.roles
+    return Batch(inputs, roles, [item.truncated for item in items], [item.grids for item in items])
+
+
+def select_tokens(
+    weights: "torch.Tensor", vision: "torch.Tensor", threshold: float
+) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """Attention-mass selection of vision tokens, for a batch.
+
+    Parameters
+    ----------
+    weights : Tensor of shape (B, V)
+        Non-negative attention weights ``a`` of each sample's vision tokens in sequence
+        order (entries past a sample's vision-token count are ignored).
+    vision : Tensor of shape (B, V), bool
+        Which entries are real vision tokens (a prefix of each row).
+    threshold : float
+        The attention threshold tau.
+
+    Returns
+    -------
+    p : Tensor of shape (B, V), float64
+        ``a / sum(a)``, uniform when the sum is 0, zero past the vision tokens.
+    keep : Tensor of shape (B, V), bool
+        The shortest set of largest-``p`` tokens (ties in sequence order) whose
+        cumulative ``p`` exceeds ``threshold``, crossing token included; all tokens
+        when no prefix exceeds it.
+    n_kept : Tensor of shape (B,), int64
+    """
+    import torch
+
+    a = torch.where(vision, weights.double(), 0.0)
+    n_vision = vision.sum(1, keepdim=True)
+    total = a.sum(1, keepdim=True)
+    uniform = vision / n_vision.clamp(min=1)
+    p = torch.where(total > 0, a / torch.where(total > 0, total, 1.0), uniform)
+    ranked, order = torch.sort(torch.where(vision, p, -1.0), dim=1, descending=True, stable=True)
+    position = torch.arange(p.shape[1], device=p.device)
+    exceeds = (ranked.clamp(min=0).cumsum(1) > threshold) & (position < n_vision)
+    n_kept = torch.where(exceeds.any(1), exceeds.int().argmax(1) + 1, n_vision[:, 0])
+    keep = torch.zeros_like(vision).scatter(1, order, position < n_kept[:, None])
+    return p, keep, n_kept
+
+
+def _first_layer_attention(
+    module: "torch.nn.Module",
+    query: "torch.Tensor",
+    key: "torch.Tensor",
+    value: "torch.Tensor",
+    attention_mask: "torch.Tensor | None",
+    **kwargs: Any,
+) -> tuple["torch.Tensor", None]:
+    """Attention function of the fast path: SDPA output, plus (for the module carrying a
+    capture, the LLM's first layer) the head-averaged softmax probabilities of the
+    instruction rows, computed as eager attention does, reduced to their row mean."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    capture = getattr(module, "_scalselect_capture", None)
+    if capture is not None:
+        capture.weights = _instruction_attention(
+            query, key, attention_mask, capture.rows, kwargs.get("scaling")
+        )
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _instruction_attention(
+    query: "torch.Tensor",
+    key: "torch.Tensor",
+    mask: "torch.Tensor | None",
+    rows: "torch.Tensor",
+    scaling: float | None,
+) -> "torch.Tensor":
+    """Mean over heads and over the ``rows`` (bool [B, L]) of the causal softmax
+    attention probabilities, as float32 [B, L]."""
+    import torch
+
+    batch, heads, length, dim = query.shape
+    scaling = dim**-0.5 if scaling is None else scaling
+    n_rows = rows.sum(1)
+    width = int(n_rows.max())
+    # Positions of each sample's rows, first in sequence order (padding rows after).
+    index = torch.sort((~rows).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    real = torch.arange(width, device=rows.device) < n_rows[:, None]
+    if mask is None:
+        allowed = torch.arange(length, device=rows.device) <= index[:, :, None]
+    else:
+        allowed = mask[:, 0].gather(1, index[:, :, None].expand(-1, -1, mask.shape[-1]))
+        if allowed.dtype != torch.bool:  # an additive float mask
+            allowed = allowed == 0
+    # Rows past a sample's own (``real`` False) may be padding with nothing allowed.
+    allowed = (allowed | ~real[:, :, None])[:, None]  # [B, 1, rows, L]
+    q = query.gather(2, index[:, None, :, None].expand(-1, heads, -1, dim)).float()
+    k = key.float()
+    group = heads // key.shape[1]  # grouped-query attention: q heads per k head
+    total = torch.zeros(batch, width, length, dtype=torch.float32, device=query.device)
+    step = max(1, SCORE_BLOCK // max(1, batch * width * length))
+    for first in range(0, heads, step):
+        last = min(heads, first + step)
+        keys = k[:, torch.arange(first, last, device=k.device) // group]
+        scores = torch.matmul(q[:, first:last], keys.transpose(-1, -2)) * scaling
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        total += torch.softmax(scores, dim=-1).sum(1)
+    total = total / heads * real[:, :, None]
+    return total.sum(1) / n_rows.clamp(min=1)[:, None]
+
+
+class _Capture:
+    """What the first decoder layer hands back during one forward."""
+
+    rows: "torch.Tensor"
+    weights: "torch.Tensor"
+    hidden: "torch.Tensor"
+
+
+class FirstLayerModel:
+    """The VLM up to its first decoder layer, computing representations of batches.
+
+    Parameters
+    ----------
+    model_path : path-like
+        A checkpoint loadable with ``AutoModelForImageTextToText``.
+    model_type : {"llava", "qwen"}
+        Checked against the checkpoint's configuration.
+    dtype : str, default "auto"
+        ``"auto"`` (bfloat16 on CUDA, float32 on CPU) or a torch dtype name.
+    device : str or torch.device, optional
+        Defaults to CUDA when available, else the CPU.
+    attention_threshold : float, default 0.9
+        Attention-mass threshold tau of the vision-token selection.
+    trust_remote_code : bool, default False
+        Passed to ``from_pretrained``.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        model_type: str,
+        *,
+        dtype: str = "auto",
+        device: "str | torch.device | None" = None,
+        attention_threshold: float = 0.9,
+        trust_remote_code: bool = False,
+    ) -> None:
+        import torch
+        from transformers import (
+            AttentionInterface,
+            AttentionMaskInterface,
+            AutoConfig,
+            AutoModelForImageTextToText,
+        )
+        from transformers.masking_utils import sdpa_mask
+
+        if not 0.0 < attention_threshold <= 1.0:
+            raise UserError(f"attention threshold {attention_threshold} is not in (0, 1]")
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        check_model_type(model_path, model_type, config)
+        self.device = torch.device(
+            device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.threshold = attention_threshold
+        AttentionInterface.register(ATTENTION_NAME, _first_layer_attention)
+        # SDPA's masks for our attention function (custom names get none otherwise).
+        AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+        model = AutoModelForImageTextToText.from_pretrained(
+            model_path,
+            dtype=self.dtype,
+            attn_implementation=ATTENTION_NAME,
+            trust_remote_code=trust_remote_code,
+        )
+        # LLaMA numbers positions from the left edge, padding included, unless given
+        # position ids; Qwen-VL's M-RoPE index already skips left padding.
+        self.positions_from_mask = model_type == "llava"
+        # The base model (vision tower, projector, LLM) without the LM head, and the LLM
+        # cut to its first decoder layer: nothing after it influences the result.
+        self.model = model.model
+        language_model = self.model.language_model
+        language_model.layers = language_model.layers[:1]
+        self.model.to(self.device).eval()
+        self.capture = _Capture()
+        layer = language_model.layers[0]
+        layer.self_attn._scalselect_capture = self.capture
+        layer.register_forward_hook(self._keep_hidden)
+
+    def _keep_hidden(self, module: Any, args: Any, output: Any) -> None:
+        self.capture.hidden = output[0] if isinstance(output, tuple) else output
+
+    def represent(self, batch: Batch) -> list[SampleResult]:
+        """Representations of the samples of ``batch``, in order."""
+        import torch
+
+        inputs = {key: value.to(self.device, non_blocking=True) for key, value in batch.inputs.items()}
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in inputs:
+                inputs[key] = inputs[key].to(self.dtype)
+        if self.positions_from_mask:
+            inputs["position_ids"] = (inputs["attention_mask"].cumsum(1) - 1).clamp(min=0)
+        roles = batch.roles.to(self.device)
+        self.capture.rows = roles == INSTRUCTION
+        with torch.inference_mode():
+            self.model(**inputs, use_cache=False)
+            return self._select(roles, batch)
+
+    def _select(self, roles: "torch.Tensor", batch: Batch) -> list[SampleResult]:
+        import torch
+
+        vision = roles == VISION
+        n_vision = vision.sum(1)
+        width = int(n_vision.max())
+        # Sequence positions of each sample's vision tokens, in order, then padding.
+        index = torch.sort((~vision).to(torch.int8), dim=1, stable=True).indices[:, :width]
+        real = torch.arange(width, device=roles.device) < n_vision[:, None]
+        p, keep, n_kept = select_tokens(self.capture.weights.gather(1, index), real, self.threshold)
+        hidden = self.capture.hidden.gather(
+            1, index[:, :, None].expand(-1, -1, self.capture.hidden.shape[-1])
+        ).float()
+        vectors = (hidden * keep[:, :, None]).sum(1) / n_kept[:, None]
+        finite = torch.isfinite(vectors).all(1) & torch.isfinite(p).all(1)
+        vectors, p, keep = vectors.cpu().numpy(), p.float().cpu().numpy(), keep.cpu().numpy()
+        n_vision, n_kept, finite = n_vision.tolist(), n_kept.tolist(), finite.tolist()
+        seq_lens = (roles != PADDING).sum(1).tolist()
+        results = []
+        for row in range(len(batch)):
+            count = n_vision[row]
+            result = SampleResult(
+                vector=vectors[row],
+                n_vision=count,
+                n_kept=n_kept[row],
+                seq_len=seq_lens[row],
+                truncated=batch.truncated[row],
+                kept=np.flatnonzero(keep[row, :count]),
+                weights=p[row, :count],
+                grids=batch.grids[row],
+            )
+            if not finite[row]:
+                result.vector, result.status = None, "non_finite"
+                result.detail = "the first layer's hidden states or attention are not finite"
+            results.append(result)
+        return results
