@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,28 @@ def load(path: str | os.PathLike) -> tuple[list[Any], np.ndarray]:
     matrix = np.concatenate(blocks)[order] if blocks else np.empty((0, 0), np.float32)
     return [ids[i] for i in order], matrix
 
+
+
+def export_npz(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> tuple[int, int]:
+    """Write the original tool's ``all_representations.npz`` from shard directories.
+
+    ``representations`` is float32 ``[N, d]`` (the successful samples of each path, in
+    dataset order, paths in the order given); ``sample_ids`` is int64 when every id is
+    an integer, else the ids as strings (``str(id)``). Written atomically. Returns
+    ``(N, d)``.
+    """
+    ids: list[Any] = []
+    blocks: list[np.ndarray] = []
+    for path in paths:
+        path_ids, matrix = load(path)
+        ids += path_ids
+        blocks.append(matrix)
+    dims = {block.shape[1] for block in blocks if len(block)}
+    if len(dims) > 1:
+        raise ValueError(f"the shards hold representations of different sizes: {sorted(dims)}")
+    matrix = np.concatenate([b for b in blocks if len(b)]) if dims else np.empty((0, 0), np.float32)
+    integral = all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+    sample_ids = np.asarray(ids, dtype=np.int64) if integral else np.asarray([str(i) for i in ids])
+    with atomic_write(out, "wb") as handle:
+        np.savez(handle, representations=matrix, sample_ids=sample_ids)
+    return matrix.shape[0], matrix.shape[1]

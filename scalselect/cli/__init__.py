@@ -17,6 +17,8 @@ import sys
 COMMANDS = {
     "validate": "validate",
     "filter": "filter",
+    "extract": "extract",
+    "export-npz": "export_npz",
     "score": "score",
     "score-partial": "score_partial",
     "score-fit": "score_fit",
