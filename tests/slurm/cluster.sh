@@ -21,6 +21,7 @@ SLURMD_PORT=${SCALSELECT_SLURM_SLURMD_PORT:-16818}
 DBD_PORT=${SCALSELECT_SLURM_DBD_PORT:-16819}
 CLUSTER=scalselect-ci
 export SLURM_CONF=$STATE/etc/slurm.conf
+RUN_CONF=/run/slurm/conf
 # Daemons in start order; stopped in reverse.
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
 PACKAGES=(slurm-wlm munge slurmdbd mariadb-server)
@@ -72,6 +73,8 @@ render() {
 
 configure() {
     mkdir -p "$STATE"/{etc,run,log,ctld,slurmd,munge,db,dev}
+    # munged (user munge) must reach its socket inside the state directory.
+    chmod 755 "$STATE"
     [[ -s $STATE/etc/db.pass ]] || head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/etc/db.pass"
     render slurm.conf.in "$STATE/etc/slurm.conf"
     render gres.conf.in "$STATE/etc/gres.conf"
@@ -83,6 +86,15 @@ configure() {
     for i in 0 1; do
         [[ -c $STATE/dev/fakegpu$i ]] || mknod "$STATE/dev/fakegpu$i" c 1 3
     done
+    # Inside a job the executor calls srun with SLURM_CONF removed; Slurm's commands then
+    # read /run/slurm/conf/ (where a configless slurmd caches its config). Link ours there
+    # unless another cluster's config is already in place.
+    # A link left by an earlier test cluster is replaced; anything else is not ours.
+    if [[ -e $RUN_CONF && ! -L $RUN_CONF ]]; then
+        die "$RUN_CONF exists and is not a test cluster's link; refusing to replace it"
+    fi
+    mkdir -p "$(dirname "$RUN_CONF")"
+    ln -sfn "$STATE/etc" "$RUN_CONF"
 }
 
 start_munge() {
@@ -197,6 +209,9 @@ stop() {
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
         stop_daemon "${DAEMONS[i]}"
     done
+    if [[ $(readlink "$RUN_CONF" 2>/dev/null) == "$STATE/etc" ]]; then
+        rm -f "$RUN_CONF"
+    fi
     log "stopped"
 }
 
