@@ -76,6 +76,59 @@ def cli_options(stage, *keys):
     return options
 
 
+def shard_names(run):
+    """The run's extraction shards: `shard-{i}-of-{n}` for i = 0..n-1."""
+    n = settings(run, "extract")["shards"]
+    return [f"shard-{i}-of-{n}" for i in range(n)]
+
+
+def score_partials(wildcards):
+    """Input function of `cur`: the moments of every extraction shard."""
+    return [
+        f"results/{wildcards.run}/score/partials/{shard}.npz"
+        for shard in shard_names(wildcards.run)
+    ]
+
+
+def score_second_pass(wildcards):
+    """Input function of `cur`: the shards again when rows are L2-normalised (the Gram
+    of normalised rows needs a second pass over them), else nothing."""
+    if not settings(wildcards.run, "score")["l2_normalize"]:
+        return []
+    return [
+        f"results/{wildcards.run}/extract/{shard}"
+        for shard in shard_names(wildcards.run)
+    ]
+
+
+def score_parts(wildcards):
+    """Input function of `cur_merge`: the scores of every extraction shard."""
+    return [
+        f"results/{wildcards.run}/score/parts/{shard}.parquet"
+        for shard in shard_names(wildcards.run)
+    ]
+
+
+def selection_files(wildcards):
+    """Input function of `select_summary`: the top-N and random-N files of the run's
+    budgets. A percentage becomes a count once the scored samples are known (checkpoint
+    `cur_merge`); a budget above that count fails here, with its reason."""
+    from scalselect.selection import read_scores, resolve_budget
+
+    run = wildcards.run
+    n_valid = len(read_scores(checkpoints.cur_merge.get(run=run).output.table))
+    values = settings(run, "select")
+    files = []
+    for budget in values["budgets"]:
+        n = resolve_budget(budget, n_valid)
+        files.append(f"results/{run}/select/top-{n}.json")
+        files += [
+            f"results/{run}/select/random-{n}-seed{seed}.json"
+            for seed in values["random_seeds"]
+        ]
+    return files
+
+
 def all_targets():
     """Every file the default target builds, for every run."""
     targets = []
@@ -83,5 +136,7 @@ def all_targets():
         targets += [
             f"results/{run}/validate/report.json",
             f"results/{run}/filter/dataset.json",
+            f"results/{run}/score/importance_scores.jsonl",
+            f"results/{run}/select/summary.csv",
         ]
     return targets

@@ -73,14 +73,18 @@ class Backend:
     Parameters
     ----------
     name : {"auto", "numpy", "torch"}
-        ``auto`` picks torch when a CUDA GPU is available, NumPy otherwise.
+        ``auto`` picks torch when a CUDA GPU is available (torch is only imported when
+        ``/dev/nvidiactl`` exists), NumPy otherwise.
     device : str, optional
         Torch device (default ``cuda`` when available, else ``cpu``).
     """
 
     def __init__(self, name: str = "auto", device: str | None = None) -> None:
         self.torch = None
-        if name in ("auto", "torch"):
+        if name not in ("auto", "numpy", "torch"):
+            raise ValueError(f"unknown backend {name!r}")
+        # Importing torch takes seconds; without an NVIDIA device node there is no GPU.
+        if name == "torch" or (name == "auto" and Path("/dev/nvidiactl").exists()):
             try:
                 import torch
             except ImportError:
@@ -90,8 +94,6 @@ class Backend:
                 if name == "torch" or torch.cuda.is_available():
                     self.torch = torch
                     self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        elif name != "numpy":
-            raise ValueError(f"unknown backend {name!r}")
         self.name = "numpy" if self.torch is None else f"torch:{self.device}"
 
     def array(self, x: np.ndarray) -> Any:

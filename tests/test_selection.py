@@ -4,11 +4,15 @@ command line on real dataset and score files."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import copy_workflow, planned_jobs, snakemake
+from test_leverage import write_shards
 
 from scalselect import leverage, selection
 from scalselect.cli import main
@@ -164,3 +168,109 @@ def test_summary_command(files, tmp_path: Path) -> None:
     np.testing.assert_allclose(summary["fraction"], [0.1, 5 / 30, 1.0])
     ranked = table["importance"].to_numpy()
     np.testing.assert_allclose(summary["score_threshold"], [ranked[2], ranked[4], ranked[29]])
+
+
+# --------------------------------------------------------------------------- workflow
+
+RUN = "t"
+
+
+def plan(workdir: Path, target: str) -> dict[str, int]:
+    """Jobs a dry run for ``target`` would execute (``--cores`` ends ``--quiet``'s list)."""
+    return planned_jobs(workdir, "--cores", "1", target)
+
+
+def write_workflow_config(workdir: Path, **changes) -> None:
+    """One run on the prepared dataset, with ``changes`` to the stage sections."""
+    config = {
+        "runs": {RUN: {"dataset": "data/dataset.json", "image_root": "data",
+                       "model": {"path": "data/model", "type": "llava"}}},
+        "extract": {"shards": 2},
+        "score": {"sv_threshold": 0.9},
+        "select": {"budgets": [3, "50%"], "random_seeds": [0, 1]},
+        **changes,
+    }
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def scored_workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the workflow where validate and filter ran for real, the two extraction
+    shards were written from the filtered dataset (one sample failed), and then the
+    scoring and selection rules ran."""
+    from PIL import Image
+
+    from scalselect.tinymodels import build_tiny_model
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("select") / "workflow")
+    data = workdir / "data"
+    records = sharegpt_records(24)
+    for number, record in enumerate(records):
+        record["id"] = number if number % 2 else f"s{number}"  # validation wants unique ids
+        path = data / record["images"][0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 32), (number * 10, 80, 160)).save(path)
+    write_records(data / "dataset.json", records)
+    build_tiny_model("llava", data / "model")
+    write_workflow_config(workdir)
+    snakemake(workdir, "--cores", "2", f"results/{RUN}/filter/dataset.json")
+
+    filtered = json.loads((workdir / f"results/{RUN}/filter/dataset.json").read_text())
+    assert len(filtered) == 24
+    matrix = np.random.default_rng(4).standard_normal((24, 8)).astype(np.float32) + 3
+    write_shards(workdir / f"results/{RUN}/extract", matrix, [r["id"] for r in filtered],
+                 [12], failed={5})
+    snakemake(workdir, "--cores", "2", f"results/{RUN}/select/summary.csv")
+    return workdir
+
+
+@pytest.mark.slow
+def test_workflow_scores_and_selects(scored_workflow: Path) -> None:
+    results = scored_workflow / f"results/{RUN}"
+    single = results.parent / "single/importance_scores.jsonl"
+    assert main(["score", "--features", str(results / "extract"), "--out", str(single)]) == 0
+    merged = (results / "score/importance_scores.jsonl").read_text().splitlines()
+    assert merged == single.read_text().splitlines()
+    assert len(merged) == 23
+    records = json.loads((results / "filter/dataset.json").read_text())
+    table = selection.read_scores(results / "score/scores.parquet")
+    assert 5 not in set(table["index"])
+    # 50% of the 23 scored samples is 11.5 -> 12.
+    for n in (3, 12):
+        top = json.loads((results / f"select/top-{n}.json").read_text())
+        assert top == [records[i] for i in sorted(table["index"][:n])]
+        for seed in (0, 1):
+            chosen = json.loads((results / f"select/random-{n}-seed{seed}.json").read_text())
+            assert chosen == [records[i] for i in selection.random_indices(table, n, seed)]
+    summary = pd.read_csv(results / "select/summary.csv", dtype={"budget": str})
+    assert summary["budget"].tolist() == ["3", "50%"] and summary["n"].tolist() == [3, 12]
+    for rule in ("cur_partial/shard-0-of-2", "cur", "cur_merge", "select/top-3"):
+        assert (results / f"benchmarks/{rule}.tsv").exists()
+
+
+@pytest.mark.slow
+def test_new_budgets_rerun_only_selection(scored_workflow: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "workflow"
+    shutil.copytree(scored_workflow, workdir, symlinks=True)
+    target = f"results/{RUN}/select/summary.csv"
+    assert plan(workdir, target) == {}
+    write_workflow_config(workdir, select={"budgets": [3, 5, "25%"], "random_seeds": [0, 1]})
+    # New counts 5 and round(5.75) = 6: two top-N files, four random ones, the summary.
+    assert plan(workdir, target) == {"select": 2, "select_random": 4, "select_summary": 1}
+    # Any budget as a target of its own, with nothing upstream.
+    assert plan(workdir, f"results/{RUN}/select/top-17.json") == {"select": 1}
+    too_many = snakemake(workdir, "--dry-run", f"results/{RUN}/select/top-24.json", check=False)
+    assert too_many.returncode == 0  # the plan is fine; the job itself reports the error
+    result = snakemake(workdir, "--cores", "1", f"results/{RUN}/select/top-24.json", check=False)
+    assert result.returncode != 0
+    assert "asks for 24 samples but only 23 were scored" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_new_rank_threshold_reuses_the_partials(scored_workflow: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "workflow"
+    shutil.copytree(scored_workflow, workdir, symlinks=True)
+    write_workflow_config(workdir, score={"sv_threshold": 0.5})
+    jobs = plan(workdir, f"results/{RUN}/select/summary.csv")
+    assert "cur_partial" not in jobs and "extract" not in jobs and "filter" not in jobs
+    assert jobs["cur"] == 1 and jobs["cur_score"] == 2 and jobs["cur_merge"] == 1

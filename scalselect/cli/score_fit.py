@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Moments files written by score-partial.",
     )
     parser.add_argument(
-        "--features", nargs="+", default=(), metavar="PATH",
+        "--features", nargs="*", default=(), metavar="PATH",
         help="The shards again; read (a second pass) only with --l2-normalize.",
     )
     parser.add_argument("--spectrum", required=True, type=Path, help="spectrum.json to write.")
