@@ -16,7 +16,6 @@ wildcard_constraints:
 
 include: "rules/demo.smk"
 include: "rules/data.smk"
-include: "rules/extract.smk"
 include: "rules/cur.smk"
 include: "rules/select.smk"
 
