@@ -276,16 +276,16 @@ class Encoder:
         if length > self.max_length:
             # The vision-token expansion adds the same number of tokens to any prefix.
             growth = length - self._n_tokens(text)
-            for keep in truncation_points(messages):
+            points = truncation_points(messages)
+            for keep in points:
                 shorter = self.processor.apply_chat_template(messages[:keep], tokenize=False)
                 if self._n_tokens(shorter) + growth <= self.max_length:
                     break
             else:
                 raise SampleFailure(
                     "too_long",
-                    f"{length} tokens > max_length {self.max_length}, and still"
-                    f" {self._n_tokens(shorter) + growth} with only the images and the"
-                    " first instruction",
+                    f"{length} tokens > max_length {self.max_length}"
+                    + (", even with only the images and the first instruction" if points else ""),
                 )
             messages, text, truncated = messages[:keep], shorter, True
             processed = self._process(text, images)

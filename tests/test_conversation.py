@@ -1,0 +1,241 @@
+"""Rendering and token roles (METHOD.md stage 1, steps 1 and 3) on real tiny processors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scalselect.conversation import (
+    ASSISTANT,
+    INSTRUCTION,
+    VISION,
+    SampleFailure,
+    assistant_spans,
+    chat_messages,
+    shift_spans,
+    token_roles,
+    truncation_points,
+)
+from scalselect.dataset import Message, Sample
+from scalselect.representation import PADDING, Encoder, collate
+from scalselect.tinymodels import build_tiny_model
+
+FAMILIES = {"llava": "llava", "qwen2-vl": "qwen", "qwen3-vl": "qwen"}
+
+
+def sample(*turns: tuple[str, str], images: int = 1, index: int = 0) -> Sample:
+    paths = tuple(f"src/{index}-{k}.png" for k in range(images))
+    return Sample(index, index, tuple(Message(r, c) for r, c in turns), paths, "src")
+
+
+def photo(path: Path, width: int, height: int, seed: int) -> Image.Image:
+    """A real image file (gradient plus noise), written and decoded with Pillow."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
+    pixels = np.clip(ramp + rng.normal(0, 40, (height, width, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: build_tiny_model(family, root / family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Image.Image]:
+    root = tmp_path_factory.mktemp("images")
+    return [photo(root / f"{k}.png", w, h, k) for k, (w, h) in enumerate([(96, 64), (70, 130), (150, 150)])]
+
+
+def encoder(models: dict[str, Path], family: str, **kwargs) -> Encoder:
+    return Encoder(models[family], FAMILIES[family], min_image_tokens=4, max_image_tokens=32, **kwargs)
+
+
+def runs(encoder: Encoder, item, role: int) -> list[str]:
+    """Decoded text of each maximal run of tokens with ``role``."""
+    ids = item.inputs["input_ids"].numpy()
+    mask = item.roles.numpy() == role
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+    return [encoder.tokenizer.decode(ids[a:b]) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def test_chat_messages_put_images_first_and_strip_tags() -> None:
+    s = sample(
+        ("system", "Be brief."),
+        ("user", "  What is <image> in\n<img>this picture?  "),
+        ("assistant", "A cat."),
+        ("user", "And <image> here?"),
+        ("assistant", "Nothing."),
+        images=2,
+    )
+    messages = chat_messages(s)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert messages[1]["content"] == [
+        {"type": "image"},
+        {"type": "image"},
+        {"type": "text", "text": "What is  in\nthis picture?"},
+    ]
+    assert messages[0]["content"] == [{"type": "text", "text": "Be brief."}]
+    assert messages[3]["content"] == [{"type": "text", "text": "And  here?"}]
+    with pytest.raises(SampleFailure) as failure:
+        chat_messages(sample(("assistant", "Hello")))
+    assert failure.value.reason == "no_user_turn"
+
+
+def test_truncation_points_cut_whole_rounds() -> None:
+    roles = ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
+    messages = [{"role": r, "content": []} for r in roles]
+    assert truncation_points(messages) == [5, 3, 2]
+    assert truncation_points(messages[:3]) == [2]
+    assert truncation_points(messages[:2]) == []
+
+
+def test_assistant_spans_follow_the_message_order() -> None:
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "Say yes"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": " yes "}]},
+    ]
+    rendered = "U: Say yes A: yes"
+    assert assistant_spans(rendered, messages) == [(14, 17)]
+    with pytest.raises(SampleFailure) as failure:
+        assistant_spans("U: Say yes A: no", messages)
+    assert failure.value.reason == "template_mismatch"
+
+
+def test_shift_spans_and_token_roles() -> None:
+    rendered = "<i> hi <i> ok"
+    # First image expands to 3 placeholders, the second to 2.
+    assert shift_spans([(11, 13)], rendered, "<i>", [3, 2]) == [(11 + 6 + 3, 13 + 6 + 3)]
+    assert shift_spans([(0, 1)], "x", "<i>", []) == [(0, 1)]
+    with pytest.raises(SampleFailure) as failure:
+        shift_spans([], rendered, "<i>", [3])
+    assert failure.value.reason == "image_count_mismatch"
+    ids = np.array([1, 9, 9, 5, 6, 7])
+    offsets = np.array([[0, 0], [0, 3], [3, 6], [6, 9], [9, 12], [12, 14]])
+    roles = token_roles(ids, offsets, [(10, 14)], image_token_id=9)
+    assert roles.tolist() == [INSTRUCTION, VISION, VISION, INSTRUCTION, ASSISTANT, ASSISTANT]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_roles_on_multi_turn_conversation(family: str, models, images) -> None:
+    enc = encoder(models, family)
+    s = sample(
+        ("system", "You are a helpful assistant."),
+        ("user", "What is in <image> this picture?"),
+        ("assistant", "Two dogs are playing."),
+        ("user", "What color is the ball? Two dogs"),
+        ("assistant", "The ball is red."),
+        images=2,
+    )
+    item = enc.encode(s, images[:2])
+    ids = item.inputs["input_ids"].numpy()
+    roles = item.roles.numpy()
+    assert not item.truncated
+    # Vision tokens: exactly the expanded image placeholders, one grid per image.
+    assert (roles == VISION).sum() == sum(r * c for r, c in item.grids) == (ids == enc.image_token_id).sum()
+    assert len(item.grids) == 2
+    assistant = [text.strip() for text in runs(enc, item, ASSISTANT)]
+    assert assistant == ["Two dogs are playing.", "The ball is red."]
+    instruction = "".join(runs(enc, item, INSTRUCTION))
+    for text in ("You are a helpful assistant.", "What is in  this picture?", "What color is the ball? Two dogs"):
+        assert text in instruction
+    if family != "llava":
+        # Qwen's vision markers carry no visual features: instruction tokens here.
+        for marker in ("<|vision_start|>", "<|vision_end|>"):
+            marker_id = enc.tokenizer.convert_tokens_to_ids(marker)
+            assert (ids == marker_id).sum() == 2
+            assert (roles[ids == marker_id] == INSTRUCTION).all()
+    # The images come right at the start of the first user turn, before its text.
+    first_vision = np.flatnonzero(roles == VISION)[0]
+    assert "this picture" not in enc.tokenizer.decode(ids[:first_vision])
+
+
+def test_qwen_token_budget(models, images) -> None:
+    small = encoder(models, "qwen2-vl").encode(sample(("user", "<image>Hi"), ("assistant", "Yo")), images[2:])
+    large = Encoder(models["qwen2-vl"], "qwen", min_image_tokens=64, max_image_tokens=100).encode(
+        sample(("user", "<image>Hi"), ("assistant", "Yo")), images[2:]
+    )
+    assert 4 <= int((small.roles == VISION).sum()) <= 32
+    assert 64 <= int((large.roles == VISION).sum()) <= 100
+
+
+def test_truncation_drops_trailing_rounds(models, images) -> None:
+    turns = [("user", "<image>\nDescribe this image in detail.")]
+    for k in range(4):
+        turns += [("assistant", f"The train is arriving at the station {k}."), ("user", f"Count the apples {k}.")]
+    turns.append(("assistant", "Five."))
+    s = sample(*turns)
+    full = encoder(models, "llava").encode(s, images[:1])
+    first_round = encoder(models, "llava").encode(sample(*turns[:2]), images[:1])
+    limit = first_round.seq_len + 5
+    assert limit < full.seq_len
+    cut = encoder(models, "llava", max_length=limit).encode(s, images[:1])
+    assert cut.truncated and cut.seq_len == first_round.seq_len
+    assert torch_equal(cut.inputs["input_ids"], first_round.inputs["input_ids"])
+    assert (cut.roles == VISION).sum() == (full.roles == VISION).sum()
+    # Only the first instruction fits: its answer goes too, the images stay.
+    only = encoder(models, "llava", max_length=first_round.seq_len - 3).encode(s, images[:1])
+    assert only.truncated and (only.roles == ASSISTANT).sum() == 0
+    assert (only.roles == VISION).sum() == (full.roles == VISION).sum()
+    with pytest.raises(SampleFailure) as failure:
+        encoder(models, "llava", max_length=30).encode(s, images[:1])
+    assert failure.value.reason == "too_long"
+    with pytest.raises(SampleFailure) as failure:  # nothing to drop
+        encoder(models, "llava", max_length=30).encode(sample(("user", "<image>Hi")), images[:1])
+    assert failure.value.reason == "too_long"
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def test_encode_failures(models, images) -> None:
+    enc = encoder(models, "qwen2-vl")
+    with pytest.raises(SampleFailure) as failure:
+        enc.encode(sample(("user", "Hi"), ("assistant", "Yo"), images=0), [])
+    assert failure.value.reason == "no_vision_tokens"
+    with pytest.raises(SampleFailure) as failure:
+        enc.encode(sample(("assistant", "Yo")), images[:1])
+    assert failure.value.reason == "no_user_turn"
+    # An extreme aspect ratio is refused by the Qwen image processor.
+    with pytest.raises(SampleFailure) as failure:
+        enc.encode(sample(("user", "<image>Hi"), ("assistant", "Yo")), [Image.new("RGB", (2000, 4))])
+    assert failure.value.reason == "processor_error"
+    # A template that renders nothing but the images and the answers.
+    bare = encoder(models, "qwen3-vl")
+    bare.processor.chat_template = (
+        "{% for m in messages %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
+        "<|image_pad|>{% elif m['role'] == 'assistant' %}{{ p['text'] }}{% endif %}"
+        "{% endfor %}{% endfor %}"
+    )
+    with pytest.raises(SampleFailure) as failure:
+        bare.encode(sample(("user", "<image>"), ("assistant", "Yo")), images[:1])
+    assert failure.value.reason == "no_instruction_tokens"
+
+
+def test_encoder_pickles_and_collate_pads_left(models, images) -> None:
+    enc = pickle.loads(pickle.dumps(encoder(models, "qwen3-vl")))
+    items = [
+        enc.encode(sample(("user", "<image>Hi"), ("assistant", "Yo")), images[:1]),
+        enc.encode(sample(("user", "<image>Describe this image in detail."), ("assistant", "A dog.")), images[1:2]),
+    ]
+    batch = collate(items)
+    width = max(item.seq_len for item in items)
+    assert batch.inputs["input_ids"].shape == (2, width) and len(batch) == 2
+    for row, item in enumerate(items):
+        pad = width - item.seq_len
+        assert (batch.roles[row, :pad] == PADDING).all()
+        assert (batch.inputs["attention_mask"][row, :pad] == 0).all()
+        assert (batch.inputs["input_ids"][row, :pad] == enc.pad_token_id).all()
+        assert torch_equal(batch.inputs["input_ids"][row, pad:], item.inputs["input_ids"])
+    assert batch.inputs["image_grid_thw"].shape == (2, 3)
+    assert batch.inputs["pixel_values"].shape[0] == sum(
+        int(item.inputs["pixel_values"].shape[0]) for item in items
+    )
