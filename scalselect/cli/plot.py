@@ -1,0 +1,206 @@
+"""``python -m scalselect plot FIGURES``: the paper figures and tables of one run.
+
+Figure groups, split by what they depend on so that a new budget redraws only the
+budget-dependent ones:
+
+- ``scores``: score histogram, score violin and spectrum (scores and spectrum only);
+- ``budgets``: ranking curve, cumulative share, four-panel distribution and the budget
+  table (also the selection summary);
+- ``composition``: data sources of the full set, top-N and random-N (also the dataset
+  and the random seeds);
+- ``gallery``: images of the highest- and lowest-scored samples with their kept vision
+  tokens (recomputed with the model for just those samples).
+
+Every figure is written as ``OUT_DIR/<name>.<format>`` for each ``--formats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from scalselect.cli import UserError
+
+HELP = "Draw a run's paper figures and tables (score distribution, spectrum, composition, gallery)."
+log = logging.getLogger("scalselect.plot")
+
+# Output stems (the workflow's rules name the same files).
+BUDGET_TABLE = "budgets"
+COMPOSITION = "composition"
+GALLERY = "attention_gallery"
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out-dir``, ``--formats`` and ``--dpi`` (shared with ``plot-compare``)."""
+    parser.add_argument("--out-dir", required=True, type=Path, help="Directory of the figures.")
+    parser.add_argument(
+        "--formats", nargs="+", default=["pdf", "png"], choices=["pdf", "png", "svg"],
+        help="File formats of every figure (default: pdf png).",
+    )
+    parser.add_argument("--dpi", type=int, default=300, help="PNG resolution (default 300).")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    groups = parser.add_subparsers(dest="figures", required=True, metavar="FIGURES")
+
+    scores = groups.add_parser("scores", help="Score histogram, violin and spectrum.")
+    scores.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")
+    scores.add_argument("--spectrum", required=True, type=Path, help="score/spectrum.json")
+    add_output_arguments(scores)
+
+    budgets = groups.add_parser("budgets", help="Ranking, cumulative share, 4 panels, budget table.")
+    budgets.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")
+    budgets.add_argument("--summary", required=True, type=Path, help="select/summary.csv")
+    add_output_arguments(budgets)
+
+    composition = groups.add_parser("composition", help="Data sources of full set, top-N, random-N.")
+    composition.add_argument("--dataset", required=True, type=Path, help="filter/dataset.json")
+    composition.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")
+    composition.add_argument("--summary", required=True, type=Path, help="select/summary.csv")
+    composition.add_argument("--random-seeds", nargs="*", type=int, default=[0],
+                             help="Seeds of the random subsets (as selected).")
+    composition.add_argument("--source-field", default=None,
+                             help="Record field holding the source label (default: first "
+                                  "folder of the image path).")
+    add_output_arguments(composition)
+
+    gallery = groups.add_parser("gallery", help="Highest/lowest-scored images, kept tokens.")
+    gallery.add_argument("--dataset", required=True, type=Path, help="filter/dataset.json")
+    gallery.add_argument("--image-root", required=True, type=Path)
+    gallery.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")
+    gallery.add_argument("--model", required=True, help="Model directory.")
+    gallery.add_argument("--model-type", required=True, choices=["llava", "qwen"])
+    gallery.add_argument("--samples", type=int, default=4,
+                         help="Samples per row (highest and lowest), default 4.")
+    gallery.add_argument("--attention-threshold", type=float, default=0.9)
+    gallery.add_argument("--max-length", type=int, default=4096)
+    gallery.add_argument("--min-image-tokens", type=int, default=256)
+    gallery.add_argument("--max-image-tokens", type=int, default=576)
+    gallery.add_argument("--dtype", default="auto")
+    gallery.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction,
+                         default=False)
+    add_output_arguments(gallery)
+
+
+def read_ranked_scores(path: Path) -> pd.DataFrame:
+    """``scores.parquet`` in rank order; a clear error when missing, malformed or empty."""
+    from scalselect import selection
+
+    try:
+        table = selection.read_scores(path)
+    except (OSError, KeyError, ValueError) as error:
+        raise UserError(f"cannot read scores {path}: {error}") from None
+    if len(table) < 1:
+        raise UserError(f"{path} holds no scores")
+    return table
+
+
+def read_summary(path: Path) -> pd.DataFrame:
+    """``select/summary.csv`` with the budget column kept as written (``"16%"``)."""
+    from scalselect import selection
+
+    try:
+        table = pd.read_csv(path, dtype={"budget": str})
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read selection summary {path}: {error}") from None
+    if tuple(table.columns) != selection.SUMMARY_COLUMNS:
+        raise UserError(
+            f"{path}: columns {tuple(table.columns)}, expected {selection.SUMMARY_COLUMNS}"
+        )
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    from scalselect import style
+
+    with style.paper_style():
+        written = {
+            "scores": _scores, "budgets": _budgets, "composition": _composition,
+            "gallery": _gallery,
+        }[args.figures](args)
+    for path in written:
+        log.info("wrote %s", path)
+    return 0
+
+
+def _save(fig, args: argparse.Namespace, name: str) -> list[Path]:
+    from scalselect import style
+
+    return style.save_figure(fig, args.out_dir / name, args.formats, args.dpi)
+
+
+def _scores(args: argparse.Namespace) -> list[Path]:
+    import json
+
+    from scalselect import figures
+
+    importance = read_ranked_scores(args.scores)["importance"].to_numpy()
+    try:
+        spectrum = json.loads(args.spectrum.read_text(encoding="utf-8"))
+        energy, k, tau = spectrum["cumulative_energy"], spectrum["k"], spectrum["sv_threshold"]
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"cannot read spectrum {args.spectrum}: {error!r}") from None
+    return [
+        *_save(figures.score_panel("histogram", importance), args, "score_histogram"),
+        *_save(figures.score_panel("violin", importance), args, "score_violin"),
+        *_save(figures.spectrum(energy, int(k), float(tau)), args, "spectrum"),
+    ]
+
+
+def _budgets(args: argparse.Namespace) -> list[Path]:
+    from scalselect import figures, tables
+
+    importance = read_ranked_scores(args.scores)["importance"].to_numpy()
+    summary = read_summary(args.summary)
+    marks = figures.budget_marks(summary)
+    return [
+        *_save(figures.score_panel("ranking", importance, marks), args, "score_ranking"),
+        *_save(figures.score_panel("cumulative", importance, marks), args, "score_cumulative"),
+        *_save(figures.score_distribution(importance, marks), args, "score_distribution"),
+        *tables.write_table(summary, args.out_dir / BUDGET_TABLE, tables.BUDGET_COLUMNS),
+    ]
+
+
+def _composition(args: argparse.Namespace) -> list[Path]:
+    from scalselect import composition, figures
+    from scalselect.dataset import load_dataset
+    from scalselect.io import atomic_write
+
+    dataset = load_dataset(args.dataset, source_field=args.source_field)
+    scores = read_ranked_scores(args.scores)
+    if scores["index"].max() >= len(dataset):
+        raise UserError(
+            f"{args.scores} scores dataset index {scores['index'].max()} but {args.dataset} "
+            f"has {len(dataset)} records: they belong to different runs"
+        )
+    subsets = composition.selection_subsets(
+        scores, read_summary(args.summary), args.random_seeds, len(dataset)
+    )
+    table = composition.composition_table(composition.sample_sources(dataset), subsets)
+    csv = args.out_dir / f"{COMPOSITION}.csv"
+    with atomic_write(csv) as handle:
+        table.to_csv(handle, index=False)
+    fig = figures.composition(composition.share_matrix(table))
+    return [*_save(fig, args, COMPOSITION), csv]
+
+
+def _gallery(args: argparse.Namespace) -> list[Path]:
+    from scalselect import figures, gallery
+    from scalselect.dataset import load_dataset
+
+    if args.samples < 1:
+        raise UserError("--samples must be at least 1")
+    scores = read_ranked_scores(args.scores)
+    highest, lowest = gallery.gallery_entries(
+        load_dataset(args.dataset), args.image_root, scores, args.samples,
+        gallery.GalleryModel(
+            args.model, args.model_type, attention_threshold=args.attention_threshold,
+            max_length=args.max_length, min_image_tokens=args.min_image_tokens,
+            max_image_tokens=args.max_image_tokens, dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+        ),
+    )
+    return _save(figures.attention_gallery(highest, lowest), args, GALLERY)

@@ -1,0 +1,475 @@
+"""The paper figures: one small function per figure, each returning a matplotlib Figure.
+
+Every function draws with :mod:`scalselect.style` (call them inside
+:func:`scalselect.style.paper_style`) and takes plain data, not file paths, so the
+figures can be tested and reused outside the workflow. Saving is
+:func:`scalselect.style.save_figure`.
+
+Figures per run:
+
+- score distribution — four panels (histogram, ranking curve with the budgets marked,
+  cumulative share of importance, violin with box) as one double-column figure
+  (:func:`score_distribution`) and each panel alone (:func:`score_panel`);
+- the spectrum: cumulative energy of the singular values with τ_sv and k
+  (:func:`spectrum`);
+- data-source composition of the full set, the top-N and the random-N subsets
+  (:func:`composition`);
+- attention gallery: images of the highest- and lowest-scored samples with the kept
+  vision tokens (:func:`attention_gallery`).
+
+Across runs: top-N overlap per budget (:func:`overlap`) and rank agreement of the scores
+(:func:`rank_agreement`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+from PIL import Image
+
+from scalselect import style
+
+IMPORTANCE_LABEL = "Importance score π"
+PANELS = ("histogram", "ranking", "cumulative", "violin")
+# A scale becomes logarithmic when the data span more than this ratio.
+LOG_RANGE = 100.0
+
+
+@dataclass(frozen=True)
+class BudgetMark:
+    """One selection size marked on the score figures (budgets of equal N merged)."""
+
+    n: int
+    fraction: float
+    label: str
+
+
+def budget_marks(summary: pd.DataFrame) -> list[BudgetMark]:
+    """The distinct budgets of ``select/summary.csv`` (columns ``budget``, ``n``,
+    ``fraction``), smallest first, labelled ``N = 100K (16%)``."""
+    marks = []
+    for n, rows in summary.groupby("n", sort=True):
+        fraction = float(rows["fraction"].iloc[0])
+        label = f"N = {style.format_count(int(n))} ({style.format_percent(fraction)})"
+        marks.append(BudgetMark(int(n), fraction, label))
+    return marks
+
+
+def _spans_decades(values: np.ndarray) -> bool:
+    """Whether positive ``values`` are better shown on a log scale (robust range)."""
+    if len(values) < 2 or np.any(values <= 0):
+        return False
+    low, high = np.quantile(values, [0.001, 0.999])
+    return bool(high / low > LOG_RANGE)
+
+
+def _mark_style(i: int) -> dict:
+    return {
+        "color": style.PALETTE[1 + i % (len(style.PALETTE) - 2)],
+        "linestyle": style.DASHES[i % len(style.DASHES)],
+        "linewidth": 0.9,
+    }
+
+
+def draw_histogram(ax: Axes, importance: np.ndarray) -> None:
+    """Histogram of the scores; log-spaced bins when they span decades, log counts when
+    a few bins dominate. The mean (k/N for leverage scores) is marked."""
+    log_x = _spans_decades(importance)
+    bins = min(60, max(10, int(np.sqrt(len(importance)))))
+    edges = (
+        np.geomspace(importance.min(), importance.max(), bins + 1)
+        if log_x else np.linspace(importance.min(), importance.max(), bins + 1)
+    )
+    counts, _, _ = ax.hist(
+        importance, bins=edges, color=style.SELECTED, alpha=0.85, edgecolor="white",
+        linewidth=0.3,
+    )
+    nonzero = counts[counts > 0]
+    if len(nonzero) and counts.max() > 20 * np.median(nonzero):
+        ax.set_yscale("log")
+    else:
+        # Head room for the legend above the tallest bar.
+        ax.set_ylim(0, counts.max() * 1.2)
+    ax.yaxis.set_major_formatter(style.count_formatter)
+    if log_x:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(style.power_formatter)
+    else:
+        ax.xaxis.set_major_formatter(style.value_formatter)
+    mean = float(importance.mean())
+    ax.axvline(mean, color=style.NEUTRAL, linestyle=":", linewidth=0.9,
+               label=f"mean = {style.format_value(mean)}")
+    ax.legend(loc="upper right")
+    ax.set_xlabel(IMPORTANCE_LABEL)
+    ax.set_ylabel("Samples")
+
+
+def draw_ranking(ax: Axes, importance: np.ndarray, marks: Sequence[BudgetMark]) -> None:
+    """Scores in rank order (rank 1 = most important), budgets as vertical lines."""
+    ranks = np.arange(1, len(importance) + 1)
+    ax.plot(ranks, importance, color=style.SELECTED, linewidth=1.2)
+    if len(importance) >= 1000:
+        ax.set_xscale("log")
+    if _spans_decades(importance):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(style.power_formatter)
+    else:
+        ax.yaxis.set_major_formatter(style.value_formatter)
+    ax.xaxis.set_major_formatter(style.count_formatter)
+    for i, mark in enumerate(marks):
+        ax.axvline(mark.n, label=mark.label, **_mark_style(i))
+    ax.set_xlim(1 if ax.get_xscale() == "log" else 0, len(importance))
+    ax.set_xlabel("Rank")
+    ax.set_ylabel(IMPORTANCE_LABEL)
+
+
+def draw_cumulative(ax: Axes, importance: np.ndarray, marks: Sequence[BudgetMark]) -> None:
+    """Share of the total importance held by the top ranks; the diagonal is what a
+    uniform score (or a random subset, in expectation) would give."""
+    n = len(importance)
+    share = np.concatenate([[0.0], np.cumsum(importance) / importance.sum()])
+    fraction = np.arange(n + 1) / n
+    ax.plot([0, 1], [0, 1], color=style.RANDOM, linestyle=":", linewidth=0.9,
+            label="uniform")
+    ax.plot(fraction, share, color=style.SELECTED, linewidth=1.2)
+    for i, mark in enumerate(marks):
+        kw = _mark_style(i)
+        y = share[mark.n]
+        ax.plot([mark.fraction, mark.fraction], [0, y], label=mark.label, **kw)
+        ax.plot([0, mark.fraction], [y, y], **{**kw, "label": None})
+        ax.plot(mark.fraction, y, "o", color=kw["color"], markersize=3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.xaxis.set_major_formatter(style.percent_formatter)
+    ax.yaxis.set_major_formatter(style.percent_formatter)
+    ax.set_xlabel("Top-ranked share of samples")
+    ax.set_ylabel("Share of total importance")
+
+
+def draw_violin(ax: Axes, importance: np.ndarray) -> None:
+    """Horizontal violin with the quartile box, whiskers (1.5 IQR) and mean; in log10
+    space when the scores span decades."""
+    log_x = _spans_decades(importance)
+    values = np.log10(importance) if log_x else importance
+    if np.ptp(values) > 0:
+        parts = ax.violinplot(values, orientation="horizontal", showextrema=False,
+                              widths=0.85)
+        for body in parts["bodies"]:
+            body.set_facecolor(style.SELECTED)
+            body.set_edgecolor("none")
+            body.set_alpha(0.35)
+    ax.boxplot(
+        values, orientation="horizontal", widths=0.18, showmeans=True,
+        flierprops={"marker": ".", "markersize": 2, "markeredgecolor": style.NEUTRAL,
+                    "alpha": 0.6},
+        medianprops={"color": style.HIGHLIGHT, "linewidth": 1.2},
+        meanprops={"marker": "D", "markersize": 3, "markerfacecolor": "white",
+                   "markeredgecolor": "black", "markeredgewidth": 0.6},
+        boxprops={"linewidth": 0.8}, whiskerprops={"linewidth": 0.8},
+        capprops={"linewidth": 0.8},
+    )
+    ax.set_yticks([])
+    ax.spines["left"].set_visible(False)
+    ax.set_ylim(0.45, 1.55)
+    if log_x:
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda v, _p: style.format_power(10.0 ** v))
+        )
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+    else:
+        ax.xaxis.set_major_formatter(style.value_formatter)
+    ax.legend(
+        handles=[
+            Line2D([], [], color=style.HIGHLIGHT, linewidth=1.2, label="median"),
+            Line2D([], [], marker="D", linestyle="none", markersize=3,
+                   markerfacecolor="white", markeredgecolor="black", label="mean"),
+        ],
+        loc="upper right", ncols=2,
+    )
+    ax.set_xlabel(IMPORTANCE_LABEL)
+
+
+def _draw_panel(
+    ax: Axes, panel: str, importance: np.ndarray, marks: Sequence[BudgetMark]
+) -> None:
+    if panel == "histogram":
+        draw_histogram(ax, importance)
+    elif panel == "ranking":
+        draw_ranking(ax, importance, marks)
+    elif panel == "cumulative":
+        draw_cumulative(ax, importance, marks)
+    elif panel == "violin":
+        draw_violin(ax, importance)
+    else:
+        raise ValueError(f"unknown score panel {panel!r}; expected one of {PANELS}")
+
+
+def score_panel(
+    panel: str, importance: np.ndarray, marks: Sequence[BudgetMark] = ()
+) -> Figure:
+    """One panel of the score distribution as a single-column figure.
+
+    Parameters
+    ----------
+    panel : str
+        ``"histogram"``, ``"ranking"``, ``"cumulative"`` or ``"violin"``.
+    importance : ndarray of shape (n,)
+        Scores sorted descending (rank order).
+    marks : sequence of BudgetMark
+        Budgets to mark (ranking and cumulative panels).
+    """
+    height = 1.5 if panel == "violin" else style.SINGLE_COLUMN / 1.5
+    fig, ax = style.new_figure(style.SINGLE_COLUMN, height)
+    _draw_panel(ax, panel, np.asarray(importance, dtype=np.float64), marks)
+    if marks and panel in ("ranking", "cumulative"):
+        ax.legend(loc="upper right" if panel == "ranking" else "lower right")
+    return fig
+
+
+def score_distribution(importance: np.ndarray, marks: Sequence[BudgetMark]) -> Figure:
+    """The four score panels, (a)-(d), as one double-column figure; the budgets share
+    one legend above the panels."""
+    fig, axes = style.new_figure(style.DOUBLE_COLUMN, 4.6, nrows=2, ncols=2)
+    importance = np.asarray(importance, dtype=np.float64)
+    for letter, ax, panel in zip("abcd", axes.flat, PANELS):
+        _draw_panel(ax, panel, importance, marks)
+        style.panel_label(ax, letter)
+    if marks:
+        _fitting_legend(fig, axes.flat[1])
+    # Panel (c)'s own legend names only its reference line; budgets are in the figure's.
+    handles, labels = axes.flat[2].get_legend_handles_labels()
+    axes.flat[2].legend([handles[labels.index("uniform")]], ["uniform"], loc="lower right")
+    return fig
+
+
+def spectrum(cumulative_energy: Sequence[float], k: int, sv_threshold: float) -> Figure:
+    """Cumulative spectral energy ``sum_{j<=i} s_j^2 / sum s_j^2`` against the number of
+    components ``i``, with the threshold τ_sv and the chosen rank k; the energy of each
+    component alone is drawn faintly for the decay."""
+    cumulative = np.asarray(cumulative_energy, dtype=np.float64)
+    components = np.arange(1, len(cumulative) + 1)
+    each = np.diff(np.concatenate([[0.0], cumulative]))
+    fig, ax = style.new_figure(style.SINGLE_COLUMN)
+    ax.plot(components, each, color=style.RANDOM, linewidth=0.9,
+            label="energy of component")
+    ax.plot(components, cumulative, color=style.SELECTED, linewidth=1.4,
+            label="cumulative energy")
+    ax.axhline(sv_threshold, color=style.NEUTRAL, linestyle="--", linewidth=0.8,
+               label=rf"$\tau_{{\mathrm{{sv}}}}$ = {style.format_percent(sv_threshold)}")
+    ax.axvline(k, color=style.HIGHLIGHT, linestyle=":", linewidth=1.0,
+               label=f"k = {style.format_count(k)}")
+    ax.plot(k, cumulative[k - 1], "o", color=style.HIGHLIGHT, markersize=4,
+            markeredgecolor="white", markeredgewidth=0.5, zorder=3)
+    if len(cumulative) > 50:
+        ax.set_xscale("log")
+        ax.set_xlim(1, len(cumulative))
+    else:
+        ax.set_xlim(0.5, len(cumulative) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_formatter(style.count_formatter)
+    ax.set_ylim(0, 1.02)
+    ax.yaxis.set_major_formatter(style.percent_formatter)
+    ax.set_xlabel("Components (singular values)")
+    ax.set_ylabel("Spectral energy")
+    ax.legend(loc="center right")
+    return fig
+
+
+def _text_color(color: str) -> str:
+    r, g, b = to_rgb(color)
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def composition(shares: pd.DataFrame) -> Figure:
+    """Horizontal stacked bars: the share of each data source (columns, in order) in each
+    subset (rows, top to bottom: the full set first). Values are fractions summing to 1
+    per row; segments of at least 8 % carry their percentage."""
+    sources = list(shares.columns)
+    colors = {s: style.PALETTE[i % 7] for i, s in enumerate(sources)}
+    if "other" in colors:
+        colors["other"] = style.RANDOM
+    height = 0.9 + 0.24 * len(shares)
+    fig, ax = style.new_figure(style.SINGLE_COLUMN, height)
+    rows = np.arange(len(shares))
+    left = np.zeros(len(shares))
+    for source in sources:
+        widths = shares[source].to_numpy(dtype=np.float64)
+        ax.barh(rows, widths, left=left, height=0.7, color=colors[source], label=source,
+                edgecolor="white", linewidth=0.4)
+        for row, (x, w) in enumerate(zip(left, widths)):
+            if w >= 0.08:
+                ax.text(x + w / 2, row, f"{100 * w:.0f}", ha="center", va="center",
+                        fontsize=6, color=_text_color(colors[source]))
+        left += widths
+    ax.set_yticks(rows, list(shares.index))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(style.percent_formatter)
+    ax.set_xlabel("Share of samples")
+    ax.tick_params(axis="y", length=0)
+    ax.spines["left"].set_visible(False)
+    _fitting_legend(fig, ax, handlelength=1.0, columnspacing=1.0)
+    return fig
+
+
+def _fitting_legend(fig: Figure, ax: Axes, **kw) -> None:
+    """A figure legend of ``ax``'s labelled artists above the axes, in as many columns
+    (at most 6) as fit the figure's width."""
+    handles, labels = ax.get_legend_handles_labels()
+    for ncols in range(min(len(labels), 6), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside upper center", ncols=ncols, **kw)
+        width = legend.get_window_extent(fig.canvas.get_renderer()).width
+        if ncols == 1 or width <= 0.98 * fig.bbox.width:
+            return
+        legend.remove()
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    """One sample of the attention gallery.
+
+    ``image`` is the region of the image the model saw; ``grid`` its vision-token grid
+    (rows, cols); ``kept`` the indices (row-major in that grid) of the kept tokens.
+    """
+
+    image: Image.Image
+    grid: tuple[int, int]
+    kept: np.ndarray
+    importance: float
+    rank: int
+
+
+def _draw_tokens(ax: Axes, entry: GalleryEntry) -> None:
+    width, height = entry.image.size
+    ax.imshow(entry.image, extent=(0, width, height, 0), interpolation="antialiased")
+    rows, cols = entry.grid
+    mask = np.ones(rows * cols, dtype=bool)
+    mask[np.asarray(entry.kept, dtype=np.int64)] = False
+    cell_w, cell_h = width / cols, height / rows
+    # Dim the dropped tokens; kept tokens stay at full brightness with a thin outline.
+    shade = np.zeros((rows, cols, 4))
+    shade[..., 3] = np.where(mask.reshape(rows, cols), 0.62, 0.0)
+    ax.imshow(shade, extent=(0, width, height, 0), interpolation="nearest")
+    for index in np.flatnonzero(~mask):
+        r, c = divmod(int(index), cols)
+        ax.add_patch(Rectangle((c * cell_w, r * cell_h), cell_w, cell_h, fill=False,
+                               edgecolor=style.PALETTE[6], linewidth=0.3))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    kept = len(entry.kept)
+    ax.set_xlabel(
+        f"#{style.format_count(entry.rank)}  π = {style.format_value(entry.importance)}\n"
+        f"kept {kept}/{rows * cols} tokens",
+        fontsize=6, labelpad=2,
+    )
+
+
+def attention_gallery(
+    highest: Sequence[GalleryEntry], lowest: Sequence[GalleryEntry]
+) -> Figure:
+    """Two rows of images, the highest-scored samples above and the lowest below; the
+    vision tokens dropped by the attention threshold are dimmed."""
+    cols = max(len(highest), len(lowest), 1)
+    panel = style.DOUBLE_COLUMN / max(cols, 4)
+    fig, axes = style.new_figure(style.DOUBLE_COLUMN, 2 * (panel + 0.3) + 0.1,
+                                 nrows=2, ncols=cols, squeeze=False)
+    for row, (entries, name) in enumerate(((highest, "Highest"), (lowest, "Lowest"))):
+        for col in range(cols):
+            ax = axes[row][col]
+            if col < len(entries):
+                _draw_tokens(ax, entries[col])
+            else:
+                ax.set_axis_off()
+        axes[row][0].set_ylabel(f"{name} scores", fontsize=8)
+    return fig
+
+
+def overlap(table: pd.DataFrame) -> Figure:
+    """Jaccard overlap of the top-N sets of pairs of runs, per budget (columns ``pair``,
+    ``budget``, ``jaccard``, ``random_jaccard``; budgets in table order); a dotted
+    segment marks the expected overlap of two random subsets of the same sizes."""
+    fig, ax = style.new_figure(style.SINGLE_COLUMN)
+    pairs = list(dict.fromkeys(table["pair"]))
+    budgets = list(dict.fromkeys(table["budget"]))
+    positions = np.arange(len(budgets))
+    width = 0.8 / len(pairs)
+    for i, pair in enumerate(pairs):
+        rows = table[table["pair"] == pair].set_index("budget").reindex(budgets)
+        x = positions - 0.4 + width * (i + 0.5)
+        ax.bar(x, rows["jaccard"], width=width * 0.92, color=style.PALETTE[i % 7],
+               label=pair)
+        ax.hlines(rows["random_jaccard"], x - width * 0.46, x + width * 0.46,
+                  color="black", linestyle=":", linewidth=1.0)
+    ax.plot([], [], color="black", linestyle=":", linewidth=1.0, label="random subsets")
+    ax.set_xticks(positions, [_budget_label(b) for b in budgets])
+    ax.set_ylim(0, 1)
+    ax.yaxis.set_major_formatter(style.value_formatter)
+    ax.set_ylabel("Jaccard overlap of top-N")
+    ax.set_xlabel("Budget")
+    _fitting_legend(fig, ax)
+    return fig
+
+
+def _budget_label(budget: str) -> str:
+    return budget if budget.endswith("%") else f"N = {style.format_count(int(budget))}"
+
+
+def rank_agreement(
+    ranks: pd.DataFrame | None, correlation: pd.DataFrame, runs: Sequence[str]
+) -> Figure:
+    """Agreement of two or more runs' scores.
+
+    Two runs: each sample's percentile rank in one run against the other (density of
+    the samples, darker = more), Spearman's ρ in the legend. ``ranks`` has the columns
+    ``x``, ``y`` (percentile ranks in [0, 1]). More runs: the matrix of Spearman's ρ
+    (``correlation`` with columns ``run_a``, ``run_b``, ``spearman``).
+    """
+    if len(runs) == 2 and ranks is not None:
+        fig, ax = style.new_figure(style.SINGLE_COLUMN, style.SINGLE_COLUMN * 0.9)
+        rho = float(correlation["spearman"].iloc[0])
+        gridsize = int(np.clip(np.sqrt(len(ranks)) / 2, 8, 40))
+        ax.hexbin(ranks["x"], ranks["y"], gridsize=gridsize, cmap="Blues", mincnt=1,
+                  extent=(0, 1, 0, 1), linewidths=0.1)
+        ax.plot([0, 1], [0, 1], color=style.NEUTRAL, linestyle=":", linewidth=0.8,
+                label=f"Spearman ρ = {rho:.2f}")
+        ax.set_aspect("equal")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.xaxis.set_major_formatter(style.percent_formatter)
+        ax.yaxis.set_major_formatter(style.percent_formatter)
+        ax.set_xlabel(f"Percentile rank, {runs[0]}")
+        ax.set_ylabel(f"Percentile rank, {runs[1]}")
+        ax.legend(loc="upper left")
+        return fig
+    size = style.SINGLE_COLUMN
+    fig, ax = style.new_figure(size, size * 0.85)
+    matrix = np.eye(len(runs))
+    position = {run: i for i, run in enumerate(runs)}
+    for _, row in correlation.iterrows():
+        a, b = position[row["run_a"]], position[row["run_b"]]
+        matrix[a, b] = matrix[b, a] = row["spearman"]
+    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
+    for a in range(len(runs)):
+        for b in range(len(runs)):
+            ax.text(b, a, f"{matrix[a, b]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if abs(matrix[a, b]) > 0.6 else "black")
+    ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right")
+    ax.set_yticks(range(len(runs)), runs)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.tick_params(length=0)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="Spearman ρ")
+    return fig
