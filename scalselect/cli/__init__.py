@@ -26,6 +26,8 @@ COMMANDS = {
     "score-merge": "score_merge",
     "select": "select",
     "select-summary": "select_summary",
+    "plot": "plot",
+    "plot-compare": "plot_compare",
 }
 
 
