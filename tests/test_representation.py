@@ -1,0 +1,181 @@
+"""The first-layer fast path equals the original recipe (METHOD.md stage 1) exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scalselect.cli import UserError
+from scalselect.dataset import Message, Sample
+from scalselect.reference import ReferenceModel, plain_selection
+from scalselect.representation import (
+    VISION,
+    Encoder,
+    FirstLayerModel,
+    collate,
+    resolve_dtype,
+    select_tokens,
+)
+from scalselect.tinymodels import FAMILIES, build_tiny_model
+
+TOLERANCE = 1e-5
+# Differences between the fast path's and the reference's weights are ~1e-7; a sample
+# whose cumulative weights come closer than this to the threshold could flip its kept set
+# by float noise alone, and would not test anything.
+MARGIN = 1e-5
+
+
+def model_type(family: str) -> str:
+    return "llava" if family == "llava" else "qwen"
+
+
+def photo(path: Path, width: int, height: int, seed: int) -> Image.Image:
+    """A real image file (blocks of colour plus noise), written and decoded with Pillow."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 255, (4, 4, 3)).repeat(-(-height // 4), 0).repeat(-(-width // 4), 1)
+    pixels = np.clip(blocks[:height, :width] + rng.normal(0, 25, (height, width, 3)), 0, 255)
+    Image.fromarray(pixels.astype(np.uint8)).save(path, quality=90)
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def conversations() -> list[Sample]:
+    def s(index: int, turns: list[tuple[str, str]], images: int) -> Sample:
+        paths = tuple(f"coco/{index}-{k}.jpg" for k in range(images))
+        return Sample(index, index, tuple(Message(r, c) for r, c in turns), paths, "coco")
+
+    return [
+        s(0, [("user", "<image>\nDescribe this image."), ("assistant", "A cat on a red sofa.")], 1),
+        s(1, [
+            ("system", "You are a helpful assistant."),
+            ("user", "What is in <image> this picture?"),
+            ("assistant", "Two dogs."),
+            ("user", "What color is the ball?"),
+            ("assistant", "The ball is red."),
+        ], 2),
+        s(2, [("user", "How many people are in the picture?<image>"), ("assistant", "Three.")], 1),
+        s(3, [("user", "<image>\nRead the text in the image and answer the question below."),
+              ("assistant", "The sign says stop.")], 1),
+    ]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[list[Image.Image]]:
+    root = tmp_path_factory.mktemp("images")
+    sizes = [[(120, 90)], [(64, 128), (200, 100)], [(150, 150)], [(90, 60)]]
+    return [
+        [photo(root / f"{i}-{k}.jpg", w, h, 10 * i + k) for k, (w, h) in enumerate(group)]
+        for i, group in enumerate(sizes)
+    ]
+
+
+def margin(p: np.ndarray, threshold: float) -> float:
+    """How far the reference's selection is from flipping: the distance of every partial
+    sum of the sorted weights to the threshold, and the gap between neighbouring weights
+    at the cut."""
+    ranked = np.sort(p)[::-1]
+    cumulative = np.cumsum(ranked)
+    distance = float(np.abs(cumulative - threshold).min())
+    k = int(np.argmax(cumulative > threshold)) + 1 if (cumulative > threshold).any() else len(p)
+    if k < len(p):
+        distance = min(distance, float(ranked[k - 1] - ranked[k]))
+    return distance
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_path_equals_original_recipe(family: str, images, tmp_path: Path) -> None:
+    path = build_tiny_model(family, tmp_path / family)
+    encoder = Encoder(path, model_type(family), min_image_tokens=8, max_image_tokens=48)
+    items = [encoder.encode(s, i) for s, i in zip(conversations(), images)]
+    reference = ReferenceModel(path, model_type(family))
+    fast = FirstLayerModel(path, model_type(family))
+    # Only the first decoder layer is kept, and no LM head is run.
+    assert len(fast.model.language_model.layers) == 1
+    assert not hasattr(fast.model, "lm_head")
+
+    expected = [reference.represent(item) for item in items]
+    one_by_one = [fast.represent(collate([item]))[0] for item in items]
+    batched = fast.represent(collate(items))
+    assert len({item.seq_len for item in items}) > 1  # the batch is really padded
+    for item, ref, single, inbatch in zip(items, expected, one_by_one, batched):
+        assert ref.status == "ok" and 1 <= ref.n_kept < ref.n_vision
+        assert margin(ref.weights.astype(np.float64), 0.9) > MARGIN
+        for got in (single, inbatch):
+            assert got.status == "ok" and got.vector.dtype == np.float32
+            assert np.abs(got.vector - ref.vector).max() <= TOLERANCE
+            assert np.array_equal(got.kept, ref.kept)
+            assert np.abs(got.weights - ref.weights).max() <= 1e-6
+            assert (got.n_vision, got.n_kept, got.seq_len) == (ref.n_vision, ref.n_kept, item.seq_len)
+            assert got.n_vision == int((item.roles == VISION).sum()) == sum(r * c for r, c in got.grids)
+            assert not got.truncated
+
+
+def test_non_finite_sample_does_not_spoil_the_batch(images, tmp_path: Path) -> None:
+    path = build_tiny_model("llava", tmp_path / "llava")
+    encoder = Encoder(path, "llava")
+    items = [encoder.encode(s, i) for s, i in zip(conversations()[2:], images[2:])]
+    fast = FirstLayerModel(path, "llava")
+    clean = fast.represent(collate([items[1]]))[0]
+    items[0].inputs["pixel_values"][0, 0, 0, 0] = float("nan")
+    broken, ok = fast.represent(collate(items))
+    assert broken.status == "non_finite" and broken.vector is None and broken.detail
+    assert ok.status == "ok" and np.abs(ok.vector - clean.vector).max() <= TOLERANCE
+
+
+def test_select_tokens_rules() -> None:
+    real = torch.ones(1, 3, dtype=torch.bool)
+    # The crossing token is kept; ties keep sequence order.
+    p, keep, n_kept = select_tokens(torch.tensor([[1.0, 2.0, 1.0]]), real, 0.6)
+    assert p.tolist() == [[0.25, 0.5, 0.25]] and keep.tolist() == [[True, True, False]]
+    assert n_kept.tolist() == [2]
+    # Reaching the threshold exactly is not exceeding it.
+    _, keep, n_kept = select_tokens(torch.tensor([[2.0, 1.0, 1.0]]), real, 0.75)
+    assert n_kept.tolist() == [3] and keep.all()
+    # At least one token; all tokens when nothing exceeds tau = 1.
+    _, keep, n_kept = select_tokens(torch.tensor([[0.0, 9.0, 1.0]]), real, 0.01)
+    assert keep.tolist() == [[False, True, False]]
+    _, keep, _ = select_tokens(torch.tensor([[1.0, 1.0, 2.0]]), real, 1.0)
+    assert keep.all()
+    # Zero attention everywhere: uniform weights; padding entries never count.
+    padded = torch.tensor([[True, True, True, True, False]])
+    p, keep, n_kept = select_tokens(torch.tensor([[0.0, 0.0, 0.0, 0.0, 5.0]]), padded, 0.7)
+    assert p.tolist() == [[0.25, 0.25, 0.25, 0.25, 0.0]]
+    assert n_kept.tolist() == [3] and keep.tolist() == [[True, True, True, False, False]]
+
+
+def test_select_tokens_matches_plain_selection() -> None:
+    rng = np.random.default_rng(3)
+    length, dim = 40, 8
+    roles = np.zeros(length, np.int8)
+    roles[5:29] = VISION
+    roles[33:] = 2  # assistant
+    attention = np.tril(rng.random((length, length)) ** 4)
+    attention /= attention.sum(1, keepdims=True)
+    hidden = rng.normal(size=(length, dim)).astype(np.float32)
+    vector, kept, p = plain_selection(hidden, attention, roles, 0.8)
+    instruction = roles == 0
+    a = attention[instruction][:, roles == VISION].mean(0)
+    fast_p, keep, n_kept = select_tokens(torch.tensor(a)[None], torch.ones(1, len(a), dtype=torch.bool), 0.8)
+    assert np.allclose(fast_p[0].numpy(), p)
+    assert np.array_equal(np.flatnonzero(keep[0].numpy()), kept) and int(n_kept) == len(kept)
+    assert np.allclose(vector, hidden[roles == VISION][kept].mean(0))
+
+
+def test_configuration_errors(tmp_path: Path) -> None:
+    path = build_tiny_model("qwen3-vl", tmp_path / "q")
+    with pytest.raises(UserError, match="not a 'llava' one"):
+        Encoder(path, "llava")
+    with pytest.raises(UserError, match="model type"):
+        FirstLayerModel(path, "blip")
+    with pytest.raises(UserError, match="threshold"):
+        FirstLayerModel(path, "qwen", attention_threshold=0.0)
+    with pytest.raises(UserError, match="image token budget"):
+        Encoder(path, "qwen", min_image_tokens=600, max_image_tokens=576)
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    with pytest.raises(UserError, match="dtype"):
+        resolve_dtype("int8", torch.device("cpu"))
