@@ -660,9 +660,8 @@ def _assign_ids(rng: random.Random, samples: list[DemoSample]) -> None:
             sample.id = next_int
             next_int += rng.randint(1, 3)
     duplicate = next(s for s in samples if s.breakage == "duplicate_id")
-    candidates = [
-        s for s in samples if s.breakage is None and isinstance(s.id, int) and s.group != TEXT_ONLY
-    ]
+    # The partner comes from the largest group, so rare groups keep all their samples.
+    candidates = [s for s in samples if s.breakage is None and s.group == GROUPS[0].name]
     duplicate.id = rng.choice(candidates).id
 
 

@@ -157,6 +157,10 @@ def test_validate_reports_exactly_the_listed_breakages(demo: Path) -> None:
     )
     for name in ("dataset.json", "dataset_llava.json"):
         assert validate_reasons(demo, name) == expected, name
+    # Breakages never cost a rare group a sample: only the largest group lends one (the
+    # first holder of the repeated id).
+    groups = json.loads((demo / "groups.json").read_text())["samples"]
+    assert Counter(groups[i] for i in expected) == {"broken": len(BREAKAGES), GROUPS[0].name: 1}
 
 
 def test_both_formats_describe_the_same_samples(demo: Path) -> None:
