@@ -478,6 +478,7 @@ class FirstLayerModel:
         trust_remote_code: bool = False,
     ) -> None:
         import torch
+        import transformers
         from transformers import (
             AttentionInterface,
             AttentionMaskInterface,
@@ -498,20 +499,35 @@ class FirstLayerModel:
         AttentionInterface.register(ATTENTION_NAME, _first_layer_attention)
         # SDPA's masks for our attention function (custom names get none otherwise).
         AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-        model = AutoModelForImageTextToText.from_pretrained(
-            model_path,
-            dtype=self.dtype,
-            attn_implementation=ATTENTION_NAME,
-            trust_remote_code=trust_remote_code,
-        )
+        # Build the LLM with its first decoder layer only, so the other layers' weights
+        # are never read; nothing after that layer influences the result.
+        text_config = config.get_text_config()
+        text_config.num_hidden_layers = 1
+        if getattr(text_config, "layer_types", None):
+            text_config.layer_types = text_config.layer_types[:1]
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # the skipped layers' load report
+        try:
+            model, info = AutoModelForImageTextToText.from_pretrained(
+                model_path,
+                config=config,
+                dtype=self.dtype,
+                attn_implementation=ATTENTION_NAME,
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+            )
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        missing = sorted(set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]})
+        if missing:
+            raise UserError(f"{model_path}: weights missing or mis-shaped: {', '.join(missing[:10])}")
         # LLaMA numbers positions from the left edge, padding included, unless given
         # position ids; Qwen-VL's M-RoPE index already skips left padding.
         self.positions_from_mask = model_type == "llava"
-        # The base model (vision tower, projector, LLM) without the LM head, and the LLM
-        # cut to its first decoder layer: nothing after it influences the result.
+        # The base model (vision tower, projector, first decoder layer): the LM head is
+        # never run.
         self.model = model.model
         language_model = self.model.language_model
-        language_model.layers = language_model.layers[:1]
         self.model.to(self.device).eval()
         self.capture = _Capture()
         layer = language_model.layers[0]

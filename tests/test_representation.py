@@ -179,3 +179,14 @@ def test_configuration_errors(tmp_path: Path) -> None:
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
     with pytest.raises(UserError, match="dtype"):
         resolve_dtype("int8", torch.device("cpu"))
+
+
+def test_missing_weights_are_an_error(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = build_tiny_model("qwen2-vl", tmp_path / "q")
+    weights = load_file(path / "model.safetensors")
+    del weights["model.visual.blocks.0.attn.qkv.weight"]
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError, match="visual.blocks.0.attn.qkv.weight"):
+        FirstLayerModel(path, "qwen")
