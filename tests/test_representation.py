@@ -184,7 +184,7 @@ def test_configuration_errors(tmp_path: Path) -> None:
 def test_missing_weights_are_an_error(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    path = build_tiny_model("qwen2-vl", tmp_path / "q")
+    path = build_tiny_model("qwen3-vl", tmp_path / "q")
     weights = load_file(path / "model.safetensors")
     del weights["model.visual.blocks.0.attn.qkv.weight"]
     save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
