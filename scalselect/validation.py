@@ -174,7 +174,11 @@ def check_images(
     chunks = [(paths[i : i + CHUNK], settings) for i in range(0, len(paths), CHUNK)]
     results: dict[str, ImageCheck] = {}
     bar = tqdm(
-        total=len(paths), desc="images", unit="img", file=sys.stderr, disable=not progress,
+        total=len(paths),
+        desc="images",
+        unit="img",
+        file=sys.stderr,
+        disable=not progress,
         mininterval=1.0,
     )
     with bar:
@@ -222,16 +226,20 @@ def validate_dataset(
         samples[index] = sample
         roles = {m.role for m in sample.messages}
         if "user" not in roles:
-            findings[index].add("no_user_turn", f"no '{_role_name(spec, 'user')}' turn in '{spec.messages_key}'")
+            findings[index].add(
+                "no_user_turn", f"no '{_role_name(spec, 'user')}' turn in '{spec.messages_key}'"
+            )
         if "assistant" not in roles:
             findings[index].add(
-                "no_assistant_turn", f"no '{_role_name(spec, 'assistant')}' turn in '{spec.messages_key}'"
+                "no_assistant_turn",
+                f"no '{_role_name(spec, 'assistant')}' turn in '{spec.messages_key}'",
             )
         tags = sum(m.content.count(IMAGE_TAG) for m in sample.messages)
         if tags and tags != len(sample.images):
             findings[index].add(
                 "image_tag_mismatch",
-                f"{tags} {IMAGE_TAG} tag(s) in '{spec.messages_key}' but {len(sample.images)} image(s)",
+                f"{tags} {IMAGE_TAG} tag(s) in '{spec.messages_key}'"
+                f" but {len(sample.images)} image(s)",
             )
 
     duplicates = [(key, positions) for key, positions in id_positions.items() if len(positions) > 1]
@@ -254,7 +262,9 @@ def validate_dataset(
         for number, path in enumerate(sample.images):
             check = checks[files[path]]
             if check.reason is not None:
-                findings[index].add(check.reason, f"{_image_field(spec, sample, number)} {path!r}: {check.detail}")
+                findings[index].add(
+                    check.reason, f"{_image_field(spec, sample, number)} {path!r}: {check.detail}"
+                )
 
     invalid = sorted(i for i, f in findings.items() if f.problems)
     counts = Counter(reason for i in invalid for reason in {p.reason for p in findings[i].problems})
@@ -331,7 +341,8 @@ def _short_list(values: list[int], limit: int = 5) -> str:
 def format_summary(report: dict[str, Any], examples: int = 20) -> str:
     """A readable summary of a validation report (for the rule's log)."""
     lines = [
-        f"dataset {report['dataset']} ({report['format']} format), image root {report['image_root']}",
+        f"dataset {report['dataset']} ({report['format']} format),"
+        f" image root {report['image_root']}",
         f"samples: {report['num_samples']}; valid: {report['num_valid']}"
         f" (text-only: {report['num_text_only']}); invalid: {report['num_invalid']}",
         f"image files: {report['num_image_files']} distinct"
@@ -347,9 +358,14 @@ def format_summary(report: dict[str, Any], examples: int = 20) -> str:
     if report["invalid"]:
         lines.append(f"invalid samples (first {min(examples, len(report['invalid']))}):")
         for entry in report["invalid"][:examples]:
-            lines.append(f"  record {entry['index']} (id {entry['id']!r}): {'; '.join(entry['details'])}")
+            lines.append(
+                f"  record {entry['index']} (id {entry['id']!r}): {'; '.join(entry['details'])}"
+            )
     if report["sources"]:
-        lines.append("valid samples by source: " + ", ".join(f"{k} {v}" for k, v in report["sources"].items()))
+        lines.append(
+            "valid samples by source: "
+            + ", ".join(f"{k} {v}" for k, v in report["sources"].items())
+        )
     return "\n".join(lines)
 
 

@@ -21,7 +21,9 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG whose header claims ``width`` x ``height`` (no pixel data: tiny on disk)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
@@ -70,25 +72,88 @@ def bad_corpus(root: Path) -> tuple[list[Any], dict[int, set[str]], set[int]]:
         ({"id": 9, "images": [img["good.jpg"]]}, {"missing_messages"}),
         ({"id": 10, "messages": [], "images": [img["good.jpg"]]}, {"empty_messages"}),
         ({"id": 11, "messages": "hello", "images": [img["good.jpg"]]}, {"messages_not_a_list"}),
-        ({"id": 12, "messages": [{"content": "<image>\nHi"}, {"role": "assistant", "content": "Hello"}],
-          "images": [img["good.jpg"]]}, {"missing_role"}),
-        ({"id": 13, "messages": [{"role": "user", "content": "<image>\nHi"}, {"role": "assistant"}],
-          "images": [img["good.jpg"]]}, {"missing_content"}),
-        ({"id": 14, "messages": [{"role": "user", "content": "<image>\nHi"}, {"role": "bot", "content": "x"}],
-          "images": [img["good.jpg"]]}, {"unknown_role"}),
-        ({"id": 15, "messages": [{"role": "assistant", "content": "<image> x"}],
-          "images": [img["good.jpg"]]}, {"no_user_turn"}),
-        ({"id": 16, "messages": [{"role": "system", "content": "Be brief."},
-                                 {"role": "user", "content": "<image>\nHi"}],
-          "images": [img["good.jpg"]]}, {"no_assistant_turn"}),
-        ({"id": 17, "messages": [{"role": "user", "content": 42}, {"role": "assistant", "content": "x"}],
-          "images": [img["good.jpg"]]}, {"bad_content"}),
-        ({"id": 18, "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]},
-                                 {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]}],
-          "images": [img["good.jpg"]]}, set()),
-        ({"id": 19, "messages": [{"role": "user", "content": [{"type": "video"}]},
-                                 {"role": "assistant", "content": "x"}],
-          "images": [img["good.jpg"]]}, {"bad_content"}),
+        (
+            {
+                "id": 12,
+                "messages": [{"content": "<image>\nHi"}, {"role": "assistant", "content": "Hello"}],
+                "images": [img["good.jpg"]],
+            },
+            {"missing_role"},
+        ),
+        (
+            {
+                "id": 13,
+                "messages": [{"role": "user", "content": "<image>\nHi"}, {"role": "assistant"}],
+                "images": [img["good.jpg"]],
+            },
+            {"missing_content"},
+        ),
+        (
+            {
+                "id": 14,
+                "messages": [
+                    {"role": "user", "content": "<image>\nHi"},
+                    {"role": "bot", "content": "x"},
+                ],
+                "images": [img["good.jpg"]],
+            },
+            {"unknown_role"},
+        ),
+        (
+            {
+                "id": 15,
+                "messages": [{"role": "assistant", "content": "<image> x"}],
+                "images": [img["good.jpg"]],
+            },
+            {"no_user_turn"},
+        ),
+        (
+            {
+                "id": 16,
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "<image>\nHi"},
+                ],
+                "images": [img["good.jpg"]],
+            },
+            {"no_assistant_turn"},
+        ),
+        (
+            {
+                "id": 17,
+                "messages": [
+                    {"role": "user", "content": 42},
+                    {"role": "assistant", "content": "x"},
+                ],
+                "images": [img["good.jpg"]],
+            },
+            {"bad_content"},
+        ),
+        (
+            {
+                "id": 18,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image"}, {"type": "text", "text": "Hi"}],
+                    },
+                    {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
+                ],
+                "images": [img["good.jpg"]],
+            },
+            set(),
+        ),
+        (
+            {
+                "id": 19,
+                "messages": [
+                    {"role": "user", "content": [{"type": "video"}]},
+                    {"role": "assistant", "content": "x"},
+                ],
+                "images": [img["good.jpg"]],
+            },
+            {"bad_content"},
+        ),
         ({"id": 20, "messages": _chat(), "images": img["good.jpg"]}, {"images_malformed"}),
         ({"id": 21, "messages": _chat(), "images": [7]}, {"image_path_not_a_string"}),
         ({"id": 22, "messages": _chat(), "images": ["imgs/no-such-file.jpg"]}, {"missing_image"}),
@@ -96,19 +161,39 @@ def bad_corpus(root: Path) -> tuple[list[Any], dict[int, set[str]], set[int]]:
         ({"id": 24, "messages": _chat(), "images": [img["text.jpg"]]}, {"not_an_image"}),
         ({"id": 25, "messages": _chat(), "images": [img["truncated.jpg"]]}, {"corrupt_image"}),
         ({"id": 26, "messages": _chat(), "images": [img["bomb.png"]]}, {"decompression_bomb"}),
-        ({"id": 27, "messages": _chat(), "images": [img["bomb-warning.png"]]}, {"decompression_bomb"}),
+        (
+            {"id": 27, "messages": _chat(), "images": [img["bomb-warning.png"]]},
+            {"decompression_bomb"},
+        ),
         ({"id": 28, "messages": _chat(), "images": [img["line.png"]]}, {"image_too_small"}),
         ({"id": 29, "messages": _chat(), "images": [img["tiny.png"]]}, {"image_too_small"}),
         ({"id": 30, "messages": _chat(), "images": [img["wide.png"]]}, {"extreme_aspect_ratio"}),
-        ({"id": 31, "messages": _chat("<image><image>\nCompare."), "images": [img["good.jpg"]]},
-         {"image_tag_mismatch"}),
-        ({"id": 32, "messages": _chat("<image>\n<image>\nCompare."),
-          "images": [img["good.jpg"], img["good.png"]]}, set()),
+        (
+            {"id": 31, "messages": _chat("<image><image>\nCompare."), "images": [img["good.jpg"]]},
+            {"image_tag_mismatch"},
+        ),
+        (
+            {
+                "id": 32,
+                "messages": _chat("<image>\n<image>\nCompare."),
+                "images": [img["good.jpg"], img["good.png"]],
+            },
+            set(),
+        ),
         ({"id": 7, "messages": _chat(), "images": [img["good.jpg"]]}, set()),
         ({"id": "7", "messages": _chat(), "images": [img["good.jpg"]]}, set()),
-        ({"id": 35, "messages": [["user", "hi"], {"role": "assistant", "content": "x"}],
-          "images": [img["good.jpg"]]}, {"message_not_an_object"}),
-        ({"id": 36, "messages": _chat("No image here.", "Right."), "images": None}, set()),  # text-only
+        (
+            {
+                "id": 35,
+                "messages": [["user", "hi"], {"role": "assistant", "content": "x"}],
+                "images": [img["good.jpg"]],
+            },
+            {"message_not_an_object"},
+        ),
+        (
+            {"id": 36, "messages": _chat("No image here.", "Right."), "images": None},
+            set(),
+        ),  # text-only
         ({"messages": _chat(), "images": ["imgs/gone.jpg"]}, {"missing_id", "missing_image"}),
         ({"id": 38, "messages": _chat("<image>\nHow many?"), "images": []}, {"image_tag_mismatch"}),
     ]
@@ -127,7 +212,9 @@ def to_llava(record: Any, images_key: str = "image") -> Any:
     out = {}
     for key, value in copy.deepcopy(record).items():
         if key == "messages":
-            out["conversations"] = [_to_llava_turn(t) for t in value] if isinstance(value, list) else value
+            out["conversations"] = (
+                [_to_llava_turn(t) for t in value] if isinstance(value, list) else value
+            )
         elif key == "images":
             single = images_key == "image" and isinstance(value, list) and len(value) == 1
             out[images_key] = value[0] if single and isinstance(value[0], str) else value

@@ -20,19 +20,38 @@ from scalselect.dataset import (
 )
 
 SHAREGPT = [
-    {"id": 0, "messages": [{"role": "system", "content": "Be brief."},
-                           {"role": "user", "content": "<image>\nWhat is it?"},
-                           {"role": "assistant", "content": "A bus."},
-                           {"role": "user", "content": "Colour?"},
-                           {"role": "assistant", "content": "Red."}],
-     "images": ["coco/train2017/1.jpg"]},
-    {"id": "000000033471", "messages": [{"role": "user", "content": "Hi"},
-                                        {"role": "assistant", "content": "Hello"}]},
-    {"id": 7, "messages": [{"role": "user", "content": "<image><image> Compare."},
-                           {"role": "assistant", "content": "Same."}],
-     "images": ["vg/VG_100K/2.jpg", "gqa/images/3.jpg"], "source": "mixed"},
-    {"id": "7", "messages": [{"role": "user", "content": "<image>\nx"},
-                             {"role": "assistant", "content": "y"}], "images": ["4.jpg"]},
+    {
+        "id": 0,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "<image>\nWhat is it?"},
+            {"role": "assistant", "content": "A bus."},
+            {"role": "user", "content": "Colour?"},
+            {"role": "assistant", "content": "Red."},
+        ],
+        "images": ["coco/train2017/1.jpg"],
+    },
+    {
+        "id": "000000033471",
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+    },
+    {
+        "id": 7,
+        "messages": [
+            {"role": "user", "content": "<image><image> Compare."},
+            {"role": "assistant", "content": "Same."},
+        ],
+        "images": ["vg/VG_100K/2.jpg", "gqa/images/3.jpg"],
+        "source": "mixed",
+    },
+    {
+        "id": "7",
+        "messages": [
+            {"role": "user", "content": "<image>\nx"},
+            {"role": "assistant", "content": "y"},
+        ],
+        "images": ["4.jpg"],
+    },
 ]
 
 
@@ -82,7 +101,9 @@ def test_llava_formats_normalise_like_sharegpt(tmp_path: Path, images_key: str, 
 def test_llava_image_as_a_list_and_text_only_files(tmp_path: Path) -> None:
     record = to_llava(SHAREGPT[2])
     assert isinstance(record["image"], list)
-    assert load_dataset(write_dataset(tmp_path / "a.json", [record])).sample(0).images == tuple(record["image"])
+    assert load_dataset(write_dataset(tmp_path / "a.json", [record])).sample(0).images == tuple(
+        record["image"]
+    )
     text_only = [to_llava(SHAREGPT[1])]
     assert load_dataset(write_dataset(tmp_path / "b.json", text_only)).format == "llava"
     forced = load_dataset(tmp_path / "b.json", "llava_images")
@@ -90,10 +111,17 @@ def test_llava_image_as_a_list_and_text_only_files(tmp_path: Path) -> None:
 
 
 def test_typed_parts_are_flattened(tmp_path: Path) -> None:
-    record = {"id": 1, "messages": [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "\nWhat?"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "A"}, {"type": "text", "text": "B"}]}],
-        "images": ["x/1.jpg"]}
+    record = {
+        "id": 1,
+        "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "\nWhat?"}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "text", "text": "A"}, {"type": "text", "text": "B"}],
+            },
+        ],
+        "images": ["x/1.jpg"],
+    }
     sample = load_dataset(write_dataset(tmp_path / "d.json", [record])).sample(0)
     assert sample.messages == (Message("user", "<image>\nWhat?"), Message("assistant", "AB"))
 
@@ -102,11 +130,18 @@ def test_mixed_formats_name_the_record(tmp_path: Path) -> None:
     records = [SHAREGPT[0], SHAREGPT[1], to_llava(SHAREGPT[0])]
     with pytest.raises(DatasetError, match=r"record 2 is llava .* but record 0 is sharegpt"):
         load_dataset(write_dataset(tmp_path / "d.json", records))
-    llava_variants = [to_llava(SHAREGPT[1]), to_llava(SHAREGPT[0], "image"), to_llava(SHAREGPT[0], "images")]
+    llava_variants = [
+        to_llava(SHAREGPT[1]),
+        to_llava(SHAREGPT[0], "image"),
+        to_llava(SHAREGPT[0], "images"),
+    ]
     with pytest.raises(DatasetError, match=r"record 2 is llava_images .* but record 1 is llava "):
         detect_format(llava_variants)
     both = dict(SHAREGPT[0], conversations=[])
-    with pytest.raises(DatasetError, match=r"record 1 mixes the keys of several formats \(conversations, images, messages\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"record 1 mixes the keys of several formats \(conversations, images, messages\)",
+    ):
         detect_format([SHAREGPT[1], both])
 
 
@@ -123,7 +158,11 @@ def test_unknown_format_is_fatal(tmp_path: Path) -> None:
     [
         ("bad.json", '[\n  {"id": 1},\n  {"id": 2,, }\n]', r"invalid JSON at line 3, column 12"),
         ("bad.jsonl", '{"id": 1}\n\n{"id": 2\n', r"invalid JSON Lines record at line 3, column 9"),
-        ("lines.json", '{"id": 1}\n{"id": 2}\n{"id" 3}\n', r"invalid JSON Lines record at line 3, column 7"),
+        (
+            "lines.json",
+            '{"id": 1}\n{"id": 2}\n{"id" 3}\n',
+            r"invalid JSON Lines record at line 3, column 7",
+        ),
         ("dict.json", '{"data": []}', "top level is a JSON object, not a list"),
         ("empty.json", "[]", "empty"),
         ("blank.json", "  \n", "empty"),
@@ -149,7 +188,9 @@ def test_not_utf8_and_missing_file(tmp_path: Path) -> None:
 def test_malformed_record_cannot_be_normalised(tmp_path: Path) -> None:
     records = [SHAREGPT[0], {"id": 9, "messages": [{"role": "robot", "content": "x"}]}]
     dataset = load_dataset(write_dataset(tmp_path / "d.json", records))
-    with pytest.raises(DatasetError, match=r"record 1 is malformed: messages\[0\]\.role is \"robot\""):
+    with pytest.raises(
+        DatasetError, match=r"record 1 is malformed: messages\[0\]\.role is \"robot\""
+    ):
         dataset.sample(1)
 
 

@@ -44,17 +44,26 @@ def test_keeps_valid_samples_in_order(corpus, keep_text_only: bool) -> None:
 
 @pytest.mark.parametrize(
     "name,images_key",
-    [("sharegpt.json", None), ("sharegpt.jsonl", None), ("llava.json", "image"),
-     ("llava.jsonl", "image"), ("llava_images.json", "images")],
+    [
+        ("sharegpt.json", None),
+        ("sharegpt.jsonl", None),
+        ("llava.json", "image"),
+        ("llava.jsonl", "image"),
+        ("llava_images.json", "images"),
+    ],
 )
-def test_cli_round_trip_in_every_format(corpus, tmp_path: Path, name: str, images_key: str | None) -> None:
+def test_cli_round_trip_in_every_format(
+    corpus, tmp_path: Path, name: str, images_key: str | None
+) -> None:
     root, records, _, _ = corpus
     source = records if images_key is None else [to_llava(r, images_key) for r in records]
     dataset = write_dataset(tmp_path / name, source)
     report, out = tmp_path / "report.json", tmp_path / "filtered.json"
     common = ["--image-root", str(root), "--out", str(report), "--workers", "1", "--no-progress"]
     assert run_cli("validate", "--dataset", str(dataset), *common).returncode == 0
-    result = run_cli("filter", "--dataset", str(dataset), "--report", str(report), "--out", str(out))
+    result = run_cli(
+        "filter", "--dataset", str(dataset), "--report", str(report), "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     valid = json.loads(report.read_text())
     drop = {e["index"] for e in valid["invalid"]} | set(valid["text_only"])
@@ -79,8 +88,15 @@ def test_refuses_a_report_of_other_content(corpus, tmp_path: Path) -> None:
         filter_indices(report, load_dataset(path))
     report_path = tmp_path / "report.json"
     write_json(report_path, report)
-    result = run_cli("filter", "--dataset", str(path), "--report", str(report_path),
-                     "--out", str(tmp_path / "out.json"))
+    result = run_cli(
+        "filter",
+        "--dataset",
+        str(path),
+        "--report",
+        str(report_path),
+        "--out",
+        str(tmp_path / "out.json"),
+    )
     assert result.returncode == 2 and "does not match" in result.stderr
     assert not (tmp_path / "out.json").exists()
 

@@ -70,7 +70,9 @@ def test_header_checks_cannot_see_truncation(corpus) -> None:
 
 
 @pytest.mark.parametrize("images_key,fmt", [("image", "llava"), ("images", "llava_images")])
-def test_llava_formats_get_the_same_findings_in_their_own_words(corpus, images_key: str, fmt: str) -> None:
+def test_llava_formats_get_the_same_findings_in_their_own_words(
+    corpus, images_key: str, fmt: str
+) -> None:
     root, records, expected, text_only = corpus
     converted = [to_llava(r, images_key) for r in records]
     report = validate(root, converted, name=f"{fmt}.json")
@@ -102,7 +104,10 @@ def test_duplicate_ids_every_occurrence_and_policy(tmp_path: Path) -> None:
     records = [{"id": i, "messages": chat, "images": ["a.png"]} for i in (5, 6, 5, "5", 5, 6)]
     report = validate(tmp_path, records)
     assert reasons_by_index(report) == {i: {"duplicate_id"} for i in (0, 1, 2, 4, 5)}
-    assert report["duplicate_ids"] == [{"id": 5, "indices": [0, 2, 4]}, {"id": 6, "indices": [1, 5]}]
+    assert report["duplicate_ids"] == [
+        {"id": 5, "indices": [0, 2, 4]},
+        {"id": 6, "indices": [1, 5]},
+    ]
     allowed = validate(tmp_path, records, allow_duplicate_ids=True)
     assert allowed["invalid"] == [] and allowed["num_valid"] == 6
     assert allowed["duplicate_ids"] == report["duplicate_ids"]
@@ -149,8 +154,18 @@ def test_cli_writes_the_report_and_a_summary(corpus, tmp_path: Path) -> None:
     dataset = write_dataset(tmp_path / "d.jsonl", records)
     out = tmp_path / "out" / "report.json"
     result = run_cli(
-        "validate", "--dataset", str(dataset), "--image-root", str(root), "--out", str(out),
-        "--no-decode-images", "--min-image-side", "10", "--workers", "2",
+        "validate",
+        "--dataset",
+        str(dataset),
+        "--image-root",
+        str(root),
+        "--out",
+        str(out),
+        "--no-decode-images",
+        "--min-image-side",
+        "10",
+        "--workers",
+        "2",
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
@@ -171,11 +186,15 @@ def test_cli_writes_the_report_and_a_summary(corpus, tmp_path: Path) -> None:
         ('[{"id": 1, "text": "x"}]', "unknown record format"),
     ],
 )
-def test_cli_fatal_errors_exit_nonzero_without_traceback(tmp_path: Path, text: str, message: str) -> None:
+def test_cli_fatal_errors_exit_nonzero_without_traceback(
+    tmp_path: Path, text: str, message: str
+) -> None:
     dataset = tmp_path / "d.json"
     dataset.write_text(text)
     out = tmp_path / "report.json"
-    result = run_cli("validate", "--dataset", str(dataset), "--image-root", str(tmp_path), "--out", str(out))
+    result = run_cli(
+        "validate", "--dataset", str(dataset), "--image-root", str(tmp_path), "--out", str(out)
+    )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()

@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", required=True, help="Report of `validate` for this dataset.")
     parser.add_argument("--out", required=True, help="Filtered dataset (JSON array).")
     parser.add_argument(
-        "--keep-text-only", action=argparse.BooleanOptionalAction, default=False,
+        "--keep-text-only",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="Keep valid samples without images (off: image samples only, as in the paper).",
     )
 

@@ -24,25 +24,42 @@ HELP = "Check every sample and image of a dataset; write a JSON report."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="Dataset file (JSON array or JSON Lines).")
-    parser.add_argument("--image-root", default=".", help="Directory relative image paths are joined to.")
+    parser.add_argument(
+        "--image-root", default=".", help="Directory relative image paths are joined to."
+    )
     parser.add_argument("--out", required=True, help="Report file (JSON).")
     parser.add_argument(
-        "--format", default="auto", choices=["auto", "sharegpt", "llava", "llava_images"],
+        "--format",
+        default="auto",
+        choices=["auto", "sharegpt", "llava", "llava_images"],
         help="Record format (default: detected from the records).",
     )
-    parser.add_argument("--source-field", default=None, help="Record field used as the source label.")
     parser.add_argument(
-        "--decode-images", action=argparse.BooleanOptionalAction, default=True,
-        help="Fully decode every image (finds truncated files); --no-decode-images reads headers only.",
+        "--source-field", default=None, help="Record field used as the source label."
     )
-    parser.add_argument("--min-image-side", type=int, default=28, help="Smallest image side in pixels.")
-    parser.add_argument("--max-aspect-ratio", type=float, default=200.0, help="Largest long/short side ratio.")
     parser.add_argument(
-        "--allow-duplicate-ids", action=argparse.BooleanOptionalAction, default=False,
+        "--decode-images",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Fully decode every image (finds truncated files);"
+        " --no-decode-images reads headers only.",
+    )
+    parser.add_argument(
+        "--min-image-side", type=int, default=28, help="Smallest image side in pixels."
+    )
+    parser.add_argument(
+        "--max-aspect-ratio", type=float, default=200.0, help="Largest long/short side ratio."
+    )
+    parser.add_argument(
+        "--allow-duplicate-ids",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="Report repeated ids without invalidating their samples.",
     )
     parser.add_argument(
-        "--workers", type=int, default=len(os.sched_getaffinity(0)),
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
         help="Processes checking images (default: the available cores).",
     )
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
@@ -68,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
         allow_duplicate_ids=args.allow_duplicate_ids,
     )
     report = validate_dataset(
-        dataset, args.image_root, settings, workers=max(1, args.workers), progress=not args.no_progress
+        dataset,
+        args.image_root,
+        settings,
+        workers=max(1, args.workers),
+        progress=not args.no_progress,
     )
     write_json(args.out, report)
     print(format_summary(report), file=sys.stderr)
