@@ -488,20 +488,15 @@ NUM_SHARED_IMAGES = 4
 
 def _text_only_turns(rng: random.Random) -> list[tuple[str, str]]:
     """A short conversation without images: arithmetic and general questions."""
-    pairs = []
-    for _ in range(rng.randint(1, 3)):
-        a, b = rng.randint(2, 40), rng.randint(2, 40)
-        pairs.append(
-            rng.choice(
-                (
-                    (f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."),
-                    (f"What is {a} times {b}?", f"{a} times {b} is {a * b}."),
-                    (f"Is {a} larger than {b}?", "Yes." if a > b else "No."),
-                    ("Name a primary color.", rng.choice(("Red.", "Blue.", "Yellow."))),
-                )
-            )
-        )
-    return [turn for q, a in pairs for turn in (("user", q), ("assistant", a))]
+    a, b, c = rng.randint(2, 40), rng.randint(2, 40), rng.randint(2, 40)
+    pairs = [
+        (f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."),
+        (f"What is {b} times {c}?", f"{b} times {c} is {b * c}."),
+        (f"Is {a} larger than {c}?", "Yes." if a > c else "No."),
+        ("Name a primary color.", rng.choice(("Red.", "Blue.", "Yellow."))),
+    ]
+    chosen = rng.sample(pairs, rng.randint(1, 3))
+    return [turn for q, answer in chosen for turn in (("user", q), ("assistant", answer))]
 
 
 def _image_turns(
