@@ -15,7 +15,7 @@ rule select:
     wildcard_constraints:
         N=r"[1-9]\d*",
     conda:
-        "../envs/cur.yaml"
+        "../envs/data.yaml"
     shell:
         "python -m scalselect select --dataset {input.dataset} --scores {input.scores}"
         " --num {wildcards.N} --out {output.selection} > {log} 2>&1"
@@ -35,7 +35,7 @@ rule select_random:
         N=r"[1-9]\d*",
         seed=r"\d+",
     conda:
-        "../envs/cur.yaml"
+        "../envs/data.yaml"
     shell:
         "python -m scalselect select --dataset {input.dataset} --scores {input.scores}"
         " --num {wildcards.N} --random --seed {wildcards.seed}"
@@ -53,7 +53,7 @@ rule select_summary:
     benchmark:
         "results/{run}/benchmarks/select/summary.tsv"
     conda:
-        "../envs/cur.yaml"
+        "../envs/data.yaml"
     params:
         budgets=cli_options("select", "budgets"),
     shell:
