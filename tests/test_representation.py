@@ -190,3 +190,15 @@ def test_missing_weights_are_an_error(tmp_path: Path) -> None:
     save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(UserError, match="visual.blocks.0.attn.qkv.weight"):
         FirstLayerModel(path, "qwen")
+
+
+def test_bfloat16_runs_close_to_float32(images, tmp_path: Path) -> None:
+    path = build_tiny_model("qwen3-vl", tmp_path / "q")
+    encoder = Encoder(path, "qwen", min_image_tokens=8, max_image_tokens=48)
+    batch = collate([encoder.encode(s, i) for s, i in zip(conversations()[:2], images[:2])])
+    full = FirstLayerModel(path, "qwen", dtype="float32").represent(batch)
+    half = FirstLayerModel(path, "qwen", dtype="bfloat16").represent(batch)
+    for a, b in zip(full, half):
+        assert b.status == "ok" and b.vector.dtype == np.float32
+        cosine = a.vector @ b.vector / np.linalg.norm(a.vector) / np.linalg.norm(b.vector)
+        assert cosine > 0.99
