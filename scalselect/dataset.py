@@ -103,7 +103,7 @@ FORMATS: dict[str, RecordFormat] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """One turn: ``role`` is ``"system"``, ``"user"`` or ``"assistant"``."""
 
@@ -111,7 +111,7 @@ class Message:
     content: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """The normalised view of one record.
 
@@ -127,7 +127,7 @@ class Sample:
     source: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """A structural defect of a record: a reason code and a message naming the field."""
 
@@ -274,6 +274,7 @@ def _parse(path: Path, text: str) -> list[Any]:
     if not isinstance(value, list):
         raise DatasetError(
             f"{path}: the top level is a JSON {_json_type(value)}, not a list of records"
+            + (" (a JSON Lines file must be named *.jsonl)" if isinstance(value, dict) else "")
         )
     return value
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import stat
 import sys
 import warnings
 from collections import Counter, defaultdict
@@ -54,7 +55,6 @@ from scalselect.dataset import (
     DatasetError,
     Problem,
     RecordFormat,
-    Sample,
     resolve_image,
 )
 
@@ -123,12 +123,12 @@ def check_image(
         ``extreme_aspect_ratio``, or ``None``.
     """
     try:
-        size = os.stat(path).st_size
+        status = os.stat(path)
     except OSError as error:
         return ImageCheck("missing_image", f"{error.strerror} ({path})")
-    if not os.path.isfile(path):
+    if not stat.S_ISREG(status.st_mode):
         return ImageCheck("missing_image", f"not a regular file ({path})")
-    if size == 0:
+    if status.st_size == 0:
         return ImageCheck("empty_image_file", "zero bytes")
     with warnings.catch_warnings():
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; both are bombs here.
@@ -213,7 +213,9 @@ def validate_dataset(
     """Check every sample of ``dataset``; returns the report (see the CLI for its fields)."""
     spec = dataset.spec
     findings: dict[int, Finding] = defaultdict(Finding)
-    samples = {}
+    # Index -> (image paths, source label) of the readable samples; the messages are
+    # not kept, which matters at LLaVA-665K scale.
+    readable: dict[int, tuple[tuple[str, ...], str]] = {}
     id_positions: dict[tuple[str, Any], list[int]] = defaultdict(list)
     for index, record in enumerate(dataset.records):
         sample, problems = dataset.inspect(index)
@@ -223,7 +225,7 @@ def validate_dataset(
             _check_id(record, index, findings, id_positions)
         if sample is None:
             continue
-        samples[index] = sample
+        readable[index] = (sample.images, sample.source)
         roles = {m.role for m in sample.messages}
         if "user" not in roles:
             findings[index].add(
@@ -253,24 +255,25 @@ def validate_dataset(
 
     files = {
         path: str(resolve_image(image_root, path))
-        for sample in samples.values()
-        for path in sample.images
+        for images, _ in readable.values()
+        for path in images
     }
     distinct = sorted(set(files.values()))
     checks = check_images(distinct, settings, workers=workers, progress=progress)
-    for index, sample in samples.items():
-        for number, path in enumerate(sample.images):
+    for index, (images, _) in readable.items():
+        for number, path in enumerate(images):
             check = checks[files[path]]
             if check.reason is not None:
                 findings[index].add(
-                    check.reason, f"{_image_field(spec, sample, number)} {path!r}: {check.detail}"
+                    check.reason,
+                    f"{_image_field(spec, dataset.records[index], number)} {path!r}: {check.detail}",
                 )
 
     invalid = sorted(i for i, f in findings.items() if f.problems)
     counts = Counter(reason for i in invalid for reason in {p.reason for p in findings[i].problems})
     invalid_set = set(invalid)
     valid = [i for i in range(len(dataset)) if i not in invalid_set]
-    text_only = [i for i in valid if not samples[i].images]
+    text_only = [i for i in valid if not readable[i][0]]
     image_counts = Counter(c.reason or "ok" for c in checks.values())
     return {
         "version": REPORT_VERSION,
@@ -284,7 +287,7 @@ def validate_dataset(
         "num_invalid": len(invalid),
         "num_text_only": len(text_only),
         "counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "sources": dict(Counter(samples[i].source for i in valid).most_common()),
+        "sources": dict(Counter(readable[i][1] for i in valid).most_common()),
         "num_image_files": len(distinct),
         "image_files": dict(sorted(image_counts.items())),
         "duplicate_ids": [
@@ -327,8 +330,9 @@ def _role_name(spec: RecordFormat, role: str) -> str:
     return next(name for name, normal in spec.roles.items() if normal == role)
 
 
-def _image_field(spec: RecordFormat, sample: Sample, number: int) -> str:
-    if spec.single_image and len(sample.images) == 1:
+def _image_field(spec: RecordFormat, record: dict, number: int) -> str:
+    # LLaVA's "image" may hold one path as a string: name it without a subscript.
+    if isinstance(record[spec.images_key], str):
         return spec.images_key
     return f"{spec.images_key}[{number}]"
 
