@@ -198,3 +198,20 @@ def test_cli_fatal_errors_exit_nonzero_without_traceback(
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_forced_format_and_source_field(corpus, tmp_path: Path) -> None:
+    root, records, _, _ = corpus
+    path = write_dataset(tmp_path / "d.json", records)
+    forced = validate_dataset(load_dataset(path, "llava"), root, progress=False)
+    assert forced["format"] == "llava" and forced["num_valid"] == 0
+    assert forced["counts"]["missing_messages"] == len(records) - 1  # record 3 is a string
+    labelled = [
+        dict(r, origin=f"part{i % 2}") if isinstance(r, dict) else r for i, r in enumerate(records)
+    ]
+    report = validate_dataset(
+        load_dataset(write_dataset(tmp_path / "l.json", labelled), source_field="origin"),
+        root,
+        progress=False,
+    )
+    assert report["sources"] == {"part0": 6, "part1": 2}
