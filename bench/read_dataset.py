@@ -82,26 +82,36 @@ def measure(path: Path) -> None:
     )
 
 
+def measure_plain(path: Path) -> None:
+    """The reference: a plain ``json.load`` of the file, as the original scripts read it."""
+    started = time.perf_counter()
+    with path.open(encoding="utf-8") as handle:
+        records = json.load(handle)
+    elapsed = time.perf_counter() - started
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"{len(records)} records: plain json.load {elapsed:.1f} s, peak RSS {peak_gib:.1f} GiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--path", type=Path, default=Path("/tmp/scalselect-bench-665k.json"))
     parser.add_argument("--keep", action="store_true", help="Keep the generated file.")
-    parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=["ours", "plain"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.measure_only:
-        measure(args.path)
+    if args.measure:
+        (measure if args.measure == "ours" else measure_plain)(args.path)
         return
     try:
         if not args.path.exists():
             started = time.perf_counter()
             generate(args.path)
             print(f"generated {args.path} in {time.perf_counter() - started:.0f} s")
-        # A fresh process, so that the peak memory is the reader's alone.
-        subprocess.run(
-            [sys.executable, __file__, "--path", str(args.path), "--measure-only"], check=True
-        )
+        # Fresh processes, so that each peak memory is the reader's alone.
+        for mode in ("plain", "ours"):
+            command = [sys.executable, __file__, "--path", str(args.path), "--measure", mode]
+            subprocess.run(command, check=True)
     finally:
         if not args.keep:
             args.path.unlink(missing_ok=True)
