@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scalselect.leverage import Preprocessing
 
 HELP = (
     "Importance scores: exact rank-k leverage scores of the representations "
@@ -57,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_compute_arguments(parser)
 
 
-def preprocessing(args: argparse.Namespace):
+def preprocessing(args: argparse.Namespace) -> Preprocessing:
     """The :class:`~scalselect.leverage.Preprocessing` the options ask for."""
     from scalselect.leverage import Preprocessing
 
@@ -65,6 +69,7 @@ def preprocessing(args: argparse.Namespace):
 
 
 def block_rows(args: argparse.Namespace) -> int:
+    """Rows per streamed block: the option, else the library's default."""
     from scalselect.leverage import BLOCK_ROWS
 
     return args.block_rows or BLOCK_ROWS
