@@ -16,6 +16,7 @@ wildcard_constraints:
 
 include: "rules/demo.smk"
 include: "rules/data.smk"
+include: "rules/extract.smk"
 include: "rules/cur.smk"
 include: "rules/select.smk"
 

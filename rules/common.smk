@@ -1,5 +1,6 @@
 # Helpers shared by all the rule files; validated configuration and per-run settings.
 import copy
+import os
 import re
 import shlex
 
@@ -129,6 +130,33 @@ def selection_files(wildcards):
     return files
 
 
+def model_value(key):
+    """Params function: a key of the run's model entry (path, type)."""
+
+    def value(wildcards):
+        return run_config(wildcards.run)["model"][key]
+
+    return value
+
+
+def model_input(wildcards):
+    """Input function of `extract`: the model directory when it is a file of this
+    workflow (an existing path, or one `rule demo` makes), else nothing (a hub name)."""
+    path = run_config(wildcards.run)["model"]["path"]
+    return [path] if os.path.exists(path) or path.startswith("resources/") else []
+
+
+def extract_setting(key):
+    """Resources function: an `extract` setting that does not change results (batch
+    size, workers, GPUs, cache); as a resource, not a param, so that changing it does
+    not rerun finished shards."""
+
+    def value(wildcards):
+        return settings(wildcards.run, "extract")[key]
+
+    return value
+
+
 def all_targets():
     """Every file the default target builds, for every run."""
     targets = []
@@ -136,6 +164,7 @@ def all_targets():
         targets += [
             f"results/{run}/validate/report.json",
             f"results/{run}/filter/dataset.json",
+            *(f"results/{run}/extract/{shard}" for shard in shard_names(run)),
             f"results/{run}/score/importance_scores.jsonl",
             f"results/{run}/select/summary.csv",
         ]

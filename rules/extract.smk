@@ -1,0 +1,61 @@
+# Stage 1 (METHOD.md): the first-layer representation of every sample, one job per
+# shard. Only result-affecting settings are params; batch size, workers, GPUs, chunk size
+# and the cache are resources, so changing them does not rerun finished shards. A rerun
+# of a shard whose content did not change reassembles it from the cache in seconds.
+
+
+rule extract:
+    input:
+        dataset="results/{run}/filter/dataset.json",
+        model=model_input,
+    output:
+        shard=directory("results/{run}/extract/shard-{i}-of-{n}"),
+    log:
+        "results/{run}/logs/extract/shard-{i}-of-{n}.log",
+    benchmark:
+        "results/{run}/benchmarks/extract/shard-{i}-of-{n}.tsv"
+    wildcard_constraints:
+        i=r"\d+",
+        n=r"\d+",
+    conda:
+        "../envs/extract.yaml"
+    resources:
+        # 0: one process on the visible device; N >= 1: accelerate starts N processes.
+        gpu=extract_setting("gpus"),
+        cpus_per_gpu=8,
+        mem_mb=32000,
+        runtime=720,
+        batch_size=extract_setting("batch_size"),
+        num_workers=extract_setting("num_workers"),
+        chunk_size=extract_setting("chunk_size"),
+        cache_dir=extract_setting("cache_dir"),
+    params:
+        model=model_value("path"),
+        model_type=model_value("type"),
+        image_root=run_value("image_root"),
+        options=cli_options(
+            "extract",
+            "attention_threshold",
+            "dtype",
+            "max_length",
+            "min_image_tokens",
+            "max_image_tokens",
+            "trust_remote_code",
+        ),
+    shell:
+        # The devices the scheduler gave this job, first line of the log.
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log};"
+        " launch=python;"
+        " if [ {resources.gpu} -ge 1 ]; then"
+        " launch='python -m accelerate.commands.launch --num_processes {resources.gpu}"
+        " --num_machines 1 --mixed_precision no --dynamo_backend no"
+        " --main_process_port 0';"
+        " if [ {resources.gpu} -ge 2 ]; then launch+=' --multi_gpu'; fi;"
+        " fi;"
+        " $launch -m scalselect extract --model {params.model}"
+        " --model-type {params.model_type} --dataset {input.dataset}"
+        " --image-root {params.image_root} --out {output.shard}"
+        " --shard {wildcards.i} --num-shards {wildcards.n} {params.options}"
+        " --batch-size {resources.batch_size} --num-workers {resources.num_workers}"
+        " --chunk-size {resources.chunk_size} --cache-dir {resources.cache_dir}"
+        " >> {log} 2>&1"
