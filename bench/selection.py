@@ -11,28 +11,22 @@ each in a fresh process:
 
 Everything is written under ``--tmp`` and deleted afterwards. Usage::
 
-    python bench/select.py [--records 665000] [--tmp /tmp]
+    python bench/selection.py [--records 665000] [--tmp /tmp]
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# This file's name shadows the standard library's `select` module (which subprocess
-# imports): take this folder off the module path before anything else is imported.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
