@@ -34,6 +34,7 @@ worker processes that receive paths and send back small results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -41,9 +42,8 @@ import stat
 import sys
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -181,19 +181,16 @@ def check_images(
         disable=not progress,
         mininterval=1.0,
     )
-    with bar:
-        if workers <= 1 or len(chunks) <= 1:
-            outcomes: Iterable[list[ImageCheck]] = map(_check_chunk, chunks)
-            for (chunk, _), checks in zip(chunks, outcomes):
-                results.update(zip(chunk, checks))
-                bar.update(len(chunk))
-        else:
+    with bar, contextlib.ExitStack() as stack:
+        mapper: Callable[..., Iterable[list[ImageCheck]]] = map
+        if workers > 1 and len(chunks) > 1:
             # spawn: forked children would copy the parent's (possibly huge) record list
             # page by page as their garbage collector touches it.
-            with multiprocessing.get_context("spawn").Pool(min(workers, len(chunks))) as pool:
-                for (chunk, _), checks in zip(chunks, pool.imap(_check_chunk, chunks)):
-                    results.update(zip(chunk, checks))
-                    bar.update(len(chunk))
+            context = multiprocessing.get_context("spawn")
+            mapper = stack.enter_context(context.Pool(min(workers, len(chunks)))).imap
+        for (chunk, _), checks in zip(chunks, mapper(_check_chunk, chunks)):
+            results.update(zip(chunk, checks))
+            bar.update(len(chunk))
     return results
 
 
