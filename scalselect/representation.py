@@ -212,7 +212,7 @@ class Encoder:
         self.max_length = max_length
         self.model_type = model_type
         self.image_token_id = int(config.image_token_id)
-        self.image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
+        self.image_token = self.processor.image_token  # the text the processor expands
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
         self.images_kwargs: dict[str, Any] = {}
@@ -566,7 +566,8 @@ class FirstLayerModel:
         hidden = self.capture.hidden.gather(
             1, index[:, :, None].expand(-1, -1, self.capture.hidden.shape[-1])
         ).float()
-        vectors = (hidden * keep[:, :, None]).sum(1) / n_kept[:, None]
+        # where, not a product: a non-finite dropped token must not leak into the mean.
+        vectors = torch.where(keep[:, :, None], hidden, 0.0).sum(1) / n_kept[:, None]
         finite = torch.isfinite(vectors).all(1) & torch.isfinite(p).all(1)
         vectors, p, keep = vectors.cpu().numpy(), p.float().cpu().numpy(), keep.cpu().numpy()
         n_vision, n_kept, finite = n_vision.tolist(), n_kept.tolist(), finite.tolist()
