@@ -32,7 +32,6 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from PIL import Image
 
@@ -354,15 +353,12 @@ def _draw_tokens(ax: Axes, entry: GalleryEntry) -> None:
     rows, cols = entry.grid
     mask = np.ones(rows * cols, dtype=bool)
     mask[np.asarray(entry.kept, dtype=np.int64)] = False
-    cell_w, cell_h = width / cols, height / rows
-    # Dim the dropped tokens; kept tokens stay at full brightness with a thin outline.
+    # Dim the dropped tokens; the kept ones stay as the model saw them.
     shade = np.zeros((rows, cols, 4))
-    shade[..., 3] = np.where(mask.reshape(rows, cols), 0.62, 0.0)
+    shade[..., 3] = np.where(mask.reshape(rows, cols), 0.65, 0.0)
     ax.imshow(shade, extent=(0, width, height, 0), interpolation="nearest")
-    for index in np.flatnonzero(~mask):
-        r, c = divmod(int(index), cols)
-        ax.add_patch(Rectangle((c * cell_w, r * cell_h), cell_w, cell_h, fill=False,
-                               edgecolor=style.PALETTE[6], linewidth=0.3))
+    # Bottom-aligned, so that the captions of a row line up whatever the aspect ratios.
+    ax.set_anchor("S")
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_xticks([])

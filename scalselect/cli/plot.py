@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     composition.add_argument("--summary", required=True, type=Path, help="select/summary.csv")
     composition.add_argument("--random-seeds", nargs="*", type=int, default=[0],
                              help="Seeds of the random subsets (as selected).")
+    composition.add_argument("--format", default="auto",
+                             help="Record format of the dataset (default: detected).")
     composition.add_argument("--source-field", default=None,
                              help="Record field holding the source label (default: first "
                                   "folder of the image path).")
@@ -69,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     gallery = groups.add_parser("gallery", help="Highest/lowest-scored images, kept tokens.")
     gallery.add_argument("--dataset", required=True, type=Path, help="filter/dataset.json")
+    gallery.add_argument("--format", default="auto",
+                         help="Record format of the dataset (default: detected).")
     gallery.add_argument("--image-root", required=True, type=Path)
     gallery.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")
     gallery.add_argument("--model", required=True, help="Model directory.")
@@ -169,7 +173,7 @@ def _composition(args: argparse.Namespace) -> list[Path]:
     from scalselect.dataset import load_dataset
     from scalselect.io import atomic_write
 
-    dataset = load_dataset(args.dataset, source_field=args.source_field)
+    dataset = load_dataset(args.dataset, args.format, source_field=args.source_field)
     scores = read_ranked_scores(args.scores)
     if scores["index"].max() >= len(dataset):
         raise UserError(
@@ -195,7 +199,7 @@ def _gallery(args: argparse.Namespace) -> list[Path]:
         raise UserError("--samples must be at least 1")
     scores = read_ranked_scores(args.scores)
     highest, lowest = gallery.gallery_entries(
-        load_dataset(args.dataset), args.image_root, scores, args.samples,
+        load_dataset(args.dataset, args.format), args.image_root, scores, args.samples,
         gallery.GalleryModel(
             args.model, args.model_type, attention_threshold=args.attention_threshold,
             max_length=args.max_length, min_image_tokens=args.min_image_tokens,

@@ -1,0 +1,161 @@
+"""The attention gallery's data: which vision tokens ScalSelect kept for the highest- and
+lowest-scored samples, recomputed with the model for just those samples.
+
+Extraction stores per sample only the counts (vision tokens, kept tokens), not which
+tokens were kept; re-running the first layer on a handful of samples is cheaper than
+storing 576 flags for every sample of a 665K-sample dataset. The recomputation uses the
+extraction's own code (:class:`scalselect.representation.Encoder` and
+:class:`~scalselect.representation.FirstLayerModel`) with the run's settings, so the
+kept tokens are the ones that produced the scored representation.
+
+The overlay is drawn on the part of the image the model saw: LLaVA's CLIP processor
+resizes the shorter side and crops the centre square, so the token grid covers that
+square; Qwen-VL resizes the whole image to a multiple of its patch size, so the grid
+covers the whole image. Only a sample's first image is shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from scalselect.cli import UserError
+from scalselect.dataset import Dataset, resolve_image
+from scalselect.figures import GalleryEntry
+
+log = logging.getLogger("scalselect.gallery")
+
+# Longest side of a gallery image: enough for print at the panel size, small PDFs.
+MAX_SIDE = 512
+
+
+@dataclass(frozen=True)
+class GalleryModel:
+    """The run's model and the extraction settings that decide the kept tokens."""
+
+    path: str
+    model_type: str
+    attention_threshold: float = 0.9
+    max_length: int = 4096
+    min_image_tokens: int = 256
+    max_image_tokens: int = 576
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+
+def model_view(image: Image.Image, image_processor: Any) -> Image.Image:
+    """The region of ``image`` that the processor feeds to the vision tower.
+
+    With ``do_center_crop`` (CLIP, LLaVA-1.5): the shorter side is resized to
+    ``size["shortest_edge"]``, then a ``crop_size`` box is cut from the centre; the
+    same box in the original's pixels is returned. Otherwise the whole image.
+    """
+    if not getattr(image_processor, "do_center_crop", False):
+        return image
+    crop, size = image_processor.crop_size, image_processor.size
+    width, height = image.size
+    shortest = _field(size, "shortest_edge")
+    scale = shortest / min(width, height) if shortest else min(
+        _field(size, "width") / width, _field(size, "height") / height
+    )
+    crop_w = min(_field(crop, "width") / scale, width)
+    crop_h = min(_field(crop, "height") / scale, height)
+    left, top = (width - crop_w) / 2, (height - crop_h) / 2
+    return image.crop((round(left), round(top), round(left + crop_w), round(top + crop_h)))
+
+
+def _field(size: Any, key: str) -> int | None:
+    """A key of a processor size (a dict, or transformers' ``SizeDict``)."""
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def _thumbnail(image: Image.Image) -> Image.Image:
+    image = image.copy()
+    image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    return image
+
+
+def _candidates(scores: pd.DataFrame, from_top: bool) -> Iterator[pd.Series]:
+    table = scores if from_top else scores.iloc[::-1]
+    for _, row in table.iterrows():
+        yield row
+
+
+def gallery_entries(
+    dataset: Dataset,
+    image_root: str | os.PathLike,
+    scores: pd.DataFrame,
+    count: int,
+    settings: GalleryModel,
+) -> tuple[list[GalleryEntry], list[GalleryEntry]]:
+    """The ``count`` highest-scored and ``count`` lowest-scored samples (lowest first)
+    with their kept vision tokens.
+
+    ``scores`` is the ranked score table (``index``, ``importance``, ``rank``). A
+    sample whose image cannot be read or whose encoding fails now is skipped with a
+    logged reason and the next one in rank order is taken.
+    """
+    from scalselect.representation import Encoder, FirstLayerModel, SampleFailure, collate
+
+    encoder = Encoder(
+        settings.path, settings.model_type, max_length=settings.max_length,
+        min_image_tokens=settings.min_image_tokens,
+        max_image_tokens=settings.max_image_tokens,
+        trust_remote_code=settings.trust_remote_code,
+    )
+    model = FirstLayerModel(
+        settings.path, settings.model_type, dtype=settings.dtype,
+        attention_threshold=settings.attention_threshold,
+        trust_remote_code=settings.trust_remote_code,
+    )
+    image_processor = encoder.processor.image_processor
+    rows: list[list[GalleryEntry]] = []
+    shown: set[int] = set()
+    skipped = 0
+    for from_top in (True, False):
+        entries: list[GalleryEntry] = []
+        for row in _candidates(scores, from_top):
+            if len(entries) == count:
+                break
+            index = int(row["index"])
+            if index in shown:
+                break  # fewer than 2 * count samples: the rows met
+            sample = dataset.sample(index)
+            try:
+                images = []
+                for path in sample.images:
+                    with Image.open(resolve_image(image_root, path)) as image:
+                        images.append(image.convert("RGB"))
+                encoded = encoder.encode(sample, images)
+            except (OSError, SampleFailure) as error:
+                log.warning("gallery: skipped dataset index %d: %s", index, error)
+                skipped += 1
+                continue
+            result = model.represent(collate([encoded]))[0]
+            if result.status != "ok":
+                log.warning("gallery: skipped dataset index %d: %s", index, result.status)
+                skipped += 1
+                continue
+            rows_, cols = result.grids[0]
+            kept = np.asarray(result.kept)
+            entries.append(GalleryEntry(
+                image=_thumbnail(model_view(images[0], image_processor)),
+                grid=(rows_, cols),
+                kept=kept[kept < rows_ * cols],
+                importance=float(row["importance"]),
+                rank=int(row["rank"]),
+            ))
+            shown.add(index)
+        rows.append(entries)
+    if not rows[0]:
+        raise UserError("no scored sample could be shown in the attention gallery")
+    if skipped:
+        log.info("gallery: %d samples skipped (see warnings)", skipped)
+    return rows[0], rows[1]
