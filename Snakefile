@@ -7,6 +7,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 
@@ -19,6 +22,7 @@ include: "rules/data.smk"
 include: "rules/extract.smk"
 include: "rules/cur.smk"
 include: "rules/select.smk"
+include: "rules/plots.smk"
 
 
 rule all:

@@ -157,6 +157,116 @@ def extract_setting(key):
     return value
 
 
+def figure_files(stem, caption_file, subcategory):
+    """Output files of one figure, `stem.<format>` for each configured format. The PNG
+    (else the first format) goes into the report, captioned by `report/<caption>`."""
+    formats = config["plots"]["formats"]
+    shown = "png" if "png" in formats else formats[0]
+    category = "{run}" if "{run}" in stem else "Across runs"
+    labels = {"figure": os.path.basename(stem)}
+
+    def output(fmt):
+        path = f"{stem}.{fmt}"
+        if fmt != shown:
+            return path
+        caption = f"../report/{caption_file}"
+        return report(path, caption, category, subcategory, labels)
+
+    return [output(fmt) for fmt in formats]
+
+
+def plot_options(wildcards):
+    """Params: formats and resolution of every figure (global `plots` section)."""
+    values = config["plots"]
+    return f"--formats {' '.join(values['formats'])} --dpi {values['dpi']}"
+
+
+def gallery_setting(wildcards):
+    """Params: samples per gallery row (a run may override it)."""
+    return settings(wildcards.run, "plots")["gallery_samples"]
+
+
+def gallery_gpus(wildcards):
+    """Resources of `plots_gallery`: one GPU when extraction uses GPUs, else none."""
+    return min(settings(wildcards.run, "extract")["gpus"], 1)
+
+
+def comparison_groups():
+    """Runs whose filtered datasets are identical by construction (same dataset file,
+    image root, format and data-stage settings), by group name `<run>_vs_<run>...`;
+    only groups of two or more runs, which `plots_compare` compares."""
+    groups = {}
+    for run in RUNS:
+        entry = run_config(run)
+        key = repr(
+            (
+                entry["dataset"],
+                entry.get("image_root"),
+                entry.get("format"),
+                settings(run, "validate"),
+                settings(run, "filter"),
+            )
+        )
+        groups.setdefault(key, []).append(run)
+    return {"_vs_".join(runs): runs for runs in groups.values() if len(runs) > 1}
+
+
+def comparison_inputs(kind):
+    """Input function of `plots_compare`: each run's `scores` or filtered `dataset`."""
+    path = {
+        "scores": "results/{}/score/scores.parquet",
+        "dataset": "results/{}/filter/dataset.json",
+    }[kind]
+
+    def inputs(wildcards):
+        return [path.format(run) for run in comparison_groups()[wildcards.group]]
+
+    return inputs
+
+
+def comparison_runs(wildcards, input):
+    """Params of `plots_compare`: `--run NAME SCORES DATASET` for each run of the group."""
+    runs = comparison_groups()[wildcards.group]
+    return " ".join(
+        f"--run {run} {scores} {dataset}"
+        for run, scores, dataset in zip(runs, input.scores, input.datasets)
+    )
+
+
+def plot_targets(run):
+    """The figures and tables of one run."""
+    formats = config["plots"]["formats"]
+    stems = [
+        "score_histogram",
+        "score_violin",
+        "spectrum",
+        "score_ranking",
+        "score_cumulative",
+        "score_distribution",
+        "composition",
+        "attention_gallery",
+    ]
+    files = [f"results/{run}/plots/{stem}.{fmt}" for stem in stems for fmt in formats]
+    tables = ["budgets.csv", "budgets.tex", "composition.csv"]
+    return files + [f"results/{run}/plots/{name}" for name in tables]
+
+
+def comparison_targets():
+    """The cross-run figures and tables of every comparison group."""
+    formats = config["plots"]["formats"]
+    targets = []
+    for group in comparison_groups():
+        targets += [
+            f"results/compare/{group}/{stem}.{fmt}"
+            for stem in ("overlap", "rank_agreement")
+            for fmt in formats
+        ]
+        targets += [
+            f"results/compare/{group}/comparison.{ext}" for ext in ("csv", "tex")
+        ]
+    return targets
+
+
 def all_targets():
     """Every file the default target builds, for every run."""
     targets = []
@@ -167,5 +277,6 @@ def all_targets():
             *(f"results/{run}/extract/{shard}" for shard in shard_names(run)),
             f"results/{run}/score/importance_scores.jsonl",
             f"results/{run}/select/summary.csv",
+            *plot_targets(run),
         ]
-    return targets
+    return targets + comparison_targets()
