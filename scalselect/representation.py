@@ -210,7 +210,6 @@ class Encoder:
         )
         self.tokenizer = self.processor.tokenizer
         self.max_length = max_length
-        self.model_type = model_type
         self.image_token_id = int(config.image_token_id)
         self.image_token = self.processor.image_token  # the text the processor expands
         pad = self.tokenizer.pad_token_id
