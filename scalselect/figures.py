@@ -41,6 +41,10 @@ IMPORTANCE_LABEL = "Importance score π"
 PANELS = ("histogram", "ranking", "cumulative", "violin")
 # A scale becomes logarithmic when the data span more than this ratio.
 LOG_RANGE = 100.0
+# Vertices of a drawn curve, and outliers drawn one by one, at most: beyond that, vector
+# files grow without any visible difference at print size.
+MAX_CURVE_POINTS = 2000
+MAX_FLIERS = 2000
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,24 @@ def _mark_style(i: int) -> dict:
     }
 
 
+def curve_points(n: int, log: bool, count: int = MAX_CURVE_POINTS) -> np.ndarray:
+    """Indices of a length-``n`` monotone curve worth drawing: all of them when
+    ``n <= count``, else ``count`` spread evenly (log-spaced for a log axis), first and
+    last included. A 665K-point line would make a multi-megabyte PDF and look the same.
+
+    Examples
+    --------
+    >>> curve_points(5, log=False).tolist()
+    [0, 1, 2, 3, 4]
+    >>> curve_points(1001, log=False, count=5).tolist()
+    [0, 250, 500, 750, 1000]
+    """
+    if n <= count:
+        return np.arange(n)
+    spaced = np.geomspace(1, n, count) - 1 if log else np.linspace(0, n - 1, count)
+    return np.unique(np.round(spaced).astype(np.int64))
+
+
 def draw_histogram(ax: Axes, importance: np.ndarray) -> None:
     """Histogram of the scores; log-spaced bins when they span decades, log counts when
     a few bins dominate. The mean (k/N for leverage scores) is marked."""
@@ -114,9 +136,10 @@ def draw_histogram(ax: Axes, importance: np.ndarray) -> None:
 
 def draw_ranking(ax: Axes, importance: np.ndarray, marks: Sequence[BudgetMark]) -> None:
     """Scores in rank order (rank 1 = most important), budgets as vertical lines."""
-    ranks = np.arange(1, len(importance) + 1)
-    ax.plot(ranks, importance, color=style.SELECTED, linewidth=1.2)
-    if len(importance) >= 1000:
+    log_x = len(importance) >= 1000
+    ranks = curve_points(len(importance), log_x) + 1
+    ax.plot(ranks, importance[ranks - 1], color=style.SELECTED, linewidth=1.2)
+    if log_x:
         ax.set_xscale("log")
     if _spans_decades(importance):
         ax.set_yscale("log")
@@ -136,10 +159,10 @@ def draw_cumulative(ax: Axes, importance: np.ndarray, marks: Sequence[BudgetMark
     uniform score (or a random subset, in expectation) would give."""
     n = len(importance)
     share = np.concatenate([[0.0], np.cumsum(importance) / importance.sum()])
-    fraction = np.arange(n + 1) / n
+    points = curve_points(n + 1, log=False)
     ax.plot([0, 1], [0, 1], color=style.RANDOM, linestyle=":", linewidth=0.9,
             label="uniform")
-    ax.plot(fraction, share, color=style.SELECTED, linewidth=1.2)
+    ax.plot(points / n, share[points], color=style.SELECTED, linewidth=1.2)
     for i, mark in enumerate(marks):
         kw = _mark_style(i)
         y = share[mark.n]
@@ -166,8 +189,10 @@ def draw_violin(ax: Axes, importance: np.ndarray) -> None:
             body.set_facecolor(style.SELECTED)
             body.set_edgecolor("none")
             body.set_alpha(0.35)
+    # Past a few thousand outliers the violin shows the tails; dots would only bloat files.
     ax.boxplot(
         values, orientation="horizontal", widths=0.18, showmeans=True,
+        showfliers=_outliers(values) <= MAX_FLIERS,
         flierprops={"marker": ".", "markersize": 2, "markeredgecolor": style.NEUTRAL,
                     "alpha": 0.6},
         medianprops={"color": style.HIGHLIGHT, "linewidth": 1.2},
@@ -195,6 +220,13 @@ def draw_violin(ax: Axes, importance: np.ndarray) -> None:
         loc="upper right", ncols=2,
     )
     ax.set_xlabel(IMPORTANCE_LABEL)
+
+
+def _outliers(values: np.ndarray) -> int:
+    """Number of values beyond the 1.5 IQR whiskers of a box plot."""
+    q1, q3 = np.percentile(values, [25, 75])
+    reach = 1.5 * (q3 - q1)
+    return int(((values < q1 - reach) | (values > q3 + reach)).sum())
 
 
 def _draw_panel(

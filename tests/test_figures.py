@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.text import Text
-from PIL import Image
+from PIL import Image, ImageDraw
 from pypdf import PdfReader
 
-from scalselect import comparison, composition, features, figures, style, tables
+from scalselect import comparison, composition, features, figures, gallery, style, tables
 from scalselect.cli import main
 from scalselect.dataset import load_dataset, write_records
 
@@ -348,3 +348,144 @@ def test_overlap_check_catches_collisions() -> None:
         ax.set_xticks([0, 1], ["a", "b"])
         ax.text(1.4, 0.5, "outside the page", transform=ax.transAxes)
         assert text_overlaps(fig) == [("outside the page", "<edge>")]
+
+
+# --------------------------------------------------------------------------- gallery
+
+
+def write_image_dataset(root: Path, n: int) -> Path:
+    """Images of several sizes and aspect ratios (Pillow-drawn JPEGs) and their records."""
+    rng = np.random.default_rng(5)
+    sizes = [(640, 480), (300, 500), (500, 500), (800, 400)]
+    records = []
+    for i in range(n):
+        width, height = sizes[i % len(sizes)]
+        image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 255, 3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(5):
+            x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+            draw.ellipse((x - 40, y - 40, x + 40, y + 40),
+                         fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        path = f"{SOURCES[i % 5]}/{i}.jpg"
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        image.save(root / path)
+        records.append({"id": f"s{i}", "messages": [
+            {"role": "user", "content": "<image>\nWhat is in the image?"},
+            {"role": "assistant", "content": "Circles on a plain background."}],
+            "images": [path]})
+    write_records(root / "dataset.json", records)
+    return root / "dataset.json"
+
+
+def test_model_view_is_the_processor_crop(tmp_path: Path) -> None:
+    from transformers import AutoProcessor
+
+    from scalselect.tinymodels import build_tiny_model
+
+    processor = AutoProcessor.from_pretrained(build_tiny_model("llava", tmp_path / "llava"))
+    image = Image.new("RGB", (640, 480))
+    ImageDraw.Draw(image).rectangle((80, 0, 559, 479), fill="white")
+    view = gallery.model_view(image, processor.image_processor)
+    # CLIP: shorter side resized, centre square cropped: the white square exactly.
+    assert view.size == (480, 480)
+    assert np.asarray(view).min() == 255
+    qwen = AutoProcessor.from_pretrained(build_tiny_model("qwen3-vl", tmp_path / "qwen"))
+    assert gallery.model_view(image, qwen.image_processor).size == (640, 480)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, model_type", [("llava", "llava"), ("qwen3-vl", "qwen")])
+def test_gallery_shows_the_tokens_extraction_kept(
+    tmp_path: Path, family: str, model_type: str
+) -> None:
+    from scalselect.tinymodels import build_tiny_model
+
+    model = build_tiny_model(family, tmp_path / family)
+    dataset = write_image_dataset(tmp_path / "data", 10)
+    shard = tmp_path / "extract" / "shard-0-of-1"
+    settings = ["--min-image-tokens", "16", "--max-image-tokens", "64"]
+    assert main(["extract", "--model", str(model), "--model-type", model_type,
+                 "--dataset", str(dataset), "--image-root", str(dataset.parent),
+                 "--out", str(shard), "--num-workers", "0", "--cache-dir",
+                 str(tmp_path / "cache"), *settings]) == 0
+    assert main(["score", "--features", str(shard),
+                 "--out", str(tmp_path / "score" / "importance_scores.jsonl")]) == 0
+    scores = pd.read_parquet(tmp_path / "score" / "scores.parquet").sort_values("rank")
+    rows = features.load_rows(shard).set_index("index")
+    highest, lowest = gallery.gallery_entries(
+        load_dataset(dataset), dataset.parent, scores, 3,
+        gallery.GalleryModel(str(model), model_type, min_image_tokens=16, max_image_tokens=64))
+    assert [e.rank for e in highest] == [1, 2, 3]
+    assert [e.rank for e in lowest] == [10, 9, 8]
+    for entry in highest + lowest:
+        index = int(scores["index"].iloc[entry.rank - 1])
+        grid_rows, grid_cols = entry.grid
+        assert grid_rows * grid_cols == rows.loc[index, "n_vision"]
+        assert len(entry.kept) == rows.loc[index, "n_kept"]
+        assert entry.kept.max() < grid_rows * grid_cols
+        width, height = entry.image.size
+        if model_type == "qwen":  # the dynamic grid follows the image's aspect ratio
+            assert abs(grid_cols / grid_rows - width / height) < 0.35
+        else:
+            assert grid_rows == grid_cols and width == height
+    out = tmp_path / "plots"
+    assert main(["plot", "gallery", "--dataset", str(dataset), "--image-root",
+                 str(dataset.parent), "--scores", str(tmp_path / "score" / "scores.parquet"),
+                 "--model", str(model), "--model-type", model_type, "--samples", "3",
+                 *settings, "--out-dir", str(out), "--dpi", str(DPI)]) == 0
+    check_pdf(out / "attention_gallery.pdf")
+    check_png(out / "attention_gallery.png", style.DOUBLE_COLUMN)
+    with style.paper_style():
+        assert text_overlaps(figures.attention_gallery(highest, lowest)) == []
+
+
+# --------------------------------------------------------------------------- workflow
+
+RUN_FIGURES = ("score_histogram", "score_violin", "spectrum", "score_ranking",
+               "score_cumulative", "composition")
+DOUBLE_FIGURES = ("score_distribution", "attention_gallery")
+
+
+@pytest.mark.slow
+def test_demo_produces_every_figure_and_the_report(demo_workflow: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from conftest import snakemake
+
+    config = yaml.safe_load((demo_workflow / "config/config.yaml").read_text())
+    dpi = config["plots"].get("dpi", 300)
+    for run in config["runs"]:
+        plots = demo_workflow / "results" / run / "plots"
+        for name in RUN_FIGURES + DOUBLE_FIGURES:
+            check_pdf(plots / f"{name}.pdf")
+            with Image.open(plots / f"{name}.png") as image:
+                width = style.DOUBLE_COLUMN if name in DOUBLE_FIGURES else style.SINGLE_COLUMN
+                assert image.width == round(width * dpi), (run, name)
+        summary = pd.read_csv(demo_workflow / "results" / run / "select" / "summary.csv")
+        assert len(pd.read_csv(plots / "budgets.csv")) == len(summary)
+        assert "\\toprule" in (plots / "budgets.tex").read_text()
+        shares = pd.read_csv(plots / "composition.csv")
+        assert {"coco", "gqa", "ocr_vqa", "textvqa", "vg"} <= set(shares["source"])
+    compare = demo_workflow / "results" / "compare" / "demo-llava_vs_demo-qwen"
+    for name in ("overlap", "rank_agreement"):
+        check_pdf(compare / f"{name}.pdf")
+    assert len(pd.read_csv(compare / "comparison.csv")) == 1
+    snakemake(demo_workflow, "--report", str(tmp_path / "report.html"))
+    html = (tmp_path / "report.html").read_text()
+    assert "score_distribution.png" in html and "attention_gallery.png" in html
+
+
+@pytest.mark.slow
+def test_new_budget_redraws_only_budget_figures(demo_workflow: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from conftest import planned_jobs
+
+    config = yaml.safe_load((demo_workflow / "config/config.yaml").read_text())
+    extra = tmp_path / "budgets.yaml"
+    extra.write_text(yaml.safe_dump({"select": {"budgets": [*config["select"]["budgets"], 20]}}))
+    jobs = planned_jobs(demo_workflow, "--configfile", str(extra))
+    runs = len(config["runs"])
+    assert jobs.get("plots") == runs and jobs.get("plots_compare") == 1, jobs
+    assert set(jobs) <= {"select", "select_random", "select_summary", "plots",
+                         "plots_compare", "all"}, jobs
