@@ -45,6 +45,8 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,8 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 DEFAULT_CACHE_DIR = "results/.cache/extract"
 DEFAULT_CHUNK_SIZE = 512
+# How long ranks wait for each other (the slowest rank's share of a shard, at most).
+RANK_TIMEOUT = timedelta(hours=48)
 
 OK = "ok"
 # Failure reasons recorded by this module (the model side adds its own).
@@ -256,9 +260,6 @@ def content_key(
     chunk_size : int
         Chunk size of the cache entry's layout.
     """
-    import torch
-    import transformers
-
     digest = hashlib.sha256()
     header = {
         "cache_version": CACHE_VERSION,
@@ -269,8 +270,8 @@ def content_key(
         "settings": dataclasses.asdict(settings),
         "chunk_size": chunk_size,
         # Other library versions may round differently.
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "torch": version("torch"),
+        "transformers": version("transformers"),
     }
     digest.update(json.dumps(header, sort_keys=True).encode())
     for record in records:
@@ -355,6 +356,32 @@ def assemble_shard(
 # Loading and encoding in DataLoader workers
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardInput:
+    """The samples of one shard, by position in the shard (dataset index = start + position).
+
+    ``samples[p]`` is ``None`` for a record that cannot be normalised, ``problems[p]``
+    then says why; ``ids[p]`` is the record's id as given.
+    """
+
+    start: int
+    samples: list[Sample | None]
+    problems: list[str]
+    ids: list[Any]
+
+    @classmethod
+    def read(cls, dataset: Dataset, indices: range) -> ShardInput:
+        """The records ``indices`` of ``dataset``, normalised."""
+        samples, problems, ids = [], [], []
+        for index in indices:
+            sample, found = dataset.inspect(index)
+            samples.append(sample)
+            problems.append("; ".join(p.detail for p in found))
+            record = dataset.records[index]
+            ids.append(record.get("id") if isinstance(record, dict) else None)
+        return cls(indices.start, samples, problems, ids)
+
+
 @dataclasses.dataclass
 class Item:
     """One sample after loading: its encoding, or the reason it failed."""
@@ -391,25 +418,22 @@ class ShardSamples:
     file cannot stop a batch.
     """
 
-    def __init__(
-        self, samples: Sequence[Sample | None], problems: Sequence[str], image_root: str, encoder: Any
-    ) -> None:
-        self.samples = samples
-        self.problems = problems
+    def __init__(self, shard: ShardInput, image_root: str, encoder: Any) -> None:
+        self.shard = shard
         self.image_root = image_root
         self.encoder = encoder
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.shard.samples)
 
     def __getitem__(self, position: int) -> Item:
         from PIL import Image
 
         from scalselect.representation import SampleFailure
 
-        sample = self.samples[position]
+        sample = self.shard.samples[position]
         if sample is None:
-            return Item(position, status=MALFORMED_RECORD, detail=self.problems[position])
+            return Item(position, status=MALFORMED_RECORD, detail=self.shard.problems[position])
         images = []
         for path in sample.images:
             file = resolve_image(self.image_root, path)
@@ -447,13 +471,14 @@ class ChunkBuffer:
         self.columns: dict[str, list[Any]] = {c: [None] * len(positions) for c in features.ROW_COLUMNS}
         self.filled = 0
 
-    def put(self, position: int, index: int, sample_id: Any, **values: Any) -> None:
-        """Record one sample's row (and its vector, if any)."""
+    def put(self, shard: ShardInput, position: int, **values: Any) -> None:
+        """Record the row of the sample at ``position`` of ``shard`` (and its vector, if any)."""
         slot = self.slot[position]
         vector = values.pop("vector", None)
         if vector is not None:
             self.matrix[slot] = vector
-        row = {"index": index, "id": features.encode_id(sample_id), "n_vision": 0, "n_kept": 0,
+        row = {"index": shard.start + position, "id": features.encode_id(shard.ids[position]),
+               "n_vision": 0, "n_kept": 0,
                "seq_len": 0, "truncated": False, "detail": "", **values}
         for column in features.ROW_COLUMNS:
             self.columns[column][slot] = row[column]
@@ -503,8 +528,7 @@ def run_chunks(
     loader: Iterator[LoadedBatch],
     chunk_of_batch: Sequence[int],
     buffers: dict[int, ChunkBuffer],
-    ids: Sequence[Any],
-    start: int,
+    shard: ShardInput,
     entry: CacheEntry,
 ) -> None:
     """Consume the loader's batches, writing each chunk to ``entry`` as soon as it is full."""
@@ -512,19 +536,17 @@ def run_chunks(
         buffer = buffers[chunk]
         for item in loaded.items:
             if item.status != OK:
-                buffer.put(item.position, start + item.position, ids[item.position],
-                           status=item.status, detail=item.detail)
+                buffer.put(shard, item.position, status=item.status, detail=item.detail)
         for item, result in represent(model, loaded):
-            position = item.position
             if result is None:
-                buffer.put(position, start + position, ids[position], status=OUT_OF_MEMORY,
+                buffer.put(shard, item.position, status=OUT_OF_MEMORY,
                            detail="the sample alone does not fit in GPU memory")
                 continue
             ok = result.status == OK
-            buffer.put(position, start + position, ids[position],
-                       vector=result.vector if ok else None, status=result.status,
-                       detail=result.detail, n_vision=result.n_vision, n_kept=result.n_kept,
-                       seq_len=result.seq_len, truncated=bool(result.truncated))
+            buffer.put(shard, item.position, vector=result.vector if ok else None,
+                       status=result.status, detail=result.detail, n_vision=result.n_vision,
+                       n_kept=result.n_kept, seq_len=result.seq_len,
+                       truncated=bool(result.truncated))
         if buffer.complete:
             entry.write(chunk, buffer.table(), buffer.matrix)
             del buffers[chunk]
@@ -548,17 +570,6 @@ class Job:
     cache_dir: str = DEFAULT_CACHE_DIR
 
 
-def _load_shard(dataset: Dataset, indices: range) -> tuple[list[Sample | None], list[str], list[Any]]:
-    samples, problems, ids = [], [], []
-    for index in indices:
-        sample, found = dataset.inspect(index)
-        samples.append(sample)
-        problems.append("; ".join(p.detail for p in found))
-        record = dataset.records[index]
-        ids.append(record.get("id") if isinstance(record, dict) else None)
-    return samples, problems, ids
-
-
 def extract_shard(job: Job) -> dict[str, int] | None:
     """Extract one shard (see the module docstring); every rank of a launch calls this.
 
@@ -573,7 +584,7 @@ def extract_shard(job: Job) -> dict[str, int] | None:
 
     began = time.perf_counter()
     # A rank may wait long for slower ranks before rank 0 assembles the shard.
-    state = PartialState(cpu=not torch.cuda.is_available(), timeout=_long_timeout())
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=RANK_TIMEOUT)
     requested = job.settings_requested
     settings = Settings(
         model_type=requested["model_type"],
@@ -593,16 +604,16 @@ def extract_shard(job: Job) -> dict[str, int] | None:
             f"shard {job.shard} of {job.num_shards} is empty: the dataset has only"
             f" {len(dataset)} samples; use fewer shards"
         )
-    samples, problems, ids = _load_shard(dataset, indices)
+    shard = ShardInput.read(dataset, indices)
     model_dir = resolve_model_dir(job.model)
 
     # Rank 0 hashes the inputs once and tells the others the key and the pending chunks.
-    chunks = plan_chunks([length_estimate(s, settings.max_image_tokens) for s in samples],
+    chunks = plan_chunks([length_estimate(s, settings.max_image_tokens) for s in shard.samples],
                          job.chunk_size)
     shared: list[Any] = [None, None]
     if state.is_main_process:
         hashed = time.perf_counter()
-        paths = [resolve_image(job.image_root, p) for s in samples if s for p in s.images]
+        paths = [resolve_image(job.image_root, p) for s in shard.samples if s for p in s.images]
         model_key = model_digest(model_dir, Path(job.cache_dir) / "digests")
         key = content_key([dataset.records[i] for i in indices], dataset.format, indices.start,
                           image_digests(paths), model_key, settings, job.chunk_size)
@@ -618,8 +629,7 @@ def extract_shard(job: Job) -> dict[str, int] | None:
     entry = CacheEntry(job.cache_dir, key)
     mine = pending[state.process_index :: state.num_processes]
     if mine:
-        _compute(job, settings, state, entry, chunks, mine, samples, problems, ids, indices.start,
-                 model_dir)
+        _compute(job, settings, state, model_dir, shard, [(c, chunks[c]) for c in mine], entry)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
@@ -643,8 +653,16 @@ def extract_shard(job: Job) -> dict[str, int] | None:
     return dict(counts)
 
 
-def _compute(job, settings, state, entry, chunks, mine, samples, problems, ids, start, model_dir):
-    """Run the model over the chunks ``mine`` of this rank and write them to ``entry``."""
+def _compute(
+    job: Job,
+    settings: Settings,
+    state: Any,
+    model_dir: Path,
+    shard: ShardInput,
+    mine: list[tuple[int, np.ndarray]],
+    entry: CacheEntry,
+) -> None:
+    """Run the model over this rank's chunks ``mine`` (number, positions) into ``entry``."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -659,24 +677,17 @@ def _compute(job, settings, state, entry, chunks, mine, samples, problems, ids, 
                             trust_remote_code=settings.trust_remote_code)
     dim = int(model.model.config.get_text_config().hidden_size)
     batches, chunk_of_batch = [], []
-    for chunk in mine:
-        for batch in split_batches(chunks[chunk], job.batch_size):
+    for chunk, positions in mine:
+        for batch in split_batches(positions, job.batch_size):
             batches.append(batch)
             chunk_of_batch.append(chunk)
-    shard_samples = ShardSamples(samples, problems, job.image_root, encoder)
     loader = DataLoader(
-        shard_samples, batch_sampler=batches, collate_fn=collate_items,
-        num_workers=job.num_workers, pin_memory=state.device.type == "cuda",
-        prefetch_factor=4 if job.num_workers else None,
+        ShardSamples(shard, job.image_root, encoder), batch_sampler=batches,
+        collate_fn=collate_items, num_workers=job.num_workers,
+        pin_memory=state.device.type == "cuda",
     )
-    buffers = {chunk: ChunkBuffer(chunks[chunk], dim) for chunk in mine}
+    buffers = {chunk: ChunkBuffer(positions, dim) for chunk, positions in mine}
     log.info("rank %d: %d chunks, %d batches on %s (%s)", state.process_index, len(mine),
              len(batches), state.device, settings.dtype)
     with torch.inference_mode():
-        run_chunks(model, iter(loader), chunk_of_batch, buffers, ids, start, entry)
-
-
-def _long_timeout():
-    from datetime import timedelta
-
-    return timedelta(hours=48)
+        run_chunks(model, iter(loader), chunk_of_batch, buffers, shard, entry)

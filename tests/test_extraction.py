@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO, planned_jobs
 from PIL import Image
 
 from scalselect import features
@@ -37,7 +38,6 @@ from scalselect.extraction import (
 )
 from scalselect.tinymodels import build_tiny_model
 
-REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 QWEN_BUDGET = {"min_image_tokens": 4, "max_image_tokens": 48}
 
@@ -387,3 +387,19 @@ def test_cli_rejects_bad_options(models, tmp_path: Path) -> None:
     assert main(["extract", *base, "--min-image-tokens", "50", "--max-image-tokens", "10"]) == 2
     assert main(["extract", *base, "--num-shards", "3"]) == 2  # shard 0 of 3 of 2 samples is empty
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# The rule
+
+
+@pytest.mark.slow
+def test_speed_settings_do_not_rerun_finished_shards(demo_workflow: Path, tmp_path: Path) -> None:
+    shards = [str(p.relative_to(demo_workflow)) for p in demo_workflow.glob("results/*/extract/shard-*")]
+    assert len(shards) >= 8
+    speed = tmp_path / "speed.yaml"
+    speed.write_text("extract: {batch_size: 3, num_workers: 0, chunk_size: 7, gpus: 1, cache_dir: x}\n")
+    assert "extract" not in planned_jobs(demo_workflow, *shards, "--configfile", str(speed))
+    tau = tmp_path / "tau.yaml"
+    tau.write_text("extract: {attention_threshold: 0.8}\n")
+    assert planned_jobs(demo_workflow, *shards, "--configfile", str(tau))["extract"] == len(shards)
