@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -45,6 +46,8 @@ LOG_RANGE = 100.0
 # files grow without any visible difference at print size.
 MAX_CURVE_POINTS = 2000
 MAX_FLIERS = 2000
+# Samples drawn as dots in the rank-agreement plot; more are binned (hexagons).
+MAX_SCATTER = 5000
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def draw_histogram(ax: Axes, importance: np.ndarray) -> None:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(style.power_formatter)
     else:
-        ax.xaxis.set_major_formatter(style.value_formatter)
+        ax.xaxis.set_major_formatter(style.TickFormatter())
     mean = float(importance.mean())
     ax.axvline(mean, color=style.NEUTRAL, linestyle=":", linewidth=0.9,
                label=f"mean = {style.format_value(mean)}")
@@ -145,7 +148,7 @@ def draw_ranking(ax: Axes, importance: np.ndarray, marks: Sequence[BudgetMark]) 
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(style.power_formatter)
     else:
-        ax.yaxis.set_major_formatter(style.value_formatter)
+        ax.yaxis.set_major_formatter(style.TickFormatter())
     ax.xaxis.set_major_formatter(style.count_formatter)
     for i, mark in enumerate(marks):
         ax.axvline(mark.n, label=mark.label, **_mark_style(i))
@@ -210,7 +213,7 @@ def draw_violin(ax: Axes, importance: np.ndarray) -> None:
         )
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
     else:
-        ax.xaxis.set_major_formatter(style.value_formatter)
+        ax.xaxis.set_major_formatter(style.TickFormatter())
     ax.legend(
         handles=[
             Line2D([], [], color=style.HIGHLIGHT, linewidth=1.2, label="median"),
@@ -379,16 +382,37 @@ class GalleryEntry:
     rank: int
 
 
+def _cell_borders(dropped: np.ndarray, cell_w: float, cell_h: float) -> list:
+    """Line segments along the cell edges that separate dropped from kept cells."""
+    rows, cols = dropped.shape
+    segments = []
+    vertical = dropped[:, 1:] != dropped[:, :-1]
+    for r, c in zip(*np.nonzero(vertical)):
+        x = (c + 1) * cell_w
+        segments.append([(x, r * cell_h), (x, (r + 1) * cell_h)])
+    horizontal = dropped[1:, :] != dropped[:-1, :]
+    for r, c in zip(*np.nonzero(horizontal)):
+        y = (r + 1) * cell_h
+        segments.append([(c * cell_w, y), ((c + 1) * cell_w, y)])
+    return segments
+
+
 def _draw_tokens(ax: Axes, entry: GalleryEntry) -> None:
     width, height = entry.image.size
     ax.imshow(entry.image, extent=(0, width, height, 0), interpolation="antialiased")
     rows, cols = entry.grid
     mask = np.ones(rows * cols, dtype=bool)
     mask[np.asarray(entry.kept, dtype=np.int64)] = False
-    # Dim the dropped tokens; the kept ones stay as the model saw them.
+    # Dim the dropped tokens; the kept ones stay as the model saw them, and the border
+    # between the two is traced so that it shows on dark and busy images too.
+    dropped = mask.reshape(rows, cols)
     shade = np.zeros((rows, cols, 4))
-    shade[..., 3] = np.where(mask.reshape(rows, cols), 0.65, 0.0)
+    shade[..., 3] = np.where(dropped, 0.6, 0.0)
     ax.imshow(shade, extent=(0, width, height, 0), interpolation="nearest")
+    ax.add_collection(LineCollection(
+        _cell_borders(dropped, width / cols, height / rows), colors=style.PALETTE[6],
+        linewidths=0.6,
+    ))
     # Bottom-aligned, so that the captions of a row line up whatever the aspect ratios.
     ax.set_anchor("S")
     ax.set_xlim(0, width)
@@ -444,7 +468,7 @@ def overlap(table: pd.DataFrame) -> Figure:
     ax.plot([], [], color="black", linestyle=":", linewidth=1.0, label="random subsets")
     ax.set_xticks(positions, [_budget_label(b) for b in budgets])
     ax.set_ylim(0, 1)
-    ax.yaxis.set_major_formatter(style.value_formatter)
+    ax.yaxis.set_major_formatter(style.TickFormatter())
     ax.set_ylabel("Jaccard overlap of top-N")
     ax.set_xlabel("Budget")
     _fitting_legend(fig, ax)
@@ -460,17 +484,21 @@ def rank_agreement(
 ) -> Figure:
     """Agreement of two or more runs' scores.
 
-    Two runs: each sample's percentile rank in one run against the other (density of
-    the samples, darker = more), Spearman's ρ in the legend. ``ranks`` has the columns
+    Two runs: each sample's percentile rank in one run against the other (one dot per
+    sample, or hexagonal bins, darker = more samples, beyond ``MAX_SCATTER``),
+    Spearman's ρ in the legend. ``ranks`` has the columns
     ``x``, ``y`` (percentile ranks in [0, 1]). More runs: the matrix of Spearman's ρ
     (``correlation`` with columns ``run_a``, ``run_b``, ``spearman``).
     """
     if len(runs) == 2 and ranks is not None:
         fig, ax = style.new_figure(style.SINGLE_COLUMN, style.SINGLE_COLUMN * 0.9)
         rho = float(correlation["spearman"].iloc[0])
-        gridsize = int(np.clip(np.sqrt(len(ranks)) / 2, 8, 40))
-        ax.hexbin(ranks["x"], ranks["y"], gridsize=gridsize, cmap="Blues", mincnt=1,
-                  extent=(0, 1, 0, 1), linewidths=0.1)
+        if len(ranks) <= MAX_SCATTER:
+            ax.scatter(ranks["x"], ranks["y"], s=4, color=style.SELECTED, alpha=0.6,
+                       linewidths=0)
+        else:
+            ax.hexbin(ranks["x"], ranks["y"], gridsize=40, cmap="Blues", mincnt=1,
+                      extent=(0, 1, 0, 1), linewidths=0.1)
         ax.plot([0, 1], [0, 1], color=style.NEUTRAL, linestyle=":", linewidth=0.8,
                 label=f"Spearman ρ = {rho:.2f}")
         ax.set_aspect("equal")

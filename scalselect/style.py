@@ -24,7 +24,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import Formatter, FuncFormatter
 
 from scalselect.io import atomic_write
 
@@ -208,9 +208,33 @@ def format_percent(fraction: float) -> str:
     return f"{text.removesuffix('.0')}%"
 
 
+class TickFormatter(Formatter):
+    """Tick labels of a linear axis: the fewest decimals that write every tick exactly,
+    the same for all (``0.025``, ``0.050``, ``0.075``), or powers of ten when the ticks
+    are all below 0.01 or reach 10,000 (``2×10⁻³``). Unicode minus signs."""
+
+    def __init__(self) -> None:
+        self.decimals = 0
+        self.powers = False
+
+    def set_locs(self, locs: Sequence[float]) -> None:
+        ticks = [float(v) for v in locs]
+        largest = max((abs(v) for v in ticks), default=0.0)
+        self.powers = largest >= 1e4 or 0 < largest < 0.01
+        scale = largest or 1.0
+        self.decimals = next(
+            (d for d in range(7) if all(abs(round(v, d) - v) <= 1e-9 * scale for v in ticks)),
+            6,
+        )
+
+    def __call__(self, value: float, pos: int | None = None) -> str:
+        if self.powers:
+            return format_power(value)
+        return f"{value:.{self.decimals}f}".replace("-", "−")
+
+
 count_formatter = FuncFormatter(lambda value, _pos: format_count(value))
 power_formatter = FuncFormatter(lambda value, _pos: format_power(value))
-value_formatter = FuncFormatter(lambda value, _pos: format_value(value))
 percent_formatter = FuncFormatter(lambda value, _pos: format_percent(value))
 
 

@@ -53,18 +53,22 @@ def latex_percent(fraction: float) -> str:
 
 
 def latex_number(value: float, digits: int = 3) -> str:
-    """A real number with ``digits`` significant digits, in powers of ten outside
-    [0.01, 10^4): ``0.0123``, ``$1.23\\times10^{-4}$``.
+    """A real number with ``digits`` significant digits (trailing zeros kept, so that a
+    column reads alike), in powers of ten outside [0.01, 10^4): ``0.0123``, ``0.110``,
+    ``$1.23\\times10^{-4}$``.
 
     Examples
     --------
-    >>> latex_number(0.012345), latex_number(1.2345e-4), latex_number(1e-5)
-    ('0.0123', '$1.23\\\\times10^{-4}$', '$10^{-5}$')
+    >>> latex_number(0.012345), latex_number(0.11), latex_number(1.2345e-4)
+    ('0.0123', '0.110', '$1.23\\\\times10^{-4}$')
     """
     if value == 0 or not math.isfinite(value):
         return str(value)
+    value = float(f"{value:.{digits}g}")
+    if 10 ** (digits - 1) <= abs(value) < 1e4:
+        return f"{value:.0f}"
     if 0.01 <= abs(value) < 1e4:
-        return f"{value:.{digits}g}"
+        return f"{value:#.{digits}g}"
     mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     power = f"10^{{{int(exponent)}}}"

@@ -171,10 +171,23 @@ def test_format_value(value: float, text: str) -> None:
     assert style.format_value(value) == text
 
 
+@pytest.mark.parametrize("locs, labels", [
+    ([0, 0.025, 0.05, 0.075, 0.1], ["0.000", "0.025", "0.050", "0.075", "0.100"]),
+    ([0, 50, 100, 150], ["0", "50", "100", "150"]),
+    ([-0.5, 0, 0.5], ["−0.5", "0.0", "0.5"]),
+    ([0, 0.002, 0.004], ["0", "2×10⁻³", "4×10⁻³"]),
+    ([0, 20000, 40000], ["0", "2×10⁴", "4×10⁴"]),
+])
+def test_tick_formatter(locs: list[float], labels: list[str]) -> None:
+    formatter = style.TickFormatter()
+    formatter.set_locs(locs)
+    assert [formatter(v) for v in locs] == labels
+
+
 def test_format_percent_and_latex() -> None:
     assert [style.format_percent(x) for x in (0, 0.16, 0.025, 1)] == ["0%", "16%", "2.5%", "100%"]
     assert tables.latex_number(1.2345e-4) == r"$1.23\times10^{-4}$"
-    assert tables.latex_number(0.5) == "0.5"
+    assert tables.latex_number(0.5) == "0.500"
     assert tables.latex_count(665298) == "665{,}298"
     assert tables.latex_escape("16% ocr_vqa & #1") == r"16\% ocr\_vqa \& \#1"
 
