@@ -15,6 +15,7 @@ and large values as powers of ten, ``10⁻⁴`` or ``2.5×10⁻⁴``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, FuncFormatter
 
 from scalselect.io import atomic_write
+
+# fontTools logs each step of subsetting the embedded fonts at INFO level.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 SINGLE_COLUMN = 3.5
 DOUBLE_COLUMN = 7.0
