@@ -109,10 +109,14 @@ def draw_histogram(ax: Axes, importance: np.ndarray) -> None:
     a few bins dominate. The mean (k/N for leverage scores) is marked."""
     log_x = _spans_decades(importance)
     bins = min(60, max(10, int(np.sqrt(len(importance)))))
-    edges = (
-        np.geomspace(importance.min(), importance.max(), bins + 1)
-        if log_x else np.linspace(importance.min(), importance.max(), bins + 1)
-    )
+    if log_x:
+        edges = np.geomspace(importance.min(), importance.max(), bins + 1)
+    elif np.ptp(importance) > 0:
+        edges = np.linspace(importance.min(), importance.max(), bins + 1)
+    else:  # all scores equal (e.g. k = N - 1): one bar, 10 % of the value wide
+        value = float(importance[0])
+        half = 0.05 * abs(value) or 0.5
+        edges = np.array([value - half, value + half])
     counts, _, _ = ax.hist(
         importance, bins=edges, color=style.SELECTED, alpha=0.85, edgecolor="white",
         linewidth=0.3,

@@ -225,6 +225,15 @@ def test_figures_have_no_overlapping_text(scores: np.ndarray, marks, run_dir: Pa
     assert table["source"].nunique() == 7 and "other" in set(table["source"])
 
 
+@pytest.mark.parametrize("importance", [np.full(50, 0.18), np.array([0.7, 0.3])])
+def test_degenerate_scores_still_draw(importance: np.ndarray) -> None:
+    marks = [figures.BudgetMark(1, 1 / len(importance), "N = 1")]
+    with style.paper_style():
+        for fig in [figures.score_distribution(importance, marks),
+                    *(figures.score_panel(p, importance, marks) for p in figures.PANELS)]:
+            assert text_overlaps(fig) == []
+
+
 def test_plot_commands_write_valid_files(run_dir: Path) -> None:
     out = run_dir / "plots"
     common = ["--out-dir", str(out), "--formats", "pdf", "png", "--dpi", str(DPI)]
