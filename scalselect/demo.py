@@ -10,8 +10,9 @@
   frequency, filed under folders named after LLaVA-665K's sources (``coco``, ``gqa``,
   ``ocr_vqa``, ``textvqa``, ``vg``), plus crops of a real photograph shipped with
   matplotlib;
-- ``groups.json``: each group's source, description and count, and the group of every
-  sample by dataset index (figures can show which groups a selection picked);
+- ``groups.json``: each group's source, description and count, the group of every
+  sample by dataset index (figures can show which groups a selection picked), and the
+  index of the conversation that is longer than the models' 4096-token context;
 - ``EXPECTED_INVALID.json``: dataset index -> the validate reason code that each
   deliberately broken sample must be reported with;
 - ``models/tiny-llava`` and ``models/tiny-qwen3-vl``: tiny random VLMs
@@ -19,7 +20,8 @@
 
 Conversations have 1-4 rounds of questions and answers that fit the image; some carry a
 system message, some place the ``<image>`` tag mid-text or leave it out (both allowed);
-a few samples have two images and a few (~3%) are text-only.
+a few samples have two images and a few (~3%) are text-only, and one detailed
+conversation (24 rounds) exceeds the context so that extraction drops trailing turns.
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ class DemoSample:
     id: int | str | None = None
     has_id: bool = True
     breakage: str | None = None
+    long: bool = False
 
 
 def _pick_colors(rng: random.Random, n: int) -> list[str]:
@@ -484,6 +487,9 @@ GROUPS_BY_NAME = {group.name: group for group in GROUPS}
 NUM_TEXT_ONLY = 8
 NUM_TWO_IMAGES = 5
 NUM_SHARED_IMAGES = 4
+# One detailed conversation longer than the models' 4096-token context (about 5,000 tokens
+# with the tiny tokenizers): extraction drops its trailing turns and flags it.
+LONG_ROUNDS = 24
 
 
 def _text_only_turns(rng: random.Random) -> list[tuple[str, str]]:
@@ -524,6 +530,25 @@ def _image_turns(
         first_q = f"Look at this picture: {tags} {first_q}"
     rounds[0] = (first_q, rounds[0][1])
     return [turn for q, a in rounds for turn in (("user", q), ("assistant", a))]
+
+
+def _long_turns(rng: random.Random, drawn: Drawn) -> list[tuple[str, str]]:
+    """A detailed conversation of :data:`LONG_ROUNDS` rounds about one image."""
+    details = (
+        f"The image shows {drawn.caption}.",
+        "The shapes have clean, sharp edges and there is no text anywhere in the picture.",
+        "The colors are flat and evenly lit, without shadows, reflections or gradients.",
+        "Nothing in the picture suggests a real scene: it is a synthetic pattern.",
+        "The pattern covers the whole frame from one edge to the other.",
+        "Such patterns are often used to test cameras, screens and printers.",
+    )
+    turns = [("user", "<image>\nDescribe this image in great detail.")]
+    for round_index in range(LONG_ROUNDS):
+        question, answer = drawn.qa[round_index % len(drawn.qa)]
+        if round_index:
+            turns.append(("user", f"{question} Please explain your answer in detail."))
+        turns.append(("assistant", " ".join([answer, *rng.sample(details, 4)])))
+    return turns
 
 
 class _ImageWriter:
@@ -575,6 +600,13 @@ def _make_samples(
     rng.shuffle(order)
     eligible = [i for i, name in enumerate(order) if name not in (TEXT_ONLY, "photo")]
     two_image_positions = set(rng.sample(eligible, NUM_TWO_IMAGES))
+    long_position = rng.choice(
+        [
+            i
+            for i, name in enumerate(order)
+            if name == GROUPS[0].name and i not in two_image_positions
+        ]
+    )
     samples: list[DemoSample] = []
     saved: dict[str, list[tuple[str, Drawn]]] = {}
     shared_left = NUM_SHARED_IMAGES
@@ -600,8 +632,11 @@ def _make_samples(
             ]
             extra = other.draw(rng, nprng, _size(rng))
             images.append(writer.save(other.source, extra))
-        turns = _image_turns(rng, drawn, len(images), extra)
-        samples.append(DemoSample(name, _maybe_system(rng, turns), images))
+        if position == long_position:
+            turns = _long_turns(rng, drawn)
+        else:
+            turns = _maybe_system(rng, _image_turns(rng, drawn, len(images), extra))
+        samples.append(DemoSample(name, turns, images, long=position == long_position))
     return samples
 
 
@@ -744,7 +779,14 @@ def build_dataset(out: str | Path, *, seed: int = DEFAULT_SEED) -> dict[str, Any
         "description": "deliberately broken samples (EXPECTED_INVALID.json)",
         "count": counts["broken"],
     }
-    write_json(out / "groups.json", {"groups": groups, "samples": [s.group for s in samples]})
+    write_json(
+        out / "groups.json",
+        {
+            "groups": groups,
+            "samples": [s.group for s in samples],
+            "long_conversations": [i for i, s in enumerate(samples) if s.long],
+        },
+    )
     return {
         "num_samples": len(samples),
         "group_counts": {name: entry["count"] for name, entry in groups.items()},

@@ -181,10 +181,19 @@ def test_both_formats_describe_the_same_samples(demo: Path) -> None:
     assert any(isinstance(r.get("image"), list) for r in raw)
 
 
-def test_tiny_models_load(demo: Path) -> None:
+def test_tiny_models_load_and_one_conversation_exceeds_their_context(demo: Path) -> None:
     from transformers import AutoConfig, AutoProcessor
 
+    records = json.loads((demo / "dataset.json").read_text())
+    (long_index,) = json.loads((demo / "groups.json").read_text())["long_conversations"]
     for name in DEMO_MODELS:
         path = demo / "models" / name
-        AutoProcessor.from_pretrained(path)
+        processor = AutoProcessor.from_pretrained(path)
         assert AutoConfig.from_pretrained(path).model_type in ("llava", "qwen3_vl")
+        lengths = [
+            sum(len(processor.tokenizer(m["content"])["input_ids"]) for m in r["messages"])
+            for r in records
+        ]
+        # The message texts alone exceed 4096 tokens; every other sample fits easily.
+        assert lengths[long_index] > 4096
+        assert max(n for i, n in enumerate(lengths) if i != long_index) < 1024
