@@ -7,6 +7,7 @@ import itertools
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -217,6 +218,7 @@ def test_figures_have_no_overlapping_text(scores: np.ndarray, marks, run_dir: Pa
         }
         for name, fig in built.items():
             assert text_overlaps(fig) == [], name
+            plt.close(fig)
             if name == "ranking":
                 assert fig.axes[0].get_xlim()[1] == len(scores)
             if name == "distribution-heavy":
@@ -232,6 +234,7 @@ def test_degenerate_scores_still_draw(importance: np.ndarray) -> None:
         for fig in [figures.score_distribution(importance, marks),
                     *(figures.score_panel(p, importance, marks) for p in figures.PANELS)]:
             assert text_overlaps(fig) == []
+            plt.close(fig)
 
 
 def test_plot_commands_write_valid_files(run_dir: Path) -> None:
