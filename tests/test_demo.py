@@ -47,9 +47,10 @@ def test_build_is_byte_identical(demo: Path, tmp_path: Path) -> None:
     first, second = tree_digest(demo), tree_digest(again)
     assert len(first) > 250
     assert first == second
-    # Rebuilding over an existing demo gives the same tree (stale images removed).
+    # Rebuilding the dataset over an existing demo gives the same tree (stale images
+    # removed).
     (again / "images" / "stale.jpg").write_bytes(b"old")
-    build_demo(again)
+    build_dataset(again)
     assert tree_digest(again) == first
 
 
