@@ -79,7 +79,8 @@ ARCHS = {
                         "vocab_size": 151936,
                         "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
                                             "mrope_section": [12, 10, 10]}},
-        "vision_config": {"depth": 6, "hidden_size": 256, "intermediate_size": 1024,
+        # Vision width / text width as in the 8B (1152 / 4096).
+        "vision_config": {"depth": 6, "hidden_size": 144, "intermediate_size": 576,
                           "num_heads": 4, "out_hidden_size": 512, "deepstack_visual_indexes": [1, 3, 5],
                           "num_position_embeddings": 2304},
     }),
