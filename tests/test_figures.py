@@ -498,6 +498,8 @@ def test_demo_produces_every_figure_and_the_report(demo_workflow: Path, tmp_path
     snakemake(demo_workflow, "--report", str(tmp_path / "report.html"))
     html = (tmp_path / "report.html").read_text()
     assert "score_distribution.png" in html and "attention_gallery.png" in html
+    # Every caption rendered: no reStructuredText error messages in the report.
+    assert "system-message" not in html
 
 
 @pytest.mark.slow
