@@ -516,3 +516,15 @@ def test_new_budget_redraws_only_budget_figures(demo_workflow: Path, tmp_path: P
     assert jobs.get("plots") == runs and jobs.get("plots_compare") == 1, jobs
     assert set(jobs) <= {"select", "select_random", "select_summary", "plots",
                          "plots_compare", "all"}, jobs
+
+
+def test_svg_is_vector_with_editable_text(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ElementTree
+
+    with style.paper_style():
+        fig = figures.spectrum([0.5, 0.9, 1.0], 2, 0.9)
+        (svg,) = style.save_figure(fig, tmp_path / "spectrum", ["svg"])
+    root = ElementTree.parse(svg).getroot()
+    assert root.get("width") == f"{style.SINGLE_COLUMN * 72:g}pt"
+    texts = ["".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "Spectral energy" in texts

@@ -79,13 +79,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gallery.add_argument("--model-type", required=True, choices=["llava", "qwen"])
     gallery.add_argument("--samples", type=int, default=4,
                          help="Samples per row (highest and lowest), default 4.")
-    gallery.add_argument("--attention-threshold", type=float, default=0.9)
-    gallery.add_argument("--max-length", type=int, default=4096)
-    gallery.add_argument("--min-image-tokens", type=int, default=256)
-    gallery.add_argument("--max-image-tokens", type=int, default=576)
-    gallery.add_argument("--dtype", default="auto")
+    gallery.add_argument("--attention-threshold", type=float, default=0.9,
+                         help="As extracted: attention mass of the kept tokens (tau).")
+    gallery.add_argument("--max-length", type=int, default=4096,
+                         help="As extracted: longest rendered sequence.")
+    gallery.add_argument("--min-image-tokens", type=int, default=256,
+                         help="As extracted (Qwen-VL): fewest vision tokens per image.")
+    gallery.add_argument("--max-image-tokens", type=int, default=576,
+                         help="As extracted (Qwen-VL): most vision tokens per image.")
+    gallery.add_argument("--dtype", default="auto",
+                         choices=["auto", "float32", "bfloat16", "float16"],
+                         help="Model dtype (auto: bfloat16 on GPU, float32 on CPU).")
     gallery.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction,
-                         default=False)
+                         default=False, help="Let the model repository run its own code.")
     add_output_arguments(gallery)
 
 
