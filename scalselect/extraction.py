@@ -401,9 +401,7 @@ class LoadedBatch:
 
     def pin_memory(self) -> LoadedBatch:
         """Pinned copy of the tensors (DataLoader calls this with ``pin_memory=True``)."""
-        from torch.utils.data._utils.pin_memory import pin_memory
-
-        return LoadedBatch(self.items, pin_memory(self.batch))
+        return LoadedBatch(self.items, None if self.batch is None else self.batch.pin_memory())
 
     @property
     def encoded(self) -> list[Item]:
