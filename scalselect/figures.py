@@ -80,7 +80,7 @@ def _spans_decades(values: np.ndarray) -> bool:
 
 def _mark_style(i: int) -> dict:
     return {
-        "color": style.PALETTE[1 + i % (len(style.PALETTE) - 2)],
+        "color": style.MARKS[i % len(style.MARKS)],
         "linestyle": style.DASHES[i % len(style.DASHES)],
         "linewidth": 0.9,
     }

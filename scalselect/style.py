@@ -52,6 +52,9 @@ SELECTED = PALETTE[0]
 RANDOM = "#8C8C8C"
 HIGHLIGHT = PALETTE[3]
 NEUTRAL = "#4D4D4D"
+# Marker lines (budgets) drawn over a SELECTED curve: no blue, no yellow (too faint as
+# a thin line on white).
+MARKS = (PALETTE[1], PALETTE[2], PALETTE[3], PALETTE[4], PALETTE[5], PALETTE[7])
 # Line styles that tell budgets apart without relying on colour.
 DASHES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (8, 2)))
 
