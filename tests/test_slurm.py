@@ -1,0 +1,265 @@
+"""`snakemake --profile slurm` on a real one-node SLURM cluster (tests/slurm/cluster.sh).
+
+The demo's LLaVA run, cut into two shards (so that one can fail while the other
+completes; a few minutes on 2 cores), runs in a temporary copy of the repository with
+the shipped profile unchanged; the cluster's partition and account come from
+SBATCH_PARTITION / SBATCH_ACCOUNT, as a user would set theirs. The only extra flags make
+status checks quick for a tiny run. Accounting (slurmdbd) is real, so `sacct` tells
+which jobs went through sbatch.
+
+One sequence of runs, each asserting what was submitted:
+1. a fresh run with one extraction shard made to crash (a fault injected from outside
+   the product: tests/slurm/fault/sitecustomize.py) fails that shard and reports its log,
+   while everything independent of it completes;
+2. with the fault removed, a rerun submits only that shard and what depends on it;
+3. an unchanged rerun submits nothing;
+4. a new selection budget submits only selection and plot jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, copy_workflow, workflow_env
+
+CLUSTER_SH = REPO / "tests/slurm/cluster.sh"
+FAULT_DIR = REPO / "tests/slurm/fault"
+# The test cluster's non-default partition and non-default account: seeing them in
+# sacct proves the user's settings reached sbatch.
+PARTITION = "gpu"
+ACCOUNT = "ci-project"
+# Quick status checks for a small run (the profile's values suit real clusters).
+FAST_STATUS = (
+    "--slurm-init-seconds-before-status-checks", "2",
+    "--seconds-between-status-checks", "2",
+)
+RUN, SHARDS = "demo-llava", 2
+# The shard made to fail.
+FAULT_SHARD = 1
+NEW_BUDGET = 24
+GPU_RULES = {"extract", "plots_gallery"}
+SELECTION_RULES = {"select", "select_random", "select_summary", "plots", "plots_compare"}
+
+
+def _why_not_runnable() -> str | None:
+    if os.geteuid() != 0:
+        return "the test SLURM cluster needs root (it installs Debian packages and starts daemons)"
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        return "SLURM is not installed and apt-get is not available to install it"
+    return None
+
+
+needs_cluster = pytest.mark.skipif(
+    _why_not_runnable() is not None, reason=str(_why_not_runnable())
+)
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """One sbatch submission as sacct records it."""
+
+    job_id: int
+    rule: str
+    wildcards: str
+    state: str
+    partition: str
+    account: str
+    req_tres: str
+    alloc_tres: str
+
+
+def _cluster(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(CLUSTER_SH), command], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def slurm_env() -> dict[str, str]:
+    """Environment of a user of the test cluster; starts it, stops it if it started it."""
+    was_running = _cluster("status").returncode == 0
+    started = _cluster("start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    conf = re.search(r"SLURM_CONF=(\S+)", _cluster("env").stdout).group(1)
+    env = workflow_env()
+    env.update(SLURM_CONF=conf, SBATCH_PARTITION=PARTITION, SBATCH_ACCOUNT=ACCOUNT)
+    yield env
+    if not was_running:
+        _cluster("stop")
+
+
+def sacct_jobs(env: dict[str, str], workdir: Path) -> list[SlurmJob]:
+    """Every job submitted from ``workdir``, oldest first."""
+    out = subprocess.run(
+        ["sacct", "--allusers", "--allocations", "--noheader", "--parsable2",
+         "--starttime", "now-1days",
+         "--format", "JobID,Comment,State,Partition,Account,ReqTRES,AllocTRES,WorkDir"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    jobs = []
+    for line in out.splitlines():
+        job_id, comment, state, partition, account, req, alloc, job_workdir = line.split("|")
+        if Path(job_workdir) != workdir:
+            continue
+        match = re.fullmatch(r"rule_(.+?)(?:_wildcards_(.*))?", comment)
+        assert match, f"job {job_id} has no rule comment: {comment!r}"
+        jobs.append(SlurmJob(int(job_id), match[1], match[2] or "", state.split()[0],
+                             partition, account, req, alloc))
+    return sorted(jobs, key=lambda job: job.job_id)
+
+
+def run_profile(env: dict[str, str], workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[SlurmJob]]:
+    """``snakemake --profile slurm ARGS`` in ``workdir``; returns the run and the jobs it
+    submitted."""
+    before = {job.job_id for job in sacct_jobs(env, workdir)}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm", *FAST_STATUS, *args],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
+    )
+    new = [job for job in sacct_jobs(env, workdir) if job.job_id not in before]
+    return result, new
+
+
+def submissions(output: str) -> set[tuple[int, str]]:
+    """(SLURM job id, rule) of every job Snakemake's output says it submitted."""
+    found = re.findall(
+        r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/", output
+    )
+    return {(int(job_id), rule) for job_id, rule in found}
+
+
+def assert_all_jobs_submitted(output: str, jobs: list[SlurmJob]) -> None:
+    """Every job of a successful run went through sbatch; only the target rule `all` ran
+    locally. (A failed run's output also holds the failed job's log, which names rules.)"""
+    ran = Counter(re.findall(r"^(rule|checkpoint|localrule) (\w+):$", output, flags=re.MULTILINE))
+    assert {key for key in ran if key[0] == "localrule"} <= {("localrule", "all")}, ran
+    remote = Counter({rule: n for (kind, rule), n in ran.items() if kind != "localrule"})
+    assert remote == Counter(job.rule for job in jobs), (remote, jobs)
+    assert submissions(output) == {(job.job_id, job.rule) for job in jobs}
+
+
+def planned_resources(env: dict[str, str], workdir: Path) -> dict[str, str]:
+    """Rule -> the resources line of its first job in a dry run with the slurm profile."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm", "--dry-run"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    found = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout,
+                       flags=re.MULTILINE)
+    return {rule: resources for rule, resources in reversed(found)}
+
+
+def test_profile_takes_site_settings_from_the_environment(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path / "workflow")
+    env = workflow_env()
+    for name in list(env):
+        if name.startswith(("SBATCH_", "SCALSELECT_")):
+            del env[name]
+    plain = planned_resources(env, workdir)
+    assert "slurm_partition" not in plain["validate"] and "slurm_account" not in plain["validate"]
+    assert "gpu=1" in plain["extract"] and "gpu_model" not in plain["extract"]
+    assert "runtime=120" in plain["validate"] and "runtime=720" in plain["extract"]
+    assert "gpu=" not in plain["validate"]
+
+    env.update(SBATCH_PARTITION="a100-queue", SBATCH_ACCOUNT="lab42",
+               SCALSELECT_GPU_MODEL="a100", SCALSELECT_GPUS="4",
+               SCALSELECT_EXTRACT_RUNTIME="2d", SCALSELECT_RUNTIME="30m")
+    site = planned_resources(env, workdir)
+    for rule in ("validate", "extract"):
+        assert "slurm_partition=a100-queue" in site[rule] and "slurm_account=lab42" in site[rule]
+    assert "gpu=4" in site["extract"] and "gpu_model=a100" in site["extract"]
+    assert "runtime=2880" in site["extract"] and "runtime=30" in site["validate"]
+
+
+@pytest.mark.slow
+@needs_cluster
+def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path / "workflow")
+    (workdir / ".venv").symlink_to(REPO / ".venv")
+    config_path = workdir / "config/config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["runs"] = {RUN: config["runs"][RUN]}
+    config["extract"]["shards"] = SHARDS
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    shard = f"shard-{FAULT_SHARD}-of-{SHARDS}"
+    fault_env = dict(slurm_env)
+    fault_env["PYTHONPATH"] = str(FAULT_DIR)
+    fault_env["SCALSELECT_FAULT_MATCH"] = f"--out results/{RUN}/extract/{shard}"
+
+    # 1. Fresh run, one shard crashes.
+    result, jobs = run_profile(fault_env, workdir)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    # Every job went through sbatch (the target rule `all` is local), into the user's
+    # partition and account.
+    assert jobs, "no job went through sbatch:\n" + output[-3000:]
+    assert submissions(output) == {(job.job_id, job.rule) for job in jobs}
+    assert {(job.partition, job.account) for job in jobs} == {(PARTITION, ACCOUNT)}
+    # Extract jobs asked for a GPU and got one; only model jobs did.
+    extract_jobs = [job for job in jobs if job.rule == "extract"]
+    assert len(extract_jobs) == SHARDS
+    for job in extract_jobs:
+        assert "gres/gpu=1" in job.req_tres and "gres/gpu=1" in job.alloc_tres, job
+    assert all("gres/gpu" not in job.req_tres for job in jobs if job.rule not in GPU_RULES)
+    assert "accelerate.commands.launch --num_processes 1" in output
+    assert "--main_process_port 0" in output
+    # The crashed shard is reported as failed, with its log.
+    failed = [job for job in jobs if job.state != "COMPLETED"]
+    assert [(job.rule, job.wildcards, job.state) for job in failed] == [
+        ("extract", f"{RUN}_{FAULT_SHARD}_{SHARDS}", "FAILED")
+    ], failed
+    assert f"SLURM-job '{failed[0].job_id}' failed" in output
+    assert f"results/{RUN}/logs/extract/{shard}.log" in output
+    assert "injected fault" in output  # the log's content, shown by the profile
+    # Extract jobs saw the GPUs SLURM gave them (fake ones: torch then uses the CPU).
+    for i in range(SHARDS):
+        log = (workdir / f"results/{RUN}/logs/extract/shard-{i}-of-{SHARDS}.log").read_text()
+        assert re.match(r"CUDA_VISIBLE_DEVICES=\d", log), log[-2000:]
+    # What does not depend on the failed shard completed (keep-going).
+    ok_shard = f"shard-{1 - FAULT_SHARD}-of-{SHARDS}"
+    assert (workdir / f"results/{RUN}/extract/{ok_shard}/manifest.json").exists()
+    assert (workdir / f"results/{RUN}/score/partials/{ok_shard}.npz").exists()
+    assert not (workdir / f"results/{RUN}/score/importance_scores.jsonl").exists()
+
+    # 2. Fault removed: only that shard and what depends on it.
+    result, jobs = run_profile(slurm_env, workdir)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert all(job.state == "COMPLETED" for job in jobs), jobs
+    assert_all_jobs_submitted(output, jobs)
+    submitted = Counter(job.rule for job in jobs)
+    assert (jobs[0].rule, jobs[0].wildcards) == ("extract", f"{RUN}_{FAULT_SHARD}_{SHARDS}")
+    assert submitted["extract"] == 1 and submitted["cur_partial"] == 1, submitted
+    assert submitted["cur"] == 1 and submitted["cur_score"] == SHARDS, submitted
+    assert not {"demo", "validate", "filter"} & set(submitted), submitted
+    assert (workdir / f"results/{RUN}/score/importance_scores.jsonl").exists()
+
+    # 3. Unchanged: nothing is submitted.
+    result, jobs = run_profile(slurm_env, workdir)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert jobs == []
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+    # 4. A new budget: only selection and plot jobs.
+    assert not (workdir / f"results/{RUN}/select/top-{NEW_BUDGET}.json").exists()
+    config["select"]["budgets"].append(NEW_BUDGET)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result, jobs = run_profile(slurm_env, workdir)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert_all_jobs_submitted(output, jobs)
+    submitted = Counter(job.rule for job in jobs)
+    assert submitted["select"] == 1 and submitted["select_random"] == len(config["select"]["random_seeds"]), submitted
+    assert set(submitted) <= SELECTION_RULES, submitted
+    assert (workdir / f"results/{RUN}/select/top-{NEW_BUDGET}.json").exists()
