@@ -49,11 +49,10 @@ wait_for() {
 }
 
 install_packages() {
-    local missing=()
-    command -v slurmctld >/dev/null || missing+=(slurm-wlm)
-    command -v munged >/dev/null || missing+=(munge)
-    command -v slurmdbd >/dev/null || missing+=(slurmdbd)
-    command -v mariadbd >/dev/null || missing+=(mariadb-server)
+    local missing=() command
+    for command in slurmctld slurmd sbatch sacct munged mungekey slurmdbd mariadbd mariadb; do
+        command -v "$command" >/dev/null || missing+=("$command")
+    done
     ((${#missing[@]} == 0)) && return
     command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
     log "installing ${PACKAGES[*]}"
