@@ -118,12 +118,14 @@ def sacct_jobs(env: dict[str, str], workdir: Path) -> list[SlurmJob]:
     return sorted(jobs, key=lambda job: job.job_id)
 
 
-def run_profile(env: dict[str, str], workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[SlurmJob]]:
-    """``snakemake --profile slurm ARGS`` in ``workdir``; returns the run and the jobs it
+def run_profile(
+    env: dict[str, str], workdir: Path
+) -> tuple[subprocess.CompletedProcess, list[SlurmJob]]:
+    """``snakemake --profile slurm`` in ``workdir``; returns the run and the jobs it
     submitted."""
     before = {job.job_id for job in sacct_jobs(env, workdir)}
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm", *FAST_STATUS, *args],
+        [str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm", *FAST_STATUS],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
     )
     new = [job for job in sacct_jobs(env, workdir) if job.job_id not in before]
@@ -141,7 +143,9 @@ def submissions(output: str) -> set[tuple[int, str]]:
 def assert_all_jobs_submitted(output: str, jobs: list[SlurmJob]) -> None:
     """Every job of a successful run went through sbatch; only the target rule `all` ran
     locally. (A failed run's output also holds the failed job's log, which names rules.)"""
-    ran = Counter(re.findall(r"^(rule|checkpoint|localrule) (\w+):$", output, flags=re.MULTILINE))
+    ran = Counter(
+        re.findall(r"^(rule|checkpoint|localrule) (\w+):$", output, flags=re.MULTILINE)
+    )
     assert {key for key in ran if key[0] == "localrule"} <= {("localrule", "all")}, ran
     remote = Counter({rule: n for (kind, rule), n in ran.items() if kind != "localrule"})
     assert remote == Counter(job.rule for job in jobs), (remote, jobs)
@@ -260,6 +264,7 @@ def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
     assert result.returncode == 0, output[-5000:]
     assert_all_jobs_submitted(output, jobs)
     submitted = Counter(job.rule for job in jobs)
-    assert submitted["select"] == 1 and submitted["select_random"] == len(config["select"]["random_seeds"]), submitted
+    n_seeds = len(config["select"]["random_seeds"])
+    assert submitted["select"] == 1 and submitted["select_random"] == n_seeds, submitted
     assert set(submitted) <= SELECTION_RULES, submitted
     assert (workdir / f"results/{RUN}/select/top-{NEW_BUDGET}.json").exists()
