@@ -400,7 +400,8 @@ def test_speed_settings_do_not_rerun_finished_shards(demo_workflow: Path, tmp_pa
     assert len(shards) >= 8
     speed = tmp_path / "speed.yaml"
     speed.write_text("extract: {batch_size: 3, num_workers: 0, chunk_size: 7, gpus: 1, cache_dir: x}\n")
-    assert "extract" not in planned_jobs(demo_workflow, *shards, "--configfile", str(speed))
+    # `--configfile=X`: the option takes several files, the targets must not follow it bare.
+    assert "extract" not in planned_jobs(demo_workflow, f"--configfile={speed}", *shards)
     tau = tmp_path / "tau.yaml"
     tau.write_text("extract: {attention_threshold: 0.8}\n")
-    assert planned_jobs(demo_workflow, *shards, "--configfile", str(tau))["extract"] == len(shards)
+    assert planned_jobs(demo_workflow, f"--configfile={tau}", *shards)["extract"] == len(shards)
