@@ -12,6 +12,7 @@ import pytest
 
 from conftest import REPO
 from corpus import bad_corpus, to_llava, write_dataset
+from scalselect.cli import main
 from scalselect.dataset import DatasetError, load_dataset, write_records
 from scalselect.io import write_json
 from scalselect.validation import filter_indices, load_report, validate_dataset
@@ -53,27 +54,30 @@ def test_keeps_valid_samples_in_order(corpus, keep_text_only: bool) -> None:
     ],
 )
 def test_cli_round_trip_in_every_format(
-    corpus, tmp_path: Path, name: str, images_key: str | None
+    corpus, tmp_path: Path, capsys: pytest.CaptureFixture, name: str, images_key: str | None
 ) -> None:
     root, records, _, _ = corpus
     source = records if images_key is None else [to_llava(r, images_key) for r in records]
     dataset = write_dataset(tmp_path / name, source)
     report, out = tmp_path / "report.json", tmp_path / "filtered.json"
+    # In-process (the subprocess runs are in test_refuses_a_report_of_other_content and
+    # tests/test_validation.py): a fresh interpreter costs seconds per call here.
     common = ["--image-root", str(root), "--out", str(report), "--workers", "1", "--no-progress"]
-    assert run_cli("validate", "--dataset", str(dataset), *common).returncode == 0
-    result = run_cli(
-        "filter", "--dataset", str(dataset), "--report", str(report), "--out", str(out)
+    assert main(["validate", "--dataset", str(dataset), *common]) == 0
+    capsys.readouterr()
+    assert (
+        main(["filter", "--dataset", str(dataset), "--report", str(report), "--out", str(out)]) == 0
     )
-    assert result.returncode == 0, result.stderr
+    logged = capsys.readouterr().err
     valid = json.loads(report.read_text())
     drop = {e["index"] for e in valid["invalid"]} | set(valid["text_only"])
     written = json.loads(out.read_text(encoding="utf-8"))
     assert written == [r for i, r in enumerate(source) if i not in drop]
     filtered = load_dataset(out)
     assert filtered.format == valid["format"] and filtered.records == written
-    assert f"kept {len(written)} of {len(source)} samples" in result.stderr
-    assert "removed        2  duplicate_id" in result.stderr
-    assert "removed        2  text_only" in result.stderr
+    assert f"kept {len(written)} of {len(source)} samples" in logged
+    assert "removed        2  duplicate_id" in logged
+    assert "removed        2  text_only" in logged
 
 
 def test_refuses_a_report_of_other_content(corpus, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 from conftest import REPO
 from corpus import bad_corpus, to_llava, write_dataset
 from scalselect import validation
+from scalselect.cli import main
 from scalselect.dataset import load_dataset
 from scalselect.validation import Settings, check_image, format_summary, validate_dataset
 
@@ -177,26 +178,37 @@ def test_cli_writes_the_report_and_a_summary(corpus, tmp_path: Path) -> None:
     assert [p.name for p in out.parent.iterdir()] == ["report.json"]
 
 
-@pytest.mark.parametrize(
-    "text,message",
-    [
-        ('[{"id": 1},\n {"id": 2} {"id": 3}]', "invalid JSON at line 2, column 12"),
-        ('"just a string"', "top level is a JSON string, not a list"),
-        ("[]", "the dataset is empty"),
-        ('[{"id": 1, "text": "x"}]', "unknown record format"),
-    ],
-)
-def test_cli_fatal_errors_exit_nonzero_without_traceback(
-    tmp_path: Path, text: str, message: str
-) -> None:
+def test_cli_fatal_error_exits_nonzero_without_traceback(tmp_path: Path) -> None:
     dataset = tmp_path / "d.json"
-    dataset.write_text(text)
+    dataset.write_text('[{"id": 1},\n {"id": 2} {"id": 3}]')
     out = tmp_path / "report.json"
     result = run_cli(
         "validate", "--dataset", str(dataset), "--image-root", str(tmp_path), "--out", str(out)
     )
     assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "invalid JSON at line 2, column 12" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('"just a string"', "top level is a JSON string, not a list"),
+        ("[]", "the dataset is empty"),
+        ('[{"id": 1, "text": "x"}]', "unknown record format"),
+        ('[{"id": 1, "messages": []}, {"id": 2, "conversations": []}]', "mixed record formats"),
+    ],
+)
+def test_fatal_errors_exit_2(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str, message: str
+) -> None:
+    dataset = tmp_path / "d.json"
+    dataset.write_text(text)
+    out = tmp_path / "report.json"
+    args = ["--dataset", str(dataset), "--image-root", str(tmp_path), "--out", str(out)]
+    assert main(["validate", *args]) == 2
+    assert message in caplog.text
     assert not out.exists()
 
 
