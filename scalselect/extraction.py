@@ -525,12 +525,20 @@ def run_chunks(
     model: Any,
     loader: Iterator[LoadedBatch],
     chunk_of_batch: Sequence[int],
-    buffers: dict[int, ChunkBuffer],
+    chunks: dict[int, np.ndarray],
+    dim: int,
     shard: ShardInput,
     entry: CacheEntry,
 ) -> None:
-    """Consume the loader's batches, writing each chunk to ``entry`` as soon as it is full."""
+    """Consume the loader's batches, writing each chunk to ``entry`` as soon as it is full.
+
+    ``chunks`` maps each chunk number to its positions; only the chunks in progress are
+    held in memory.
+    """
+    buffers: dict[int, ChunkBuffer] = {}
     for chunk, loaded in zip(chunk_of_batch, loader, strict=True):
+        if chunk not in buffers:
+            buffers[chunk] = ChunkBuffer(chunks[chunk], dim)
         buffer = buffers[chunk]
         for item in loaded.items:
             if item.status != OK:
@@ -684,8 +692,7 @@ def _compute(
         collate_fn=collate_items, num_workers=job.num_workers,
         pin_memory=state.device.type == "cuda",
     )
-    buffers = {chunk: ChunkBuffer(positions, dim) for chunk, positions in mine}
     log.info("rank %d: %d chunks, %d batches on %s (%s)", state.process_index, len(mine),
              len(batches), state.device, settings.dtype)
     with torch.inference_mode():
-        run_chunks(model, iter(loader), chunk_of_batch, buffers, shard, entry)
+        run_chunks(model, iter(loader), chunk_of_batch, dict(mine), dim, shard, entry)
