@@ -36,6 +36,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from scalselect.io import atomic_write
 TEXT_ONLY = "text-only"
 IMAGE_TAG = "<image>"
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+NON_SPACE = re.compile(r"\S")
 
 
 class DatasetError(UserError):
@@ -259,14 +261,15 @@ def _parse(path: Path, text: str) -> list[Any]:
     """Records of a JSON array or JSON Lines text."""
     if path.suffix.lower() in JSONL_SUFFIXES:
         return _parse_lines(path, text)
-    stripped = text.lstrip()
-    if not stripped:
+    # A search, not text.lstrip(): that would copy a file-sized string.
+    first = NON_SPACE.search(text)
+    if first is None:
         raise DatasetError(f"{path}: the dataset is empty (no records)")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         # Several objects one after another: JSON Lines under another name.
-        if stripped[0] == "{" and error.msg == "Extra data":
+        if first.group() == "{" and error.msg == "Extra data":
             return _parse_lines(path, text)
         raise DatasetError(
             f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
@@ -282,8 +285,7 @@ def _parse(path: Path, text: str) -> list[Any]:
 def _parse_lines(path: Path, text: str) -> list[Any]:
     records = []
     decode = json.JSONDecoder().decode
-    # split("\n"), not splitlines(): JSON strings may hold raw U+2028 and friends.
-    for lineno, line in enumerate(text.split("\n"), 1):
+    for lineno, line in enumerate(_lines(text), 1):
         if not line.strip():
             continue
         try:
@@ -294,6 +296,18 @@ def _parse_lines(path: Path, text: str) -> list[Any]:
                 f" {error.msg}"
             ) from None
     return records
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` one by one (``split`` would hold a second copy of a big file;
+    ``splitlines`` would also split at U+2028 and friends, which JSON strings may hold)."""
+    start = 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        if end < 0:
+            end = len(text)
+        yield text[start:end]
+        start = end + 1
 
 
 def _json_type(value: Any) -> str:

@@ -217,3 +217,14 @@ def test_image_paths() -> None:
     assert resolve_image("/data", "/abs/1.jpg") == Path("/abs/1.jpg")
     assert image_source(["./ocr_vqa/images/1.jpg", "coco/2.jpg"]) == "ocr_vqa"
     assert image_source(["/abs/coco/1.jpg"]) == "abs"
+
+
+def test_json_lines_keep_raw_line_separators_inside_strings(tmp_path: Path) -> None:
+    records = [
+        {"id": 1, "messages": [{"role": "user", "content": "a\u2028b\u0085c"}], "images": []},
+        {"id": 2, "messages": [], "images": []},
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in records))
+    assert "\u2028" in path.read_text(encoding="utf-8")
+    assert load_dataset(path).records == records
