@@ -56,7 +56,8 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule name -> job count that a dry run of ``snakemake ARGS`` would execute."""
-    out = snakemake(workdir, "--dry-run", "--quiet", "rules", *args).stdout
+    # Targets first: `--quiet` takes several values and would swallow them.
+    out = snakemake(workdir, *args, "--dry-run", "--quiet", "rules").stdout
     jobs: dict[str, int] = {}
     for line in out.splitlines():
         parts = line.split()
