@@ -55,12 +55,15 @@ ARCHS = {
                           "num_attention_heads": 16, "image_size": 336, "patch_size": 14,
                           "projection_dim": 768},
     }),
+    # The small configurations keep the real depths, vocabularies, image sizes and the
+    # vision/text width ratio, at 1/8 of the text width.
     "small-llava": ("llava", {
-        "text_config": {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8,
+        "text_config": {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 32,
                         "num_attention_heads": 8, "num_key_value_heads": 8, "head_dim": 64,
-                        "vocab_size": 32064},
-        "vision_config": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 6,
-                          "num_attention_heads": 4, "image_size": 336, "patch_size": 14},
+                        "vocab_size": 32064, "rms_norm_eps": 1e-5},
+        "vision_config": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 24,
+                          "num_attention_heads": 4, "image_size": 336, "patch_size": 14,
+                          "projection_dim": 96},
     }),
     "qwen3-vl-8b": ("qwen3-vl", {
         "text_config": {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
@@ -74,14 +77,14 @@ ARCHS = {
                           "num_position_embeddings": 2304},
     }),
     "small-qwen3-vl": ("qwen3-vl", {
-        "text_config": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8,
-                        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64,
+        "text_config": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 36,
+                        "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64,
                         "vocab_size": 151936,
                         "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
                                             "mrope_section": [12, 10, 10]}},
-        # Vision width / text width as in the 8B (1152 / 4096).
-        "vision_config": {"depth": 6, "hidden_size": 144, "intermediate_size": 576,
-                          "num_heads": 4, "out_hidden_size": 512, "deepstack_visual_indexes": [1, 3, 5],
+        "vision_config": {"depth": 27, "hidden_size": 144, "intermediate_size": 538,
+                          "num_heads": 4, "out_hidden_size": 512, "patch_size": 16,
+                          "spatial_merge_size": 2, "deepstack_visual_indexes": [8, 16, 24],
                           "num_position_embeddings": 2304},
     }),
 }
