@@ -78,7 +78,8 @@ def test_demo_runs_end_to_end(demo_workflow: Path) -> None:
         for index, reason in expected.items():
             assert reason in reported[int(index)], (run, index, reason, reported)
         filtered = json.loads((demo_workflow / f"results/{run}/filter/dataset.json").read_text())
-        assert len(filtered) == report["num_valid"]
+        # Valid text-only samples are counted but not kept (filter.keep_text_only is off).
+        assert len(filtered) == report["num_valid"] - len(report["text_only"]) > 0
         log = (demo_workflow / f"results/{run}/logs/validate.log").read_text()
         assert "invalid" in log
 
@@ -93,10 +94,30 @@ def test_changed_dataset_content_reruns_downstream(demo_workflow: Path, tmp_path
     workdir = tmp_path / "workflow"
     shutil.copytree(demo_workflow, workdir, symlinks=True)
     dataset_path = workdir / "resources/demo/dataset.json"
+    invalid = json.loads((workdir / "resources/demo/EXPECTED_INVALID.json").read_text())
     records = json.loads(dataset_path.read_text())
-    records[0]["messages"][-1]["content"] += " Changed."
+    valid = next(i for i in range(len(records)) if str(i) not in invalid and records[i]["images"])
+    records[valid]["messages"][-1]["content"] += " Changed."
     dataset_path.write_text(json.dumps(records, indent=1))
+    runs = yaml.safe_load((workdir / "config/config.yaml").read_text())["runs"]
+    affected = [run for run, entry in runs.items() if entry["dataset"] == "resources/demo/dataset.json"]
     jobs = planned_jobs(workdir)
-    assert jobs.get("validate") == len(yaml.safe_load((workdir / "config/config.yaml").read_text())["runs"])
-    assert jobs.get("filter") == jobs["validate"]
+    assert jobs.get("validate") == jobs.get("filter") == len(affected)
+    shards = yaml.safe_load((workdir / "config/config.yaml").read_text())["extract"]["shards"]
+    assert jobs.get("extract") == shards * len(affected)
+    assert jobs.get("cur_merge") == len(affected)
     assert "demo" not in jobs
+
+    # The rerun recomputes only the shard holding the changed sample; the others come
+    # back from the content-keyed extraction cache with identical features.
+    before = {
+        run: (workdir / f"results/{run}/extract/shard-1-of-{shards}/features.npy").read_bytes()
+        for run in affected
+    }
+    snakemake(workdir, "--cores", "2")
+    for run in affected:
+        logs = sorted((workdir / f"results/{run}/logs/extract").glob("shard-*.log"))
+        cached = [log for log in logs if " 0 to compute" in log.read_text()]
+        assert len(logs) == shards and len(cached) == shards - 1, run
+        after = (workdir / f"results/{run}/extract/shard-1-of-{shards}/features.npy").read_bytes()
+        assert after == before[run]
