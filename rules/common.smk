@@ -33,6 +33,16 @@ def settings(run, stage):
     return {**config[stage], **RUN_OVERRIDES[run].get(stage, {})}
 
 
+# Checks the schema cannot express (they relate two keys), before any job starts.
+for run in RUNS:
+    tokens = settings(run, "extract")
+    if tokens["min_image_tokens"] > tokens["max_image_tokens"]:
+        raise WorkflowError(
+            f"runs.{run}: extract.min_image_tokens ({tokens['min_image_tokens']}) is"
+            f" larger than extract.max_image_tokens ({tokens['max_image_tokens']})"
+        )
+
+
 def run_value(key):
     """Input/params function: a top-level key of the run entry (dataset, image_root)."""
 

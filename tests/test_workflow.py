@@ -121,3 +121,15 @@ def test_changed_dataset_content_reruns_downstream(demo_workflow: Path, tmp_path
         assert len(logs) == shards and len(cached) == shards - 1, run
         after = (workdir / f"results/{run}/extract/shard-1-of-{shards}/features.npy").read_bytes()
         assert after == before[run]
+
+
+def test_inconsistent_image_token_budget_fails_before_any_job(workflow: Path) -> None:
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["runs"]["demo-qwen"]["extract"] = {"max_image_tokens": 64}
+    path = workflow / "test-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workflow, "--dry-run", "--configfile", str(path), check=False)
+    assert result.returncode != 0
+    assert "runs.demo-qwen: extract.min_image_tokens (256) is larger than" in (
+        result.stdout + result.stderr
+    )
