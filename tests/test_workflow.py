@@ -17,10 +17,13 @@ from conftest import REPO, copy_workflow, planned_jobs, snakemake
 SNAKEMAKE_BIN = Path(sys.executable).parent
 
 
-def write_config(workdir: Path, **changes) -> Path:
-    """A config file in ``workdir``: the demo config with top-level ``changes``."""
+def write_config(workdir: Path, run_overrides: dict | None = None, **changes) -> Path:
+    """A config file in ``workdir``: the demo config with top-level ``changes`` and
+    ``run_overrides`` ({run: {stage: settings}}) merged into its runs."""
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     config.update(changes)
+    for run, sections in (run_overrides or {}).items():
+        config["runs"][run].update(sections)
     path = workdir / "test-config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -39,11 +42,8 @@ def test_schema_rejects_a_misspelt_key_before_any_job(workflow: Path) -> None:
 
 
 def test_schema_rejects_a_misspelt_key_in_a_run_override(workflow: Path) -> None:
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config["runs"]["demo-llava"]["extract"] = {"batchsize": 4}
-    path = workflow / "test-config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = snakemake(workflow, "--dry-run", "--configfile", str(path), check=False)
+    config = write_config(workflow, {"demo-llava": {"extract": {"batchsize": 4}}})
+    result = snakemake(workflow, "--dry-run", "--configfile", str(config), check=False)
     assert result.returncode != 0
     assert "'batchsize' was unexpected" in result.stdout + result.stderr
 
@@ -124,11 +124,8 @@ def test_changed_dataset_content_reruns_downstream(demo_workflow: Path, tmp_path
 
 
 def test_inconsistent_image_token_budget_fails_before_any_job(workflow: Path) -> None:
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config["runs"]["demo-qwen"]["extract"] = {"max_image_tokens": 64}
-    path = workflow / "test-config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = snakemake(workflow, "--dry-run", "--configfile", str(path), check=False)
+    config = write_config(workflow, {"demo-qwen": {"extract": {"max_image_tokens": 64}}})
+    result = snakemake(workflow, "--dry-run", "--configfile", str(config), check=False)
     assert result.returncode != 0
     assert "runs.demo-qwen: extract.min_image_tokens (256) is larger than" in (
         result.stdout + result.stderr
