@@ -2,8 +2,8 @@
 
 Each stage lives in ``scalselect/cli/<stage>.py`` and defines ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Those modules stay light: heavy
-imports (torch, transformers) happen inside ``run`` so ``--help`` and the data stages
-start fast.
+imports (torch, transformers) happen inside ``run``, and only the chosen command's
+``add_arguments`` runs, so each stage pays for its own imports alone.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ class UserError(Exception):
     """An error caused by the input or the configuration, reported without a traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser; with ``command``, only that command's arguments are
+    built (the others are listed with their help line)."""
     parser = argparse.ArgumentParser(
         prog="python -m scalselect",
         description="ScalSelect: training-free, linear-time multimodal data selection.",
@@ -47,13 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"scalselect.cli.{module_name}")
         sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(sub)
-        sub.set_defaults(handler=module.run)
+        if command in (None, name):
+            module.add_arguments(sub)
+            sub.set_defaults(handler=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The only top-level option (-v) takes no value: the first other word is the command.
+    command = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
