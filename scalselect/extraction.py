@@ -1,36 +1,41 @@
-"""Running stage 1 over one shard of a dataset: batching, checkpointing, caching, ranks.
+"""Running stage 1 over one shard of a dataset: reading, reuse, batching, checkpoints, ranks.
 
 The model math (rendering, the first decoder layer, the kept vision tokens) lives in
-:mod:`scalselect.representation`; this module feeds it and stores what it returns.
+:mod:`scalselect.representation`; where results are kept lives in
+:mod:`scalselect.store`; this module feeds the one and fills the other.
 
 How a shard is processed
 ------------------------
 1. Shard ``i`` of ``n`` is a contiguous range of dataset indices (:func:`shard_range`).
-2. Its samples are ordered by an estimate of their sequence length
-   (:func:`length_estimate`) and cut, in that order, into *chunks* of ``chunk_size``
-   samples; each chunk is cut into batches of ``batch_size`` (:func:`plan_chunks`), so
-   a batch holds samples of similar length and needs little left padding. Chunk
-   membership does not depend on the batch size.
-3. DataLoader workers decode the images with Pillow and encode the samples (chat
+   Only its records are read (:func:`read_shard_records`): ``filter`` writes one record
+   per line, so a job finds its lines by a scan of line starts and parses nothing else;
+   its memory grows with the shard, not with the dataset.
+2. Every sample gets its store key (:func:`scalselect.store.sample_key`: normalised
+   messages and image bytes; not id, position, shard or chunk size). Rank 0 looks the
+   keys up in the feature store of the run's model and settings; identical samples
+   are one key, so they are computed once.
+3. The missing samples are ordered by an estimate of their sequence length
+   (:func:`length_estimate`) and cut into *chunks* of ``chunk_size``, each cut into
+   batches of ``batch_size`` (:func:`plan_chunks`), so a batch holds samples of similar
+   length and needs little left padding.
+4. DataLoader workers decode the images with Pillow and encode the samples (chat
    template, processor) while the model runs; batches arrive in plan order.
-4. Each finished chunk is written to the *cache entry* of the shard — a directory named
-   by the shard's content key (:func:`content_key`) under the cache directory — as
-   ``chunk-NNNNNN.npy`` (float32 rows) and then ``chunk-NNNNNN.parquet`` (the row
-   table; its presence marks the chunk as done). A killed job loses at most the chunk
-   it was working on; a rerun skips the done chunks.
-5. When every chunk is done, the shard directory is assembled from the chunks in
-   dataset order (:func:`assemble_shard`) in the :mod:`scalselect.features` format,
-   ``manifest.json`` last.
+5. Each finished chunk is stored as a new immutable *pack* (matrix and row table,
+   failures with their reason included). A killed job loses at most the chunk it was
+   working on; a rerun finds the stored packs and computes the rest.
+6. The shard directory is assembled from the stored rows in dataset order
+   (:func:`assemble_shard`) in the :mod:`scalselect.features` format; its
+   ``manifest.json`` (written last) says how many samples were computed in this job and
+   how many were reused, and names the packs it used (``cache prune`` keeps those).
 
-The cache entry outlives the shard directory (Snakemake deletes a job's output before
-rerunning it), so a rerun whose inputs are unchanged in content — the shard's records,
-its images' bytes, the model's files, the settings that change results — only
-reassembles the shard. Batch size, workers and the number of processes are not part
-of the key: they do not change results beyond float rounding of padded batches.
+A reused row holds the bits stored when it was computed: a reassembled shard equals
+the shard it was taken from bit for bit; against a cold run with a different batch
+layout it differs by the float rounding of padded batches only (≤ 1e-5). Batch size,
+workers and the number of processes are not part of any key.
 
-Under ``accelerate launch`` with several processes, the pending chunks are dealt
-round-robin to the ranks; rank 0 computes the content key, waits for the others and
-assembles the shard. The output does not depend on the number of ranks.
+Under ``accelerate launch`` with several processes, the chunks to compute are dealt
+round-robin to the ranks; rank 0 keys the samples, waits for the others and assembles
+the shard. The output does not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -41,12 +46,13 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import time
+from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +60,12 @@ import numpy as np
 import pandas as pd
 
 from scalselect import features
-from scalselect.dataset import Dataset, Sample, resolve_image
+from scalselect.dataset import FORMATS, Sample, detect_format, inspect_record, resolve_image
 from scalselect.io import atomic_write, write_json
+from scalselect.store import PACK_COLUMNS, FeatureStore, Location, sample_key, settings_key
 
 log = logging.getLogger(__name__)
 
-# Bump when a change of this package changes the numbers a cache entry holds.
-CACHE_VERSION = 1
 DEFAULT_CACHE_DIR = "results/.cache/extract"
 DEFAULT_CHUNK_SIZE = 512
 # How long ranks wait for each other (the slowest rank's share of a shard, at most).
@@ -76,6 +81,8 @@ OUT_OF_MEMORY = "out_of_memory"
 # Characters per text token in the length estimate (only the order of samples uses it).
 _CHARS_PER_TOKEN = 4
 _HASH_BLOCK = 1 << 20
+ROW_TYPES = {"index": "int64", "id": "str", "status": "str", "n_vision": "int64",
+             "n_kept": "int64", "seq_len": "int64", "truncated": "bool", "detail": "str"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +169,7 @@ def split_batches(chunk: np.ndarray, batch_size: int) -> list[list[int]]:
 
 
 # ---------------------------------------------------------------------------------------
-# Content key
+# Digests of the inputs (the parts of the store keys)
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -178,8 +185,8 @@ def _image_digest(path: Path) -> str:
     try:
         return file_digest(path)
     except OSError as error:
-        # An unreadable image is a recorded failure; its key part says so.
-        return f"unreadable:{type(error).__name__}:{error.errno}"
+        # An unreadable image is a recorded failure; its key part names the file and why.
+        return f"unreadable:{path}:{type(error).__name__}:{error.errno}"
 
 
 def image_digests(paths: Sequence[Path], threads: int = 8) -> list[str]:
@@ -233,109 +240,122 @@ def model_digest(model_dir: Path, memo_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def content_key(
-    records: Sequence[Any],
-    record_format: str,
-    start: int,
-    image_keys: Sequence[str],
-    model_key: str,
-    settings: Settings,
-    chunk_size: int,
-) -> str:
-    """The cache key of a shard: a digest of everything that determines its output.
+def _line_layout(path: Path) -> tuple[array, str] | None:
+    """Byte offsets of the record lines of a one-record-per-line file, and its layout.
 
-    Parameters
-    ----------
-    records : sequence
-        The shard's records, exactly as in the dataset.
-    record_format : str
-        The dataset's record format (it decides how records are read).
-    start : int
-        Dataset index of the shard's first record (the row table stores indices).
-    image_keys : sequence of str
-        Digests of the shard's image files, in sample order (:func:`image_digests`).
-    model_key : str
-        :func:`model_digest` of the model directory.
-    settings : Settings
-    chunk_size : int
-        Chunk size of the cache entry's layout.
+    ``filter`` writes a JSON array with one record per line (and JSON Lines for JSON
+    Lines input); both are read here without parsing a single record. Returns ``None``
+    when the file is laid out otherwise (records spanning lines, several on a line).
     """
-    digest = hashlib.sha256()
-    header = {
-        "cache_version": CACHE_VERSION,
-        "format": record_format,
-        "start": start,
-        "count": len(records),
-        "model": model_key,
-        "settings": dataclasses.asdict(settings),
-        "chunk_size": chunk_size,
-        # Other library versions may round differently.
-        "torch": version("torch"),
-        "transformers": version("transformers"),
-    }
-    digest.update(json.dumps(header, sort_keys=True).encode())
-    for record in records:
-        digest.update(b"\n")
-        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
-    for key in image_keys:
-        digest.update(f"\n{key}".encode())
-    return digest.hexdigest()
+    offsets = array("q")
+    layout = None
+    position = 0
+    closed = False
+    with open(path, "rb") as handle:
+        for line in handle:
+            text = line.strip()
+            if position == 0:
+                text = text.removeprefix(b"\xef\xbb\xbf")
+            if not text:
+                position += len(line)
+                continue
+            if layout is None:
+                layout = "array" if text == b"[" else "lines"
+                if layout == "array":
+                    position += len(line)
+                    continue
+            if closed:
+                return None
+            if layout == "array" and text == b"]":
+                closed = True
+            elif text[:1] == b"{" and text.rstrip(b",")[-1:] == b"}":
+                offsets.append(position)
+            else:
+                return None
+            position += len(line)
+    if layout is None or (layout == "array") != closed:
+        return None
+    return offsets, layout
+
+
+def read_shard_records(path: str | os.PathLike, shard: int, num_shards: int) -> tuple[range, list[Any]]:
+    """The dataset indices of a shard and its records, reading only the shard's lines.
+
+    A file written by ``filter`` (one record per line) costs memory in proportion to
+    the shard, not the dataset; any other layout is read whole (correct, not lean).
+    Raises ``DatasetError`` for an unreadable file, invalid JSON or an empty dataset.
+    """
+    from scalselect.dataset import DatasetError, load_dataset
+
+    path = Path(path)
+    try:
+        layout = _line_layout(path)
+    except OSError as error:
+        raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+    if layout is None:
+        log.info("%s is not one record per line: reading it whole", path)
+        records = load_dataset(path).records
+        indices = shard_range(len(records), shard, num_shards)
+        return indices, records[indices.start : indices.stop]
+    offsets, style = layout
+    if not offsets:
+        raise DatasetError(f"{path}: the dataset is empty (no records)")
+    indices = shard_range(len(offsets), shard, num_shards)
+    records = []
+    with open(path, "rb") as handle:
+        handle.seek(offsets[indices.start])
+        for index in indices:
+            line = handle.readline().strip().removeprefix(b"\xef\xbb\xbf")
+            while not line:  # blank lines between records (JSON Lines)
+                line = handle.readline().strip()
+            try:
+                records.append(json.loads(line.removesuffix(b",")))
+            except ValueError as error:
+                raise DatasetError(f"{path}: record {index} is not valid JSON ({error})") from None
+    return indices, records
 
 
 # ---------------------------------------------------------------------------------------
-# Cache entries (chunk files)
-
-
-class CacheEntry:
-    """The chunk files of one content key: ``<cache_dir>/<key>/chunk-NNNNNN.{npy,parquet}``."""
-
-    def __init__(self, cache_dir: str | os.PathLike, key: str) -> None:
-        self.path = Path(cache_dir) / key
-
-    def _stem(self, chunk: int) -> Path:
-        return self.path / f"chunk-{chunk:06d}"
-
-    def is_done(self, chunk: int) -> bool:
-        """Whether chunk ``chunk`` was written completely (its table is written last)."""
-        return self._stem(chunk).with_suffix(".parquet").exists()
-
-    def write(self, chunk: int, rows: pd.DataFrame, matrix: np.ndarray) -> None:
-        """Store one chunk: the matrix, then the row table."""
-        with atomic_write(self._stem(chunk).with_suffix(".npy"), "wb") as handle:
-            np.save(handle, np.ascontiguousarray(matrix, dtype=np.float32))
-        with atomic_write(self._stem(chunk).with_suffix(".parquet"), "wb") as handle:
-            rows.to_parquet(handle, index=False)
-
-    def read(self, chunk: int) -> tuple[pd.DataFrame, np.ndarray]:
-        """The row table and the memory-mapped matrix of a done chunk."""
-        stem = self._stem(chunk)
-        return pd.read_parquet(stem.with_suffix(".parquet")), np.load(
-            stem.with_suffix(".npy"), mmap_mode="r"
-        )
+# Assembling a shard from the store
 
 
 def assemble_shard(
-    entry: CacheEntry, num_chunks: int, out_dir: str | os.PathLike, manifest: dict[str, Any]
+    store: FeatureStore,
+    locations: Sequence[Location],
+    shard: ShardInput,
+    out_dir: str | os.PathLike,
+    manifest: dict[str, Any],
 ) -> pd.DataFrame:
-    """Write the shard directory from the chunks of ``entry``, rows in dataset order.
+    """Write the shard directory from stored rows: ``locations[p]`` holds position ``p``.
 
-    The matrix is filled chunk by chunk into a memory-mapped temporary file (never held
-    in memory) and renamed into place; the manifest is written last. Returns the rows.
+    The matrix is filled pack by pack into a memory-mapped temporary file (never held
+    in memory) and renamed into place; the manifest, naming the packs used, is written
+    last. Returns the row table.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # A previous manifest would mark the directory complete while it is being rewritten.
     with contextlib.suppress(FileNotFoundError):
         (out_dir / features.MANIFEST).unlink()
-    tables = [entry.read(c)[0] for c in range(num_chunks)]
-    rows = pd.concat(tables, ignore_index=True)
-    start = int(rows["index"].min())
-    dim = int(entry.read(0)[1].shape[1])
+    by_pack: dict[str, list[int]] = {}
+    for position, location in enumerate(locations):
+        by_pack.setdefault(location.pack, []).append(position)
+    columns: dict[str, list[Any]] = {c: [None] * len(locations) for c in PACK_COLUMNS}
+    dim = 0
     tmp = out_dir / f".{features.FEATURES}.{os.getpid()}.tmp"
     try:
-        matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(rows), dim))
-        for chunk, table in enumerate(tables):
-            matrix[table["index"].to_numpy() - start] = entry.read(chunk)[1]
+        matrix = None
+        for pack, positions in sorted(by_pack.items()):
+            table, stored = store.read_pack(pack)
+            if matrix is None:
+                dim = int(stored.shape[1])
+                matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                   shape=(len(locations), dim))
+            rows = np.array([locations[p].row for p in positions])
+            matrix[positions] = stored[rows]
+            for column in PACK_COLUMNS:
+                for position, value in zip(positions, table[column].to_numpy()[rows], strict=True):
+                    columns[column][position] = value
         matrix.flush()
         del matrix
         with open(tmp, "rb+") as handle:
@@ -345,10 +365,14 @@ def assemble_shard(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    rows = rows.sort_values("index", kind="stable", ignore_index=True)
+    columns["index"] = list(range(shard.start, shard.start + len(locations)))
+    columns["id"] = [features.encode_id(i) for i in shard.ids]
+    rows = pd.DataFrame({c: columns[c] for c in features.ROW_COLUMNS}).astype(ROW_TYPES)
     with atomic_write(out_dir / features.ROWS, "wb") as handle:
         rows.to_parquet(handle, index=False)
-    write_json(out_dir / features.MANIFEST, {"rows": len(rows), "dim": dim, **manifest})
+    write_json(out_dir / features.MANIFEST,
+               {"rows": len(rows), "dim": dim, **manifest,
+                "store": {"settings_key": store.key, "packs": sorted(by_pack)}})
     return rows
 
 
@@ -370,16 +394,16 @@ class ShardInput:
     ids: list[Any]
 
     @classmethod
-    def read(cls, dataset: Dataset, indices: range) -> ShardInput:
-        """The records ``indices`` of ``dataset``, normalised."""
+    def read(cls, records: Sequence[Any], start: int, record_format: str) -> ShardInput:
+        """Normalise a shard's ``records`` (dataset indices from ``start``)."""
+        spec = FORMATS[record_format]
         samples, problems, ids = [], [], []
-        for index in indices:
-            sample, found = dataset.inspect(index)
+        for position, record in enumerate(records):
+            sample, found = inspect_record(record, start + position, spec)
             samples.append(sample)
             problems.append("; ".join(p.detail for p in found))
-            record = dataset.records[index]
             ids.append(record.get("id") if isinstance(record, dict) else None)
-        return cls(indices.start, samples, problems, ids)
+        return cls(start, samples, problems, ids)
 
 
 @dataclasses.dataclass
@@ -461,24 +485,24 @@ def collate_items(items: list[Item]) -> LoadedBatch:
 
 
 class ChunkBuffer:
-    """Results of one chunk, in chunk order, until the chunk is written."""
+    """Results of one chunk, in chunk order, until the chunk is stored as a pack."""
 
     def __init__(self, positions: np.ndarray, dim: int) -> None:
         self.slot = {int(p): i for i, p in enumerate(np.sort(positions))}
         self.matrix = np.zeros((len(positions), dim), dtype=np.float32)
-        self.columns: dict[str, list[Any]] = {c: [None] * len(positions) for c in features.ROW_COLUMNS}
+        self.columns: dict[str, list[Any]] = {c: [None] * len(positions) for c in PACK_COLUMNS}
         self.filled = 0
 
-    def put(self, shard: ShardInput, position: int, **values: Any) -> None:
-        """Record the row of the sample at ``position`` of ``shard`` (and its vector, if any)."""
+    def put(self, key: str, position: int, **values: Any) -> None:
+        """Record the row of the sample at ``position`` (store key ``key``) and its
+        vector, if any."""
         slot = self.slot[position]
         vector = values.pop("vector", None)
         if vector is not None:
             self.matrix[slot] = vector
-        row = {"index": shard.start + position, "id": features.encode_id(shard.ids[position]),
-               "n_vision": 0, "n_kept": 0,
-               "seq_len": 0, "truncated": False, "detail": "", **values}
-        for column in features.ROW_COLUMNS:
+        row = {"key": key, "n_vision": 0, "n_kept": 0, "seq_len": 0, "truncated": False,
+               "detail": "", **values}
+        for column in PACK_COLUMNS:
             self.columns[column][slot] = row[column]
         self.filled += 1
 
@@ -488,11 +512,8 @@ class ChunkBuffer:
         return self.filled == len(self.slot)
 
     def table(self) -> pd.DataFrame:
-        """The chunk's row table with the column types of :mod:`scalselect.features`."""
-        table = pd.DataFrame(self.columns, columns=list(features.ROW_COLUMNS))
-        return table.astype({"index": "int64", "n_vision": "int64", "n_kept": "int64",
-                             "seq_len": "int64", "truncated": "bool", "id": "str",
-                             "status": "str", "detail": "str"})
+        """The chunk's pack table."""
+        return pd.DataFrame(self.columns, columns=list(PACK_COLUMNS))
 
 
 def represent(model: Any, loaded: LoadedBatch) -> list[tuple[Item, Any]]:
@@ -527,13 +548,13 @@ def run_chunks(
     chunk_of_batch: Sequence[int],
     chunks: dict[int, np.ndarray],
     dim: int,
-    shard: ShardInput,
-    entry: CacheEntry,
+    keys: Sequence[str],
+    store: FeatureStore,
 ) -> None:
-    """Consume the loader's batches, writing each chunk to ``entry`` as soon as it is full.
+    """Consume the loader's batches, storing each chunk as a pack as soon as it is full.
 
-    ``chunks`` maps each chunk number to its positions; only the chunks in progress are
-    held in memory.
+    ``chunks`` maps each chunk number to its positions, ``keys[p]`` is the store key of
+    position ``p``; only the chunks in progress are held in memory.
     """
     buffers: dict[int, ChunkBuffer] = {}
     for chunk, loaded in zip(chunk_of_batch, loader, strict=True):
@@ -542,21 +563,39 @@ def run_chunks(
         buffer = buffers[chunk]
         for item in loaded.items:
             if item.status != OK:
-                buffer.put(shard, item.position, status=item.status, detail=item.detail)
+                buffer.put(keys[item.position], item.position, status=item.status,
+                           detail=item.detail)
         for item, result in represent(model, loaded):
             if result is None:
-                buffer.put(shard, item.position, status=OUT_OF_MEMORY,
+                buffer.put(keys[item.position], item.position, status=OUT_OF_MEMORY,
                            detail="the sample alone does not fit in GPU memory")
                 continue
             ok = result.status == OK
-            buffer.put(shard, item.position, vector=result.vector if ok else None,
+            buffer.put(keys[item.position], item.position,
+                       vector=result.vector if ok else None,
                        status=result.status, detail=result.detail, n_vision=result.n_vision,
                        n_kept=result.n_kept, seq_len=result.seq_len,
                        truncated=bool(result.truncated))
         if buffer.complete:
-            entry.write(chunk, buffer.table(), buffer.matrix)
+            name = store.write_pack(buffer.table(), buffer.matrix)
             del buffers[chunk]
-            log.info("chunk %d written (%d samples)", chunk, len(buffer.slot))
+            log.info("chunk %d stored (%d samples, pack %s)", chunk, len(buffer.slot), name)
+            _after_chunk_hook()
+
+
+def _after_chunk_hook() -> None:
+    # Tests kill the job at a known point: SCALSELECT_TEST_KILL_AFTER_PACKS=k makes the
+    # process SIGKILL itself right after storing its k-th pack.
+    limit = os.environ.get("SCALSELECT_TEST_KILL_AFTER_PACKS")
+    if limit is None:
+        return
+    global _packs_stored
+    _packs_stored += 1
+    if _packs_stored >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_packs_stored = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -574,18 +613,27 @@ class Job:
     num_workers: int = 2
     chunk_size: int = DEFAULT_CHUNK_SIZE
     cache_dir: str = DEFAULT_CACHE_DIR
+    record_format: str = "auto"
+
+
+def shard_keys(shard: ShardInput, records: Sequence[Any], image_root: str) -> list[str]:
+    """The store key of every sample of a shard (image files hashed on threads)."""
+    paths = [resolve_image(image_root, p) for s in shard.samples if s for p in s.images]
+    digests = iter(image_digests(paths))
+    return [sample_key(sample, record, [next(digests) for _ in sample.images] if sample else [])
+            for sample, record in zip(shard.samples, records, strict=True)]
 
 
 def extract_shard(job: Job) -> dict[str, int] | None:
     """Extract one shard (see the module docstring); every rank of a launch calls this.
 
-    Returns the counts per status on rank 0, ``None`` on the other ranks.
+    Returns the counts per status (and ``samples_computed`` / ``samples_reused``) on
+    rank 0, ``None`` on the other ranks.
     """
     import torch
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    from scalselect.dataset import load_dataset
     from scalselect.representation import resolve_dtype
 
     began = time.perf_counter()
@@ -601,62 +649,79 @@ def extract_shard(job: Job) -> dict[str, int] | None:
         max_image_tokens=int(requested["max_image_tokens"]),
         trust_remote_code=bool(requested["trust_remote_code"]),
     )
-    dataset = load_dataset(job.dataset)
-    indices = shard_range(len(dataset), job.shard, job.num_shards)
+    indices, records = read_shard_records(job.dataset, job.shard, job.num_shards)
     if not indices:
         from scalselect.cli import UserError
 
         raise UserError(
             f"shard {job.shard} of {job.num_shards} is empty: the dataset has only"
-            f" {len(dataset)} samples; use fewer shards"
+            f" {indices.stop} samples; use fewer shards"
         )
-    shard = ShardInput.read(dataset, indices)
+    record_format = (detect_format(records, job.dataset) if job.record_format == "auto"
+                     else job.record_format)
+    shard = ShardInput.read(records, indices.start, record_format)
     model_dir = resolve_model_dir(job.model)
 
-    # Rank 0 hashes the inputs once and tells the others the key and the pending chunks.
-    chunks = plan_chunks([length_estimate(s, settings.max_image_tokens) for s in shard.samples],
-                         job.chunk_size)
-    shared: list[Any] = [None, None]
+    # Rank 0 keys the samples, looks them up and tells the others what to compute.
+    shared: list[Any] = [None, None, None]
     if state.is_main_process:
         hashed = time.perf_counter()
-        paths = [resolve_image(job.image_root, p) for s in shard.samples if s for p in s.images]
         model_key = model_digest(model_dir, Path(job.cache_dir) / "digests")
-        key = content_key([dataset.records[i] for i in indices], dataset.format, indices.start,
-                          image_digests(paths), model_key, settings, job.chunk_size)
-        entry = CacheEntry(job.cache_dir, key)
-        pending = [c for c in range(len(chunks)) if not entry.is_done(c)]
-        log.info("shard %d of %d: samples %d-%d, %d chunks, %d to compute; key %s (%.1f s)",
-                 job.shard, job.num_shards, indices.start, indices.stop - 1, len(chunks),
-                 len(pending), key[:16], time.perf_counter() - hashed)
-        shared = [key, pending]
+        store_key, description = settings_key(model_key, settings)
+        store = FeatureStore(job.cache_dir, store_key)
+        store.describe({**description, "model_path": job.model})
+        keys = shard_keys(shard, records, job.image_root)
+        found, scanned = store.lookup(keys)
+        # Identical samples are computed once: the first position of each missing key.
+        missing = {}
+        for position, key in enumerate(keys):
+            if key not in found:
+                missing.setdefault(key, position)
+        positions = list(missing.values())
+        chunks = plan_chunks([length_estimate(shard.samples[p], settings.max_image_tokens)
+                              for p in positions], job.chunk_size)
+        pending = [np.asarray(positions, dtype=np.int64)[c] for c in chunks]
+        log.info("shard %d of %d: samples %d-%d; %d stored, %d to compute in %d chunks;"
+                 " look-up in %d packs (%.1f s)", job.shard, job.num_shards, indices.start,
+                 indices.stop - 1, len(keys) - len(positions), len(positions), len(pending),
+                 len(scanned), time.perf_counter() - hashed)
+        shared = [store_key, keys, pending]
     if state.num_processes > 1:
         broadcast_object_list(shared, from_process=0)
-    key, pending = shared
-    entry = CacheEntry(job.cache_dir, key)
-    mine = pending[state.process_index :: state.num_processes]
+    store_key, keys, pending = shared
+    store = FeatureStore(job.cache_dir, store_key)
+    mine = list(enumerate(pending))[state.process_index :: state.num_processes]
     if mine:
-        _compute(job, settings, state, model_dir, shard, [(c, chunks[c]) for c in mine], entry)
+        _compute(job, settings, state, model_dir, shard, mine, keys, store)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
+    computed = sum(len(p) for p in pending)
+    if computed:
+        found.update(store.lookup(set(keys) - set(found), skip=scanned)[0])
+    lost = len(set(keys) - set(found))
+    if lost:
+        raise RuntimeError(f"{lost} computed samples are missing from the store {store.path}"
+                           " (was it pruned while this job ran?)")
     manifest = {
         "shard": job.shard,
         "num_shards": job.num_shards,
         "start": indices.start,
         "stop": indices.stop,
-        "content_key": key,
         "model": job.model,
         "settings": dataclasses.asdict(settings),
-        "chunk_size": job.chunk_size,
-        "dataset_format": dataset.format,
+        "dataset_format": record_format,
+        "samples_computed": computed,
+        "samples_reused": len(keys) - computed,
     }
-    rows = assemble_shard(entry, len(chunks), job.out, manifest)
+    rows = assemble_shard(store, [found[k] for k in keys], shard, job.out, manifest)
     counts = Counter(rows["status"])
     counts["truncated"] = int(rows["truncated"].sum())
-    log.info("shard %d of %d done in %.1f s: %s", job.shard, job.num_shards,
-             time.perf_counter() - began,
+    log.info("shard %d of %d done in %.1f s: %d samples computed, %d reused from the store;"
+             " %s", job.shard, job.num_shards, time.perf_counter() - began, computed,
+             len(keys) - computed,
              ", ".join(f"{status} {n}" for status, n in sorted(counts.items())))
-    return dict(counts)
+    return {**counts, "samples_computed": computed, "samples_reused": len(keys) - computed}
 
 
 def _compute(
@@ -666,9 +731,10 @@ def _compute(
     model_dir: Path,
     shard: ShardInput,
     mine: list[tuple[int, np.ndarray]],
-    entry: CacheEntry,
+    keys: Sequence[str],
+    store: FeatureStore,
 ) -> None:
-    """Run the model over this rank's chunks ``mine`` (number, positions) into ``entry``."""
+    """Run the model over this rank's chunks ``mine`` (number, positions) into ``store``."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -695,4 +761,4 @@ def _compute(
     log.info("rank %d: %d chunks, %d batches on %s (%s)", state.process_index, len(mine),
              len(batches), state.device, settings.dtype)
     with torch.inference_mode():
-        run_chunks(model, iter(loader), chunk_of_batch, dict(mine), dim, shard, entry)
+        run_chunks(model, iter(loader), chunk_of_batch, dict(mine), dim, keys, store)

@@ -23,19 +23,20 @@ from conftest import REPO, planned_jobs
 from PIL import Image
 
 from scalselect import features
+from scalselect.dataset import write_records
 from scalselect.extraction import (
-    CacheEntry,
     Job,
     Settings,
-    content_key,
     extract_shard,
     image_digests,
     length_estimate,
     model_digest,
     plan_chunks,
+    read_shard_records,
     shard_range,
     split_batches,
 )
+from scalselect.store import FeatureStore, sample_key, settings_dirs, settings_key
 from scalselect.tinymodels import build_tiny_model
 
 PYTHON = sys.executable
@@ -67,7 +68,7 @@ def write_dataset(root: Path, n: int, *, seed: int = 0) -> Path:
             ]
         records.append({"id": i if i % 3 else f"s{i}", "messages": rounds, "images": [f"img/{i}.{suffix}"]})
     path = root / "dataset.json"
-    path.write_text(json.dumps(records))
+    write_records(path, records)  # one record per line, as `filter` writes it
     return path
 
 
@@ -220,7 +221,7 @@ def test_every_failure_kind_is_recorded_and_counted(models, tmp_path: Path, capl
     assert not matrix[failed].any() and np.abs(matrix[~failed]).sum(1).min() > 0
     assert all(rows.loc[failed, "detail"].str.len() > 0)
     assert counts == {"ok": 2, "image_unreadable": 3, "no_user_turn": 1, "malformed_record": 1,
-                      "too_long": 1, "truncated": 1}
+                      "too_long": 1, "truncated": 1, "samples_computed": 8, "samples_reused": 0}
     assert "image_unreadable 3" in caplog.text and "truncated 1" in caplog.text
     manifest = json.loads((out / features.MANIFEST).read_text())
     assert manifest["rows"] == 8 and manifest["settings"]["max_length"] == 120
@@ -239,63 +240,232 @@ def test_non_finite_features_are_recorded(models, tmp_path: Path) -> None:
     out = tmp_path / "out"
     counts = extract_shard(job({"llava": broken}, dataset, out, tmp_path / "cache", family="llava"))
     rows, matrix = features.open_shard(out)
-    assert counts == {"non_finite": 3, "truncated": 0}
+    assert counts == {"non_finite": 3, "truncated": 0, "samples_computed": 3, "samples_reused": 0}
     assert (rows["status"] == "non_finite").all() and not matrix.any()
 
 
-def test_rerun_after_output_deleted_is_served_from_the_cache(models, tmp_path: Path, monkeypatch) -> None:
+def manifest_of(out: Path) -> dict:
+    return json.loads((out / features.MANIFEST).read_text())
+
+
+def test_rerun_after_output_deleted_is_served_from_the_store(models, tmp_path: Path, monkeypatch) -> None:
     dataset = write_dataset(tmp_path / "data", 6)
     cache = tmp_path / "cache"
     out = tmp_path / "out"
     spec = job(models, dataset, out, cache, chunk_size=2, batch_size=2)
     extract_shard(spec)
     first = shard_bytes(out)
+    assert (manifest_of(out)["samples_computed"], manifest_of(out)["samples_reused"]) == (6, 0)
     shutil.rmtree(out)
     import scalselect.representation as representation
 
     def no_model(*args, **kwargs):
-        raise AssertionError("the model was loaded although every chunk was cached")
+        raise AssertionError("the model was loaded although every sample was stored")
 
     monkeypatch.setattr(representation, "FirstLayerModel", no_model)
     began = time.perf_counter()
-    # Another batch size and worker count: not part of the key.
-    extract_shard(job(models, dataset, out, cache, chunk_size=2, batch_size=5, num_workers=1))
+    # Another batch size, chunk size and worker count: not part of any key.
+    extract_shard(job(models, dataset, out, cache, chunk_size=5, batch_size=5, num_workers=1))
     assert time.perf_counter() - began < 10
-    assert shard_bytes(out) == first
+    again = shard_bytes(out)
+    assert again[features.FEATURES] == first[features.FEATURES]
+    assert again[features.ROWS] == first[features.ROWS]
+    assert (manifest_of(out)["samples_computed"], manifest_of(out)["samples_reused"]) == (0, 6)
 
 
-def test_content_key_changes_with_content_only(models, tmp_path: Path) -> None:
+def test_sample_key_depends_on_content_not_place(models, tmp_path: Path) -> None:
+    from scalselect.dataset import load_dataset
+
     dataset = write_dataset(tmp_path / "data", 3)
-    records = json.loads(dataset.read_text())
-    images = sorted((dataset.parent / "img").iterdir())
-    settings = Settings("qwen", 0.9, "float32", 4096, 4, 48, False)
-    model = model_digest(models["qwen3-vl"], tmp_path / "memo")
+    data = load_dataset(dataset)
+    images = [dataset.parent / s.images[0] for s in data]
 
-    def key(records=records, images=images, settings=settings, model=model, start=0, chunk_size=4):
-        return content_key(records, "sharegpt", start, image_digests(images), model, settings, chunk_size)
+    def key(index=0, data=data):
+        sample = data.sample(index)
+        return sample_key(sample, None, image_digests([dataset.parent / p for p in sample.images]))
 
     base = key()
-    assert key() == base
-    edited = json.loads(json.dumps(records))
-    edited[1]["messages"][1]["content"] += "!"
-    assert key(records=edited) != base
-    assert key(start=3) != base
-    assert key(settings=Settings("qwen", 0.8, "float32", 4096, 4, 48, False)) != base
-    assert key(settings=Settings("qwen", 0.9, "bfloat16", 4096, 4, 48, False)) != base
-    assert key(settings=Settings("qwen", 0.9, "float32", 4096, 4, 64, False)) != base
-    # Image bytes, not names or times: a touched file keeps its key, a changed one does not.
+    assert len({key(i) for i in range(3)}) == 3
+    # The same content under another id, at another position: the same key.
+    records = json.loads(json.dumps(data.records))
+    moved = [{**records[1], "id": "other"}, {**records[0], "id": 99}]
+    write_records(tmp_path / "moved.json", moved)
+    assert key(1, load_dataset(tmp_path / "moved.json")) == base
+    # Text changes the key; so does the image's bytes, not its name or time.
+    records[0]["messages"][1]["content"] += "!"
+    write_records(tmp_path / "edited.json", records)
+    assert key(0, load_dataset(tmp_path / "edited.json")) != base
     os.utime(images[0], (1, 1))
     assert key() == base
     with Image.open(images[0]) as image:
         image.rotate(90).save(images[0])
     assert key() != base
+    # A missing image names the file, so two different missing files do not collide.
+    missing = image_digests([tmp_path / "a.jpg", tmp_path / "b.jpg"])
+    assert missing[0] != missing[1] and missing[0].startswith("unreadable:")
+
+
+def test_settings_key_covers_model_and_every_setting(models, tmp_path: Path) -> None:
+    settings = Settings("qwen", 0.9, "float32", 4096, 4, 48, False)
+    model = model_digest(models["qwen3-vl"], tmp_path / "memo")
+    base, description = settings_key(model, settings)
+    assert settings_key(model, settings)[0] == base
+    assert description["settings"]["attention_threshold"] == 0.9 and "torch" in description
+    for field, value in (("attention_threshold", 0.8), ("dtype", "bfloat16"), ("max_length", 2048),
+                         ("min_image_tokens", 8), ("max_image_tokens", 64), ("model_type", "llava"),
+                         ("trust_remote_code", True)):
+        changed = Settings(**{**description["settings"], field: value})
+        assert settings_key(model, changed)[0] != base, field
     # Model files: digests are memoised by path, size and time; a changed config counts.
     copy = shutil.copytree(models["qwen3-vl"], tmp_path / "model-copy")
     assert model_digest(copy, tmp_path / "memo") == model
     config = json.loads((copy / "config.json").read_text())
     config["text_config"]["rms_norm_eps"] = 1e-5
     (copy / "config.json").write_text(json.dumps(config))
-    assert model_digest(copy, tmp_path / "memo") != model
+    assert settings_key(model_digest(copy, tmp_path / "memo"), settings)[0] != base
+
+
+def test_shard_reads_only_its_lines(tmp_path: Path) -> None:
+    records = [{"id": i, "messages": [{"role": "user", "content": f"q{i}"}], "images": []}
+               for i in range(10)]
+    array = tmp_path / "array.json"
+    write_records(array, records)
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" + ("\n" if i == 4 else "") for i, r in enumerate(records)))
+    for path in (array, lines):
+        for n in (1, 3, 4):
+            got = [read_shard_records(path, i, n) for i in range(n)]
+            assert [r for _, part in got for r in part] == records
+            assert [list(ix) for ix, _ in got] == [list(shard_range(10, i, n)) for i in range(n)]
+    # A corrupt record outside the shard is never parsed (so never paid for) ...
+    text = array.read_text().splitlines()
+    text[9] = '{"id": 8, "broken": }' + ","
+    array.write_text("\n".join(text) + "\n")
+    assert read_shard_records(array, 0, 2)[1] == records[:5]
+    # ... and one inside names its index.
+    from scalselect.dataset import DatasetError
+
+    with pytest.raises(DatasetError, match="record 8 is not valid JSON"):
+        read_shard_records(array, 1, 2)
+    # Other layouts (a record over several lines, all on one line) are read whole.
+    for layout in (json.dumps(records, indent=2), json.dumps(records)):
+        array.write_text(layout)
+        assert read_shard_records(array, 1, 3) == (range(3, 6), records[3:6])
+
+
+def reused(out: Path) -> tuple[int, int]:
+    manifest = manifest_of(out)
+    return manifest["samples_computed"], manifest["samples_reused"]
+
+
+def extract_all(models, dataset: Path, out: Path, cache: Path, shards: int, **kw) -> tuple[int, np.ndarray]:
+    """Extract every shard; the total computed and the assembled matrix in dataset order."""
+    computed = 0
+    for i in range(shards):
+        extract_shard(job(models, dataset, out / f"shard-{i}-of-{shards}", cache, shard=i,
+                          num_shards=shards, chunk_size=3, batch_size=2, **kw))
+        computed += reused(out / f"shard-{i}-of-{shards}")[0]
+    return computed, features.load(out)[1]
+
+
+@pytest.mark.parametrize("family", ["qwen3-vl", "llava"])
+def test_reuse_follows_sample_content(models, tmp_path: Path, family: str) -> None:
+    """Re-shard, a record removed, records appended, another file format, a changed
+    image: only samples whose content is new run the model."""
+    dataset = write_dataset(tmp_path / "data", 16)
+    records = json.loads(json.dumps(__import__("scalselect.dataset").dataset.load_dataset(dataset).records))
+    # Two samples share image 5; sample 7 duplicates sample 6 (computed once).
+    records[9]["images"] = records[5]["images"]
+    records[7] = {**records[6], "id": "dup"}
+    write_records(dataset, records)
+    cache = tmp_path / "cache"
+    computed, base = extract_all(models, dataset, tmp_path / "four", cache, 4, family=family)
+    assert computed == 15
+    # (1) Another shard count: nothing computed, the same bits.
+    computed, matrix = extract_all(models, dataset, tmp_path / "three", cache, 3, family=family)
+    assert computed == 0 and matrix.tobytes() == base.tobytes()
+    # (2) The first record removed: every boundary moves, nothing computed.
+    write_records(tmp_path / "data/dropped.json", records[1:])
+    computed, matrix = extract_all(models, tmp_path / "data/dropped.json", tmp_path / "dropped", cache, 4,
+                                   family=family)
+    assert computed == 0 and matrix.tobytes() == base[1:].tobytes()
+    # (3) Five records with new text appended: exactly five computed.
+    extra = [{**records[i], "id": f"new{i}",
+              "messages": [{"role": "user", "content": f"<image>\nNew question {i}?"},
+                           {"role": "assistant", "content": f"New answer {i}."}]} for i in range(5)]
+    write_records(tmp_path / "data/appended.json", records + extra)
+    computed, matrix = extract_all(models, tmp_path / "data/appended.json", tmp_path / "appended", cache,
+                                   4, family=family)
+    assert computed == 5 and matrix[:16].tobytes() == base.tobytes()
+    # (4) The same samples in LLaVA-665K's format: nothing computed.
+    llava = [{"id": r["id"], "image": r["images"][0],
+              "conversations": [{"from": {"user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]}
+                                for m in r["messages"]]} for r in records]
+    write_records(tmp_path / "data/llava.json", llava)
+    computed, matrix = extract_all(models, tmp_path / "data/llava.json", tmp_path / "llava", cache, 2,
+                                   family=family)
+    assert computed == 0 and matrix.tobytes() == base.tobytes()
+    # (5) One image's bytes changed: exactly the two samples using it computed.
+    image = dataset.parent / records[5]["images"][0]
+    with Image.open(image) as opened:
+        opened.rotate(180).save(image)
+    computed, matrix = extract_all(models, dataset, tmp_path / "changed", cache, 4, family=family)
+    assert computed == 2
+    same = [i for i in range(16) if i not in (5, 9)]
+    assert matrix[same].tobytes() == base[same].tobytes()
+    assert not np.array_equal(matrix[5], base[5])
+
+
+def test_failures_are_stored_and_not_retried(models, tmp_path: Path) -> None:
+    dataset = write_dataset(tmp_path / "data", 4)
+    records = json.loads(json.dumps(__import__("scalselect.dataset").dataset.load_dataset(dataset).records))
+    corrupt = dataset.parent / "img/corrupt.jpg"
+    corrupt.write_bytes(b"not a jpeg")
+    records[1]["images"] = ["img/corrupt.jpg"]
+    write_records(dataset, records)
+    cache = tmp_path / "cache"
+    extract_shard(job(models, dataset, tmp_path / "a", cache))
+    assert reused(tmp_path / "a") == (4, 0)
+    extract_shard(job(models, dataset, tmp_path / "b", cache))
+    assert reused(tmp_path / "b") == (0, 4)
+    rows, _ = features.open_shard(tmp_path / "b")
+    assert rows.loc[1, "status"] == "image_unreadable" and "corrupt.jpg" in rows.loc[1, "detail"]
+    # The image repaired: its bytes changed, so that sample alone is computed again.
+    shutil.copy(dataset.parent / records[2]["images"][0], corrupt)
+    extract_shard(job(models, dataset, tmp_path / "c", cache))
+    assert reused(tmp_path / "c") == (1, 3)
+    assert features.open_shard(tmp_path / "c")[0].loc[1, "status"] == "ok"
+
+
+def test_cache_info_and_prune(models, tmp_path: Path, capsys) -> None:
+    from scalselect.cli import main
+
+    dataset = write_dataset(tmp_path / "data", 6)
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    out = results / "run-a/extract/shard-0-of-1"
+    extract_shard(job(models, dataset, out, cache, chunk_size=2))
+    # Another threshold: a second settings folder, referenced by no shard once deleted.
+    extract_shard(job(models, dataset, tmp_path / "gone", cache, attention_threshold=0.5, chunk_size=4))
+    assert main(["cache", "info", "--cache-dir", str(cache)]) == 0
+    info = capsys.readouterr().out
+    assert info.count("6 samples, 6 entries in") == 2 and "3 packs" in info and "2 packs" in info
+    assert "attention_threshold=0.5" in info
+    # Two packs of the first folder that no shard uses (a leftover of an old layout).
+    store = FeatureStore(cache, manifest_of(out)["store"]["settings_key"])
+    kept = store.pack_names()
+    stale = store.write_pack(*store.read_pack(kept[0]))
+    before = sorted(p for p in cache.rglob("*") if p.is_file())
+    assert main(["cache", "prune", "--cache-dir", str(cache), "--results", str(results), "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert sorted(p for p in cache.rglob("*") if p.is_file()) == before
+    assert stale in listed and len(settings_dirs(cache)) == 2
+    assert main(["cache", "prune", "--cache-dir", str(cache), "--results", str(results)]) == 0
+    assert store.pack_names() == kept and len(settings_dirs(cache)) == 1
+    # What the shard needs is still there: a rerun computes nothing.
+    shutil.rmtree(out)
+    extract_shard(job(models, dataset, out, cache, chunk_size=2))
+    assert reused(out) == (0, 6)
+    assert main(["cache", "prune", "--cache-dir", str(cache), "--results", str(tmp_path / "none")]) == 2
 
 
 # ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ COMMANDS = {
     "filter": "filter",
     "extract": "extract",
     "export-npz": "export_npz",
+    "cache": "cache",
     "score": "score",
     "score-partial": "score_partial",
     "score-fit": "score_fit",

@@ -3,10 +3,12 @@
 Writes a complete shard directory in the :mod:`scalselect.features` format
 (``features.npy``, ``rows.parquet``, then ``manifest.json``) with one row per sample of
 the shard, failures included with their reason, and logs the counts per status.
-Checkpoint chunks and finished results are kept in ``--cache-dir`` under a key of the
-shard's content (records, image bytes, model files, result-affecting settings): a killed
-job resumes where it stopped, and a rerun on unchanged content only reassembles the
-shard. Several processes (``accelerate launch --multi_gpu --num_processes N -m
+Only the shard's records are read. Every sample's result is kept in the feature store
+under ``--cache-dir`` (:mod:`scalselect.store`), keyed by the sample's content
+(messages, image bytes) and the model's files and result-affecting settings: samples
+already stored are reused whatever their shard or position, a killed job resumes where
+it stopped, and the manifest counts ``samples_computed`` and ``samples_reused``.
+Several processes (``accelerate launch --multi_gpu --num_processes N -m
 scalselect extract ...``) share the work of one shard.
 """
 
@@ -27,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="Shard directory to write.")
     parser.add_argument("--shard", type=int, default=0, help="Which shard (0-based) of --num-shards.")
     parser.add_argument("--num-shards", type=int, default=1, help="Number of contiguous shards the dataset is cut into.")
-    results = parser.add_argument_group("settings that change results (part of the cache key)")
+    parser.add_argument("--format", default="auto", choices=["auto", "sharegpt", "llava", "llava_images"], help="Record format (auto: detected from the shard's records).")
+    results = parser.add_argument_group("settings that change results (part of the store key)")
     results.add_argument("--attention-threshold", type=float, default=0.9, help="Attention mass tau of the kept vision tokens.")
     results.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Model dtype; auto = bfloat16 on GPU, float32 on CPU.")
     results.add_argument("--max-length", type=int, default=4096, help="Longest sequence; longer conversations lose trailing turns.")
@@ -38,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--batch-size", type=int, default=8, help="Samples per forward pass.")
     speed.add_argument("--num-workers", type=int, default=2, help="DataLoader processes decoding and encoding samples.")
     speed.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="Samples per checkpoint chunk (at most this much work is lost when killed).")
-    speed.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="Where checkpoint chunks are kept, by content key (default: %(default)s).")
+    speed.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="Feature store: every sample's result, by content key (default: %(default)s).")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         chunk_size=args.chunk_size,
         cache_dir=args.cache_dir,
+        record_format=args.format,
     )
     extract_shard(job)
     return 0
