@@ -472,6 +472,18 @@ def test_cache_info_and_prune(models, tmp_path: Path, capsys) -> None:
 # Processes: SIGKILL and resume, two ranks
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stored_packs(cache: Path) -> list[Path]:
+    return sorted(cache.glob("features/*/packs/*.parquet"))
+
+
 @pytest.mark.slow
 def test_killed_job_resumes_with_identical_output(models, tmp_path: Path) -> None:
     dataset = write_dataset(tmp_path / "data", 30)
@@ -479,26 +491,24 @@ def test_killed_job_resumes_with_identical_output(models, tmp_path: Path) -> Non
     extract_shard(job(models, dataset, reference, tmp_path / "cache-ref", chunk_size=3, batch_size=1))
     cache, out = tmp_path / "cache", tmp_path / "out"
     args = cli_args(models, dataset, out, cache, "--chunk-size", "3", "--batch-size", "1")
-    process = subprocess.Popen(cli(*args), env=subprocess_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while len(list(cache.glob("*/chunk-*.parquet"))) < 3:
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
-    finished = sorted(cache.glob("*/chunk-*.parquet"))
+    # The child SIGKILLs itself right after storing its 4th chunk: no polling race.
+    killed = subprocess.run(cli(*args), env={**subprocess_env(), "SCALSELECT_TEST_KILL_AFTER_PACKS": "4"},
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    finished = stored_packs(cache)
+    assert len(finished) == 4
     done = {p: p.stat().st_mtime_ns for q in finished for p in (q, q.with_suffix(".npy"))}
-    assert 3 <= len(finished) < 10, "killed after some chunks, before the last"
     assert not (out / features.MANIFEST).exists()
     with pytest.raises(FileNotFoundError):
         features.load(out)
     result = subprocess.run(cli(*args), env=subprocess_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert f"{10 - len(finished)} to compute" in result.stderr
-    assert all(p.stat().st_mtime_ns == t for p, t in done.items()), "finished chunks were redone"
+    # At most the chunk in progress was lost: exactly the 18 samples not stored ran.
+    assert "12 stored, 18 to compute in 6 chunks" in result.stderr
+    assert "18 samples computed, 12 reused from the store" in result.stderr
+    assert reused(out) == (18, 12)
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items()), "stored chunks were redone"
+    # Batch size 1: no padding, so the resumed shard equals the uninterrupted one bit for bit.
     assert shard_bytes(out)[features.FEATURES] == shard_bytes(reference)[features.FEATURES]
     assert shard_bytes(out)[features.ROWS] == shard_bytes(reference)[features.ROWS]
 
@@ -511,16 +521,51 @@ def test_two_ranks_give_the_output_of_one(models, tmp_path: Path) -> None:
                       shard=1, num_shards=2))
     two = tmp_path / "two"
     launch = [PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
-              "scalselect", "extract"]
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(free_port()), "-m", "scalselect", "extract"]
     args = cli_args(models, dataset, two, tmp_path / "c2", "--chunk-size", "2", "--batch-size", "2",
                     "--shard", "1", "--num-shards", "2")
     result = subprocess.run(launch + args, env=subprocess_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 0: 2 chunks" in result.stderr and "rank 1: 1 chunks" in result.stderr
-    assert shard_bytes(two) == shard_bytes(one)
+    assert shard_bytes(two)[features.FEATURES] == shard_bytes(one)[features.FEATURES]
+    assert shard_bytes(two)[features.ROWS] == shard_bytes(one)[features.ROWS]
+    assert reused(two) == (6, 0) and len(stored_packs(tmp_path / "c2")) == 3
     rows, _ = features.open_shard(two)
     assert rows["index"].tolist() == list(range(6, 12))
+
+
+@pytest.mark.slow
+def test_concurrent_jobs_on_overlapping_samples(models, tmp_path: Path) -> None:
+    """Two processes computing the same samples into one store at once both finish with
+    correct shards, and the store stays consistent."""
+    dataset = write_dataset(tmp_path / "data", 16)
+    # The second job's file holds samples 4..15 of the first (and its shards differ).
+    records = json.loads(json.dumps(__import__("scalselect.dataset").dataset.load_dataset(dataset).records))
+    write_records(tmp_path / "data/tail.json", records[4:])
+    cache = tmp_path / "cache"
+    reference = tmp_path / "reference"
+    extract_shard(job(models, dataset, reference, tmp_path / "cache-ref", chunk_size=2, batch_size=1))
+    outs = [tmp_path / "a", tmp_path / "b"]
+    processes = [
+        subprocess.Popen(cli(*cli_args(models, path, out, cache, "--chunk-size", "2", "--batch-size", "1")),
+                         env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for path, out in ((dataset, outs[0]), (tmp_path / "data/tail.json", outs[1]))
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    expected = features.load(reference)[1]
+    assert features.load(outs[0])[1].tobytes() == expected.tobytes()
+    assert features.load(outs[1])[1].tobytes() == expected[4:].tobytes()
+    # Every pack is complete and readable; a third job finds every sample.
+    store = FeatureStore(cache, manifest_of(outs[0])["store"]["settings_key"])
+    for name in store.pack_names():
+        table, matrix = store.read_pack(name)
+        assert len(table) == len(matrix) > 0
+    assert not list(cache.rglob(".*.tmp"))
+    extract_shard(job(models, dataset, tmp_path / "c", cache, chunk_size=2))
+    assert reused(tmp_path / "c") == (0, 16)
 
 
 # ---------------------------------------------------------------------------------------
