@@ -1,7 +1,8 @@
 # Stage 1 (METHOD.md): the first-layer representation of every sample, one job per
 # shard. Only result-affecting settings are params; batch size, workers, GPUs, chunk size
-# and the cache are resources, so changing them does not rerun finished shards. A rerun
-# of a shard whose content did not change reassembles it from the cache in seconds.
+# and the feature store are resources, so changing them does not rerun finished shards.
+# Each job reads only its shard's lines of the filtered file and runs the model only on
+# samples the store (cache_dir, keyed by sample content) does not hold yet.
 
 
 rule extract:

@@ -620,3 +620,48 @@ def test_speed_settings_do_not_rerun_finished_shards(demo_workflow: Path, tmp_pa
     tau = tmp_path / "tau.yaml"
     tau.write_text("extract: {attention_threshold: 0.8}\n")
     assert planned_jobs(demo_workflow, f"--configfile={tau}", *shards)["extract"] == len(shards)
+
+
+def demo_shards(workdir: Path, run: str, n: int) -> list[Path]:
+    return [workdir / f"results/{run}/extract/shard-{i}-of-{n}" for i in range(n)]
+
+
+def assembled(shards: list[Path]) -> np.ndarray:
+    return np.concatenate([np.load(s / features.FEATURES) for s in shards])
+
+
+@pytest.mark.slow
+def test_demo_reshard_and_format_change_compute_nothing(demo_workflow: Path, tmp_path: Path) -> None:
+    from conftest import snakemake
+
+    workdir = tmp_path / "workflow"
+    shutil.copytree(demo_workflow, workdir, symlinks=True)
+    runs = ("demo-llava", "demo-qwen", "demo-llava-format")
+    # (1) 4 -> 5 shards: every extract job reruns, none runs the model, same bits.
+    config = tmp_path / "five.yaml"
+    config.write_text("extract: {shards: 5}\n")
+    targets = [str(s.relative_to(workdir)) for run in runs for s in demo_shards(workdir, run, 5)]
+    snakemake(workdir, "--cores", "2", *targets, f"--configfile={config}")
+    for run in runs:
+        assert [reused(s)[0] for s in demo_shards(workdir, run, 5)] == [0] * 5, run
+        assert (assembled(demo_shards(workdir, run, 5)).tobytes()
+                == assembled(demo_shards(workdir, run, 4)).tobytes()), run
+    log = (workdir / "results/demo-qwen/logs/extract/shard-0-of-5.log").read_text()
+    assert "0 samples computed" in log
+    # (4) The LLaVA-format run after the ShareGPT run, into an empty store: nothing computed.
+    config = tmp_path / "fresh.yaml"
+    config.write_text(f"extract: {{cache_dir: {tmp_path / 'fresh-store'}}}\n")
+    for run in ("demo-llava", "demo-llava-format"):
+        for shard in demo_shards(workdir, run, 4):
+            shutil.rmtree(shard)
+    first = [str(s.relative_to(workdir)) for s in demo_shards(workdir, "demo-llava", 4)]
+    snakemake(workdir, "--cores", "2", *first, f"--configfile={config}")
+    computed = sum(reused(s)[0] for s in demo_shards(workdir, "demo-llava", 4))
+    rows = sum(manifest_of(s)["rows"] for s in demo_shards(workdir, "demo-llava", 4))
+    assert 0 < computed <= rows
+    second = [str(s.relative_to(workdir)) for s in demo_shards(workdir, "demo-llava-format", 4)]
+    snakemake(workdir, "--cores", "2", *second, f"--configfile={config}")
+    assert [reused(s) for s in demo_shards(workdir, "demo-llava-format", 4)] == [
+        (0, manifest_of(s)["rows"]) for s in demo_shards(workdir, "demo-llava-format", 4)]
+    assert (assembled(demo_shards(workdir, "demo-llava-format", 4)).tobytes()
+            == assembled(demo_shards(workdir, "demo-llava", 4)).tobytes())
