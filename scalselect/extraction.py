@@ -240,8 +240,8 @@ def model_digest(model_dir: Path, memo_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _line_layout(path: Path) -> tuple[array, str] | None:
-    """Byte offsets of the record lines of a one-record-per-line file, and its layout.
+def _record_offsets(path: Path) -> array | None:
+    """Byte offsets of the record lines of a one-record-per-line file.
 
     ``filter`` writes a JSON array with one record per line (and JSON Lines for JSON
     Lines input); both are read here without parsing a single record. Returns ``None``
@@ -275,7 +275,7 @@ def _line_layout(path: Path) -> tuple[array, str] | None:
             position += len(line)
     if layout is None or (layout == "array") != closed:
         return None
-    return offsets, layout
+    return offsets
 
 
 def read_shard_records(path: str | os.PathLike, shard: int, num_shards: int) -> tuple[range, list[Any]]:
@@ -289,15 +289,14 @@ def read_shard_records(path: str | os.PathLike, shard: int, num_shards: int) -> 
 
     path = Path(path)
     try:
-        layout = _line_layout(path)
+        offsets = _record_offsets(path)
     except OSError as error:
         raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
-    if layout is None:
+    if offsets is None:
         log.info("%s is not one record per line: reading it whole", path)
         records = load_dataset(path).records
         indices = shard_range(len(records), shard, num_shards)
         return indices, records[indices.start : indices.stop]
-    offsets, style = layout
     if not offsets:
         raise DatasetError(f"{path}: the dataset is empty (no records)")
     indices = shard_range(len(offsets), shard, num_shards)
