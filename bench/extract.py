@@ -124,8 +124,13 @@ def build_model(arch: str, out: Path, device: str) -> Path:
     return out
 
 
-def write_dataset(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> Path:
-    """``n`` one-image samples of ~200 text tokens, JPEG photos-like images of ``size``."""
+def write_dataset(root: Path, n: int, size: tuple[int, int], seed: int = 0,
+                  distinct_images: int | None = None) -> Path:
+    """``n`` one-image samples of ~200 text tokens, JPEG photos-like images of ``size``.
+
+    With ``distinct_images``, only that many image files are written and the samples use
+    them in turn (decoding costs the same; writing thousands of large JPEGs does not).
+    """
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -133,18 +138,20 @@ def write_dataset(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> P
     width, height = size
     records = []
     yy, xx = np.mgrid[0:height, 0:width]
+    distinct = n if distinct_images is None else max(1, distinct_images)
     for i in range(n):
-        base = np.stack([np.sin(xx / rng.uniform(20, 80) + c) * np.cos(yy / rng.uniform(20, 80))
-                         for c in range(3)], -1)
-        pixels = ((base + 1) * 110 + rng.normal(0, 12, base.shape)).clip(0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(root / "img" / f"{i}.jpg", quality=90)
+        if i < distinct:
+            base = np.stack([np.sin(xx / rng.uniform(20, 80) + c) * np.cos(yy / rng.uniform(20, 80))
+                             for c in range(3)], -1)
+            pixels = ((base + 1) * 110 + rng.normal(0, 12, base.shape)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / "img" / f"{i}.jpg", quality=90)
         turns = []
         for r in range(2):
             question = str(rng.choice(SENTENCES))
             answer = " ".join(rng.choice(SENTENCES, 2))
             turns += [{"role": "user", "content": ("<image>\n" if r == 0 else "") + question},
                       {"role": "assistant", "content": answer}]
-        records.append({"id": i, "messages": turns, "images": [f"img/{i}.jpg"]})
+        records.append({"id": i, "messages": turns, "images": [f"img/{i % distinct}.jpg"]})
     path = root / "dataset.json"
     path.write_text(json.dumps(records))
     return path
