@@ -192,6 +192,32 @@ def test_truncation_drops_trailing_rounds(models, images) -> None:
     assert failure.value.reason == "too_long"
 
 
+@pytest.mark.parametrize("family", ["llava", "qwen3-vl"])
+def test_max_length_is_inclusive(models, images, family: str) -> None:
+    turns = [("user", "<image>\nDescribe this image in detail."), ("assistant", "A red train."),
+             ("user", "Count the apples."), ("assistant", "Five.")]
+    s = sample(*turns)
+    full = encoder(models, family).encode(s, images[:1])
+    first_round = encoder(models, family).encode(sample(*turns[:2]), images[:1])
+    # Exactly max_length tokens: kept whole.
+    exact = encoder(models, family, max_length=full.seq_len).encode(s, images[:1])
+    assert not exact.truncated and exact.seq_len == full.seq_len
+    assert torch_equal(exact.inputs["input_ids"], full.inputs["input_ids"])
+    # One token fewer: the last round goes; a cut that fits exactly is the one taken.
+    for limit in (full.seq_len - 1, first_round.seq_len):
+        cut = encoder(models, family, max_length=limit).encode(s, images[:1])
+        assert cut.truncated and torch_equal(cut.inputs["input_ids"], first_round.inputs["input_ids"])
+    # One below the first round: only the first instruction (and the images) stay.
+    only = encoder(models, family, max_length=first_round.seq_len - 1).encode(s, images[:1])
+    assert only.truncated and (only.roles == ASSISTANT).sum() == 0
+    assert only.seq_len < first_round.seq_len
+    assert (only.roles == VISION).sum() == (full.roles == VISION).sum()
+    # And that shortest cut at exactly its own length is accepted, one token less is not.
+    assert encoder(models, family, max_length=only.seq_len).encode(s, images[:1]).truncated
+    with pytest.raises(SampleFailure, match="too_long"):
+        encoder(models, family, max_length=only.seq_len - 1).encode(s, images[:1])
+
+
 def torch_equal(a, b) -> bool:
     return a.shape == b.shape and bool((a == b).all())
 
