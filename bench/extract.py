@@ -164,10 +164,8 @@ def run_reference(model_dir: Path, model_type: str, dataset: Path, n: int, devic
 
     from scalselect.dataset import load_dataset, resolve_image
     from scalselect.reference import ReferenceModel
-    from scalselect.representation import Encoder
 
     began = time.perf_counter()
-    encoder = Encoder(model_dir, model_type)
     model = ReferenceModel(model_dir, model_type, device=device)
     loaded = time.perf_counter()
     data = load_dataset(dataset)
@@ -178,7 +176,7 @@ def run_reference(model_dir: Path, model_type: str, dataset: Path, n: int, devic
         for path in sample.images:
             with Image.open(resolve_image(dataset.parent, path)) as image:
                 images.append(image.convert("RGB"))
-        result = model.represent(encoder.encode(sample, images))
+        result = model.represent(sample, images)
         vectors.append(result.vector)
         ids.append(sample.id)
         kept.append(result.n_kept)

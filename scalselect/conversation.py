@@ -13,14 +13,15 @@ METHOD.md stage 1, steps 1 and 3:
   ``<|vision_end|>`` markers carry no visual features and are instruction tokens here,
   whereas the original counted them as vision tokens). *Assistant* tokens are those
   overlapping an assistant message's content, located by character offsets in the
-  rendered text (each message's text is found in order, after the previous one) and
+  rendered text (where the rendering changes when that message's text is replaced, so
+  answer text repeated in a role marker or another turn is never mistaken for it) and
   mapped to tokens with the tokenizer's offset mapping. Every other non-padding token
   is an *instruction* token: user text, system text and the template's role markers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,35 +94,56 @@ def truncation_points(messages: Sequence[dict[str, Any]]) -> list[int]:
     return sorted((p for p in points if p < len(roles)), reverse=True)
 
 
-def assistant_spans(rendered: str, messages: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
+# Stand-ins for a message's text when locating it (private-use characters, never chat
+# text in practice; the second serves a text that starts with the first).
+_STAND_INS = ("\ue000", "\ue001")
+
+
+def assistant_spans(
+    rendered: str,
+    messages: Sequence[dict[str, Any]],
+    render: Callable[[list[dict[str, Any]]], str],
+) -> list[tuple[int, int]]:
     """Character spans ``[start, end)`` of the assistant messages' text in ``rendered``.
 
-    Each message's text (stripped, since templates may trim it) is located in order,
-    after the previous message's, so text repeated across turns is attributed to the
-    right one.
+    ``rendered`` is ``render(messages)``. Where an assistant message's text starts is
+    where ``rendered`` first differs from the rendering with that text replaced by a
+    stand-in character: no search, so answer text that also occurs in a role marker,
+    the system prompt or another turn is never mistaken for it. The span covers the
+    text without its surrounding whitespace (templates may trim it).
 
     Raises
     ------
     SampleFailure
-        ``template_mismatch`` when a message's text does not appear in the rendering.
+        ``template_mismatch`` when a message's text is not where the template puts it.
     """
     spans = []
-    cursor = 0
     for number, message in enumerate(messages):
-        for part in message["content"]:
-            text = part.get("text", "").strip()
-            if not text:
-                continue
-            start = rendered.find(text, cursor)
-            if start < 0:
-                raise SampleFailure(
-                    "template_mismatch",
-                    f"the text of message {number} ({message['role']}) is not in the"
-                    " chat template's rendering",
-                )
-            cursor = start + len(text)
-            if message["role"] == "assistant":
-                spans.append((start, cursor))
+        if message["role"] != "assistant":
+            continue
+        text = "".join(part.get("text", "") for part in message["content"])
+        core = text.strip()
+        if not core:
+            continue
+        stand_in = _STAND_INS[text.startswith(_STAND_INS[0])]
+        replaced = [*messages[:number], {**message, "content": [{"type": "text", "text": stand_in}]},
+                    *messages[number + 1:]]
+        other = render(replaced)
+        start = next(
+            (i for i, (a, b) in enumerate(zip(rendered, other)) if a != b),
+            min(len(rendered), len(other)),
+        )
+        lead = len(text) - len(text.lstrip())
+        for begin in (start + lead, start):  # as written, or with leading space trimmed
+            if rendered.startswith(core, begin):
+                spans.append((begin, begin + len(core)))
+                break
+        else:
+            raise SampleFailure(
+                "template_mismatch",
+                f"the text of message {number} (assistant) is not where the chat template"
+                " renders it",
+            )
     return spans
 
 

@@ -238,6 +238,9 @@ class Encoder:
         except (ValueError, RuntimeError, OSError) as error:
             raise SampleFailure("processor_error", f"{type(error).__name__}: {error}") from error
 
+    def _render(self, messages: list[dict[str, Any]]) -> str:
+        return self.processor.apply_chat_template(messages, tokenize=False)
+
     def _n_tokens(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])
 
@@ -268,7 +271,7 @@ class Encoder:
         if len(images) != len(sample.images):
             raise ValueError(f"{len(images)} images given for {len(sample.images)} image paths")
         messages = chat_messages(sample)
-        text = self.processor.apply_chat_template(messages, tokenize=False)
+        text = self._render(messages)
         processed = self._process(text, images)
         truncated = False
         length = processed["input_ids"].shape[1]
@@ -277,7 +280,7 @@ class Encoder:
             growth = length - self._n_tokens(text)
             points = truncation_points(messages)
             for keep in points:
-                shorter = self.processor.apply_chat_template(messages[:keep], tokenize=False)
+                shorter = self._render(messages[:keep])
                 if self._n_tokens(shorter) + growth <= self.max_length:
                     break
             else:
@@ -301,7 +304,8 @@ class Encoder:
                 "image_count_mismatch",
                 f"{n_vision} vision tokens in the sequence for {sum(counts)} image features",
             )
-        spans = shift_spans(assistant_spans(text, messages), text, self.image_token, counts)
+        spans = assistant_spans(text, messages, self._render)
+        spans = shift_spans(spans, text, self.image_token, counts)
         roles = token_roles(input_ids, processed["offset_mapping"][0].numpy(), spans, self.image_token_id)
         if not (roles == INSTRUCTION).any():
             raise SampleFailure("no_instruction_tokens", "no token outside images and answers")

@@ -15,8 +15,10 @@ of the same seed.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -101,13 +103,16 @@ def resolve_budget(budget: int | str, n_valid: int) -> int:
     text = str(budget).strip()
     try:
         if text.endswith("%"):
-            percent = Fraction(text[:-1])
+            # The decimal text, exactly (never a float: "1.15%" of 3000 is 34.5 -> 35).
+            percent = Decimal(text[:-1])
+            if not percent.is_finite():
+                raise ValueError(text)
             if percent > 100:
                 raise SelectionError(f"budget {budget!r} is more than 100% of the scored samples")
-            n = int(percent * n_valid / 100 + Fraction(1, 2))
+            n = math.floor(Fraction(percent) * n_valid / 100 + Fraction(1, 2))
         else:
             n = int(text)
-    except ValueError:
+    except (ValueError, InvalidOperation):
         raise SelectionError(f"budget {budget!r} is neither a count nor a percentage") from None
     if n < 1:
         raise SelectionError(f"budget {budget!r} of {n_valid} valid samples selects no sample")

@@ -73,3 +73,25 @@ def demo_workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("demo") / "workflow")
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+@pytest.fixture(autouse=True)
+def simulated_auto_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``SCALSELECT_TEST_AUTO_DTYPE=bfloat16`` in the environment, ``dtype: auto``
+    resolves to that dtype on the CPU too, as it does on a CUDA machine: ``make test``
+    then runs as it would on a GPU. Only in the test process; the subprocesses of
+    Snakemake and accelerate keep the machine's own default."""
+    forced = os.environ.get("SCALSELECT_TEST_AUTO_DTYPE")
+    if not forced:
+        return
+    import torch
+
+    from scalselect import reference, representation
+
+    original = representation.resolve_dtype
+
+    def resolve(dtype: str, device: torch.device) -> torch.dtype:
+        return original(forced if dtype == "auto" else dtype, device)
+
+    monkeypatch.setattr(representation, "resolve_dtype", resolve)
+    monkeypatch.setattr(reference, "resolve_dtype", resolve)

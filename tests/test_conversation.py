@@ -97,15 +97,51 @@ def test_truncation_points_cut_whole_rounds() -> None:
     assert truncation_points(messages[:2]) == []
 
 
-def test_assistant_spans_follow_the_message_order() -> None:
-    messages = [
-        {"role": "user", "content": [{"type": "text", "text": "Say yes"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": " yes "}]},
-    ]
-    rendered = "U: Say yes A: yes"
-    assert assistant_spans(rendered, messages) == [(14, 17)]
+def toy_render(messages: list[dict]) -> str:
+    """A LLaVA-like template: ``USER: text ASSISTANT: text `` (role markers hold text
+    that answers may repeat)."""
+    return "".join(
+        f"{m['role'].upper()}: " + "".join(p.get("text", "") for p in m["content"]) + " "
+        for m in messages
+    )
+
+
+def text_messages(*turns: tuple[str, str]) -> list[dict]:
+    return [{"role": r, "content": [{"type": "text", "text": t}]} for r, t in turns]
+
+
+def test_assistant_spans_are_where_the_template_puts_each_answer() -> None:
+    # Answers repeated in the role marker ("A" in "ASSISTANT"), in a user turn and in
+    # an earlier answer; surrounding spaces are outside the span.
+    messages = text_messages(("user", "Say A"), ("assistant", "A"), ("user", "A?"),
+                             ("assistant", "  A  "), ("user", "S"), ("assistant", "S"))
+    rendered = toy_render(messages)
+    assert rendered == "USER: Say A ASSISTANT: A USER: A? ASSISTANT:   A   USER: S ASSISTANT: S "
+    spans = assistant_spans(rendered, messages, toy_render)
+    assert spans == [(23, 24), (47, 48), (70, 71)]
+    assert [rendered[a:b] for a, b in spans] == ["A", "A", "S"]
+    # Empty answers have no span.
+    assert assistant_spans(toy_render(messages[:1] + text_messages(("assistant", " "))),
+                           messages[:1] + text_messages(("assistant", " ")), toy_render) == []
+
+
+def test_assistant_spans_follow_a_template_that_trims() -> None:
+    def trimming(messages: list[dict]) -> str:
+        return "".join(f"<{m['role']}>" + m["content"][0]["text"].strip() + "</s>" for m in messages)
+
+    messages = text_messages(("user", "Hi"), ("assistant", "  Yo  "))
+    assert trimming(messages) == "<user>Hi</s><assistant>Yo</s>"
+    assert assistant_spans(trimming(messages), messages, trimming) == [(23, 25)]
+
+
+def test_assistant_text_missing_from_the_rendering_is_a_template_mismatch() -> None:
+    messages = text_messages(("user", "Say yes"), ("assistant", "yes"))
+
+    def drops_answers(ms: list[dict]) -> str:
+        return "".join("" if m["role"] == "assistant" else "U: " + m["content"][0]["text"] for m in ms)
+
     with pytest.raises(SampleFailure) as failure:
-        assistant_spans("U: Say yes A: no", messages)
+        assistant_spans(drops_answers(messages), messages, drops_answers)
     assert failure.value.reason == "template_mismatch"
 
 
@@ -190,6 +226,32 @@ def test_truncation_drops_trailing_rounds(models, images) -> None:
     with pytest.raises(SampleFailure) as failure:  # nothing to drop
         encoder(models, "llava", max_length=30).encode(sample(("user", "<image>Hi")), images[:1])
     assert failure.value.reason == "too_long"
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen3-vl"])
+def test_max_length_is_inclusive(models, images, family: str) -> None:
+    turns = [("user", "<image>\nDescribe this image in detail."), ("assistant", "A red train."),
+             ("user", "Count the apples."), ("assistant", "Five.")]
+    s = sample(*turns)
+    full = encoder(models, family).encode(s, images[:1])
+    first_round = encoder(models, family).encode(sample(*turns[:2]), images[:1])
+    # Exactly max_length tokens: kept whole.
+    exact = encoder(models, family, max_length=full.seq_len).encode(s, images[:1])
+    assert not exact.truncated and exact.seq_len == full.seq_len
+    assert torch_equal(exact.inputs["input_ids"], full.inputs["input_ids"])
+    # One token fewer: the last round goes; a cut that fits exactly is the one taken.
+    for limit in (full.seq_len - 1, first_round.seq_len):
+        cut = encoder(models, family, max_length=limit).encode(s, images[:1])
+        assert cut.truncated and torch_equal(cut.inputs["input_ids"], first_round.inputs["input_ids"])
+    # One below the first round: only the first instruction (and the images) stay.
+    only = encoder(models, family, max_length=first_round.seq_len - 1).encode(s, images[:1])
+    assert only.truncated and (only.roles == ASSISTANT).sum() == 0
+    assert only.seq_len < first_round.seq_len
+    assert (only.roles == VISION).sum() == (full.roles == VISION).sum()
+    # And that shortest cut at exactly its own length is accepted, one token less is not.
+    assert encoder(models, family, max_length=only.seq_len).encode(s, images[:1]).truncated
+    with pytest.raises(SampleFailure, match="too_long"):
+        encoder(models, family, max_length=only.seq_len - 1).encode(s, images[:1])
 
 
 def torch_equal(a, b) -> bool:

@@ -74,7 +74,7 @@ def write_dataset(root: Path, n: int, *, seed: int = 0) -> Path:
 
 def job(models: dict[str, Path], dataset: Path, out: Path, cache: Path, family: str = "qwen3-vl", **kw) -> Job:
     settings = {"model_type": "llava" if family == "llava" else "qwen", "attention_threshold": 0.9,
-                "dtype": "auto", "max_length": 4096, **QWEN_BUDGET}
+                "dtype": "float32", "max_length": 4096, **QWEN_BUDGET}
     settings.update({k: kw.pop(k) for k in list(kw) if k in settings or k == "trust_remote_code"})
     settings.setdefault("trust_remote_code", False)
     return Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(models[family]),

@@ -80,6 +80,27 @@ def test_cli_round_trip_in_every_format(
     assert "removed        2  text_only" in logged
 
 
+@pytest.mark.parametrize(
+    ("flag", "keeps_text_only"),
+    [([], False), (["--keep-text-only"], True), (["--no-keep-text-only"], False)],
+)
+def test_cli_keep_text_only_flag(
+    corpus, tmp_path: Path, capsys: pytest.CaptureFixture, flag: list[str], keeps_text_only: bool
+) -> None:
+    root, records, expected, text_only = corpus
+    dataset = write_dataset(tmp_path / "d.json", records)
+    report, out = tmp_path / "report.json", tmp_path / "filtered.json"
+    assert main(["validate", "--dataset", str(dataset), "--image-root", str(root), "--out",
+                 str(report), "--workers", "1", "--no-progress"]) == 0
+    assert main(["filter", "--dataset", str(dataset), "--report", str(report), "--out",
+                 str(out), *flag]) == 0
+    assert len(text_only) == 2
+    kept = [i for i in range(len(records))
+            if i not in expected and (keeps_text_only or i not in text_only)]
+    assert json.loads(out.read_text(encoding="utf-8")) == [records[i] for i in kept]
+    assert ("removed        2  text_only" in capsys.readouterr().err) is not keeps_text_only
+
+
 def test_refuses_a_report_of_other_content(corpus, tmp_path: Path) -> None:
     root, records, _, _ = corpus
     path = write_dataset(tmp_path / "d.json", records)

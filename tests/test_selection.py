@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from conftest import copy_workflow, planned_jobs, snakemake
 from test_leverage import write_shards
 
@@ -80,6 +82,73 @@ def test_bad_budgets_are_clear_errors(budget: int | str, message: str) -> None:
         selection.resolve_budget(budget, 30)
 
 
+@pytest.mark.parametrize(
+    ("budget", "n_valid", "n"),
+    # Shares ending in exactly .5 from percentages that binary floats cannot hold: float
+    # arithmetic rounds each of the first five one too low (34, 61, 161, 484, 589).
+    [("1.15%", 3000, 35), ("2.05%", 3000, 62), ("16.15%", 1000, 162), ("16.15%", 3000, 485),
+     ("19.65%", 3000, 590), ("2.675%", 200, 5), ("12.5%", 4, 1), ("37.5%", 4, 2)],
+)
+def test_percentages_are_exact_decimals_rounded_half_up(budget: str, n_valid: int, n: int) -> None:
+    assert selection.resolve_budget(budget, n_valid) == n
+
+
+@pytest.mark.parametrize("budget", ["nan%", "inf%", "1/3%", "%", "1.5", "16 %%", "ten%"])
+def test_only_decimal_percentages_and_integer_counts_are_budgets(budget: str) -> None:
+    with pytest.raises(SelectionError, match="neither a count nor a percentage"):
+        selection.resolve_budget(budget, 100)
+
+
+def expected_count(mantissa: int, places: int, n_valid: int) -> int:
+    """``mantissa / 10**places`` percent of ``n_valid``, rounded half up, in integers."""
+    denominator = 100 * 10**places
+    return (2 * mantissa * n_valid + denominator) // (2 * denominator)
+
+
+@settings(max_examples=300, deadline=None)
+@example(mantissa=115, places=2, n_valid=3000).via("float arithmetic gives 34")
+@example(mantissa=1965, places=2, n_valid=3000).via("float arithmetic gives 589")
+@given(
+    mantissa=st.integers(0, 10**6), places=st.integers(0, 4), n_valid=st.integers(1, 10**7)
+)
+def test_percentage_budgets_property(mantissa: int, places: int, n_valid: int) -> None:
+    text = f"{mantissa // 10**places}.{mantissa % 10**places:0{places}d}%" if places else f"{mantissa}%"
+    n = expected_count(mantissa, places, n_valid)
+    if mantissa > 100 * 10**places:
+        with pytest.raises(SelectionError, match="more than 100%"):
+            selection.resolve_budget(text, n_valid)
+    elif n < 1:
+        with pytest.raises(SelectionError, match="selects no sample"):
+            selection.resolve_budget(text, n_valid)
+    else:
+        assert selection.resolve_budget(text, n_valid) == n
+        assert selection.resolve_budget(f" {text} ", n_valid) == n
+
+
+@settings(max_examples=200, deadline=None)
+@given(count=st.integers(-5, 60), n_valid=st.integers(1, 50))
+def test_count_budgets_property(count: int, n_valid: int) -> None:
+    for budget in (count, str(count)):
+        if 1 <= count <= n_valid:
+            assert selection.resolve_budget(budget, n_valid) == count
+        else:
+            with pytest.raises(SelectionError, match="selects no sample|only"):
+                selection.resolve_budget(budget, n_valid)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    importance=st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0]), min_size=1, max_size=30),
+    data=st.data(),
+)
+def test_top_n_is_the_n_highest_ties_by_dataset_index_property(importance, data) -> None:
+    index = data.draw(st.permutations(range(0, 3 * len(importance), 3)))
+    n = data.draw(st.integers(1, len(importance)))
+    table = score_table(importance, list(index))
+    by_rank = sorted(zip(importance, index), key=lambda pair: (-pair[0], pair[1]))
+    assert selection.top_indices(table, n).tolist() == sorted(i for _, i in by_rank[:n])
+
+
 def test_top_n_breaks_ties_by_dataset_index() -> None:
     table = score_table([0.5, 0.9, 0.5, 0.1, 0.5])
     assert selection.top_indices(table, 1).tolist() == [1]
@@ -97,6 +166,31 @@ def test_random_baseline_is_deterministic_nested_and_seed_dependent(files) -> No
     assert np.all(np.diff(first) > 0)
 
 
+def seeded_draw(pool: list[int], n: int, seed: int) -> list[int]:
+    """The random baseline as specified: the first ``n`` of NumPy's seeded permutation of
+    the scored dataset indices (in dataset order), returned in dataset order."""
+    order = np.random.default_rng(seed).permutation(len(pool))
+    return sorted(sorted(pool)[k] for k in order[:n])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_random_baseline_is_a_seeded_permutation_of_dataset_indices(files, seed: int) -> None:
+    _, _, _, table = files
+    pool = table["index"].tolist()
+    for n in (1, 12, 30):
+        assert selection.random_indices(table, n, seed).tolist() == seeded_draw(pool, n, seed)
+
+
+def test_random_baseline_does_not_depend_on_the_scores(files) -> None:
+    _, _, _, table = files
+    pool = table["index"].tolist()
+    reversed_scores = score_table((-table["importance"]).tolist(), pool)
+    assert reversed_scores["index"].tolist() != pool  # a different ranking
+    for seed in (0, 3):
+        assert (selection.random_indices(reversed_scores, 10, seed).tolist()
+                == selection.random_indices(table, 10, seed).tolist())
+
+
 def test_select_command_writes_top_records_unchanged_in_dataset_order(files, tmp_path: Path) -> None:
     dataset, scores, records, table = files
     out = tmp_path / "select/top-10.json"
@@ -112,7 +206,7 @@ def test_select_command_percentage_and_random(files, tmp_path: Path) -> None:
     out = tmp_path / "select/random.json"
     assert main(["select", "--dataset", str(dataset), "--scores", str(scores), "--num", "50%",
                  "--out", str(out), "--random", "--seed", "3"]) == 0
-    expected = selection.random_indices(table, 15, 3)
+    expected = seeded_draw(table["index"].tolist(), 15, 3)
     assert json.loads(out.read_text()) == [records[i] for i in expected]
 
 
@@ -241,7 +335,7 @@ def test_workflow_scores_and_selects(scored_workflow: Path) -> None:
         assert top == [records[i] for i in sorted(table["index"][:n])]
         for seed in (0, 1):
             chosen = json.loads((results / f"select/random-{n}-seed{seed}.json").read_text())
-            assert chosen == [records[i] for i in selection.random_indices(table, n, seed)]
+            assert chosen == [records[i] for i in seeded_draw(table["index"].tolist(), n, seed)]
     summary = pd.read_csv(results / "select/summary.csv", dtype={"budget": str})
     assert summary["budget"].tolist() == ["3", "50%"] and summary["n"].tolist() == [3, 12]
     for rule in ("cur_partial/shard-0-of-2", "cur", "cur_merge", "select/top-3"):

@@ -130,3 +130,18 @@ def test_inconsistent_image_token_budget_fails_before_any_job(workflow: Path) ->
     assert "runs.demo-qwen: extract.min_image_tokens (256) is larger than" in (
         result.stdout + result.stderr
     )
+
+
+@pytest.mark.parametrize("keep_text_only", [False, True])
+def test_filter_keep_text_only_reaches_the_filter_command(
+    workflow: Path, keep_text_only: bool
+) -> None:
+    config = write_config(workflow, filter={"keep_text_only": keep_text_only})
+    target = "results/demo-llava/filter/dataset.json"
+    result = snakemake(
+        workflow, target, "--dry-run", "--printshellcmds", "--configfile", str(config)
+    )
+    command = next(
+        line for line in result.stdout.splitlines() if "python -m scalselect filter" in line
+    )
+    assert ("--keep-text-only" in command.split()) is keep_text_only
