@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -47,16 +48,20 @@ PACK_ROWS = 512
 
 
 def write_images(root: Path, count: int) -> list[str]:
-    """``count`` small real JPEGs (varied sizes), as paths relative to ``root``."""
+    """``count`` small real JPEGs (varied sizes) in ``root/pool``, each source folder a
+    link to it; returns the file names."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
+    (root / "pool").mkdir(parents=True, exist_ok=True)
+    for source in SOURCES:
+        if source and not (root / source).exists():
+            (root / source).symlink_to("pool")
     names = []
     for i in range(count):
         height, width = (int(v) for v in rng.integers(48, 160, 2))
-        name = f"pool/{i:04d}.jpg"
-        (root / "pool").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(root / name)
+        name = f"{i:04d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(root / "pool" / name)
         names.append(name)
     return names
 
@@ -81,7 +86,7 @@ def write_dataset(path: Path, image_root: Path, images: int, fraction: float) ->
             ]
         record = {"id": f"{index:09d}", "conversations": conversation}
         if source:
-            record["image"] = f"{source}/../{pool[index % len(pool)]}"
+            record["image"] = f"{source}/{pool[index % len(pool)]}"
         records.append(record)
     write_records(path, records)
     return len(records)
@@ -110,15 +115,16 @@ def peak_memory(pid: int, stop: threading.Event, out: dict) -> None:
 
 
 def extract(model: Path, dataset: Path, image_root: Path, out: Path, cache: Path,
-            shard: int, shards: int) -> dict:
+            shard: int, shards: int, package: Path = REPO) -> dict:
     command = [sys.executable, "-m", "scalselect", "extract", "--model", str(model),
                "--model-type", "llava", "--dataset", str(dataset), "--image-root", str(image_root),
                "--out", str(out), "--cache-dir", str(cache), "--shard", str(shard),
                "--num-shards", str(shards), "--num-workers", "2", "--batch-size", "8"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(package)}
     began = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+    # `-m` puts the working directory first on sys.path: run in the package's parent.
+    process = subprocess.Popen(command, env=env, cwd=package, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
     memory: dict = {}
     stop = threading.Event()
     monitor = threading.Thread(target=peak_memory, args=(process.pid, stop, memory))
@@ -130,10 +136,12 @@ def extract(model: Path, dataset: Path, image_root: Path, out: Path, cache: Path
         raise SystemExit(f"extract failed:\n{log[-3000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
     lookup = re.search(r"look-up in (\d+) packs \(([\d.]+) s\)", log)
-    return {"wall_s": time.perf_counter() - began, "rss_gb": memory["rss"] / 1e9,
-            "pss_gb": memory["pss"] / 1e9, "rows": manifest["rows"],
-            "computed": manifest["samples_computed"], "reused": manifest["samples_reused"],
-            "lookup_packs": int(lookup.group(1)), "lookup_s": float(lookup.group(2))}
+    statuses = pd.read_parquet(out / "rows.parquet")["status"].value_counts().to_dict()
+    return {"wall_s": round(time.perf_counter() - began, 1), "rss_gb": round(memory["rss"] / 1e9, 3),
+            "pss_gb": round(memory["pss"] / 1e9, 3), "rows": manifest["rows"], "status": statuses,
+            "computed": manifest.get("samples_computed"), "reused": manifest.get("samples_reused"),
+            "lookup_packs": int(lookup.group(1)) if lookup else None,
+            "lookup_s": float(lookup.group(2)) if lookup else None}
 
 
 def fill_store(cache: Path, total: int) -> int:
@@ -158,6 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tmp", type=Path, default=Path("/tmp/extract-scale"))
     parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--baseline", type=Path, help="A directory holding an earlier `scalselect` package (e.g. `git archive COMMIT scalselect | tar -x -C DIR`): its shard 0 of 64 is measured too, as the before.")
     parser.add_argument("--fraction", type=float, default=1.0, help="Scale the record counts (quick checks).")
     args = parser.parse_args()
     tmp = args.tmp
@@ -183,6 +192,10 @@ def main() -> None:
     write_records(alone, records)
 
     results = {}
+    if args.baseline:
+        results["before: shard 0 of 64"] = extract(model, dataset, images, tmp / "out/before",
+                                                   tmp / "store-before", 0, 64, args.baseline)
+        print("before (shard 0 of 64):", results["before: shard 0 of 64"], flush=True)
     results["shard 0 of 64"] = extract(model, dataset, images, tmp / "out/shard-0-of-64",
                                        tmp / "store-a", 0, 64)
     print("shard 0 of 64:", results["shard 0 of 64"], flush=True)
@@ -197,6 +210,10 @@ def main() -> None:
     a, b = results["shard 0 of 64"], results["same records alone"]
     print(f"ratio shard job / alone: RSS {a['rss_gb'] / b['rss_gb']:.2f}x,"
           f" PSS {a['pss_gb'] / b['pss_gb']:.2f}x")
+    if args.baseline:
+        before = results["before: shard 0 of 64"]
+        print(f"before / now (shard 0 of 64): RSS {before['rss_gb'] / a['rss_gb']:.2f}x,"
+              f" PSS {before['pss_gb'] / a['pss_gb']:.2f}x")
     (tmp / "results.json").write_text(json.dumps(results, indent=2))
 
 
