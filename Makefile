@@ -34,3 +34,16 @@ lock:
 
 clean:
 	rm -rf results logs .snakemake report.html
+
+# Mutation testing (not in CI; an hour or more on 2 cores): module by module against the
+# fast tests ([tool.mutmut] in pyproject.toml), then the kill rate per module.
+.PHONY: mutation
+MUTATED := selection leverage conversation representation validation
+PLANNING := shard_range plan_chunks split_batches length_estimate
+mutation: $(VENV)/.complete
+	for module in $(MUTATED); do \
+	  nice -n 10 $(VENV)/bin/mutmut run --max-children $(CORES) "scalselect.$$module.*"; \
+	done
+	nice -n 10 $(VENV)/bin/mutmut run --max-children $(CORES) \
+	  $(foreach f,$(PLANNING),"scalselect.extraction.x_$(f)*")
+	$(PY) bench/mutation_rates.py

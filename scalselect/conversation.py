@@ -99,6 +99,19 @@ def truncation_points(messages: Sequence[dict[str, Any]]) -> list[int]:
 _STAND_INS = ("\ue000", "\ue001")
 
 
+def _common_prefix_length(a: str, b: str) -> int:
+    """Length of the longest common prefix of ``a`` and ``b`` (binary search over slice
+    comparisons, which run in C: long renderings cost microseconds)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def assistant_spans(
     rendered: str,
     messages: Sequence[dict[str, Any]],
@@ -129,10 +142,7 @@ def assistant_spans(
         replaced = [*messages[:number], {**message, "content": [{"type": "text", "text": stand_in}]},
                     *messages[number + 1:]]
         other = render(replaced)
-        start = next(
-            (i for i, (a, b) in enumerate(zip(rendered, other)) if a != b),
-            min(len(rendered), len(other)),
-        )
+        start = _common_prefix_length(rendered, other)
         lead = len(text) - len(text.lstrip())
         for begin in (start + lead, start):  # as written, or with leading space trimmed
             if rendered.startswith(core, begin):

@@ -371,7 +371,7 @@ def select_tokens(
     a = torch.where(vision, weights.double(), 0.0)
     n_vision = vision.sum(1, keepdim=True)
     total = a.sum(1, keepdim=True)
-    uniform = vision / n_vision.clamp(min=1)
+    uniform = vision.double() / n_vision.clamp(min=1)  # float64, as p: 1/3 is not float32
     p = torch.where(total > 0, a / torch.where(total > 0, total, 1.0), uniform)
     ranked, order = torch.sort(torch.where(vision, p, -1.0), dim=1, descending=True, stable=True)
     position = torch.arange(p.shape[1], device=p.device)

@@ -144,8 +144,9 @@ def pick_records(records: Sequence[Any], indices: np.ndarray) -> list[Any]:
     dataset).
     """
     if len(indices) and (indices[0] < 0 or indices[-1] >= len(records)):
+        outside = indices[0] if indices[0] < 0 else indices[-1]
         raise SelectionError(
-            f"scores refer to dataset index {indices[-1]} but the dataset has "
+            f"scores refer to dataset index {outside} but the dataset has "
             f"{len(records)} records: scores and dataset do not belong together"
         )
     return [records[i] for i in indices.tolist()]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from scalselect.conversation import (
@@ -14,6 +16,7 @@ from scalselect.conversation import (
     INSTRUCTION,
     VISION,
     SampleFailure,
+    _common_prefix_length,
     assistant_spans,
     chat_messages,
     shift_spans,
@@ -123,6 +126,15 @@ def test_assistant_spans_are_where_the_template_puts_each_answer() -> None:
     # Empty answers have no span.
     assert assistant_spans(toy_render(messages[:1] + text_messages(("assistant", " "))),
                            messages[:1] + text_messages(("assistant", " ")), toy_render) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.text(alphabet="ab", max_size=12), b=st.text(alphabet="ab", max_size=12))
+def test_common_prefix_length(a: str, b: str) -> None:
+    length = 0
+    while length < min(len(a), len(b)) and a[length] == b[length]:
+        length += 1
+    assert _common_prefix_length(a, b) == length
 
 
 def test_assistant_spans_follow_a_template_that_trims() -> None:

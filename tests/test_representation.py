@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from scalselect.cli import UserError
@@ -194,6 +197,9 @@ def test_select_tokens_rules() -> None:
     p, keep, n_kept = select_tokens(torch.tensor([[0.0, 0.0, 0.0, 0.0, 5.0]]), padded, 0.7)
     assert p.tolist() == [[0.25, 0.25, 0.25, 0.25, 0.0]]
     assert n_kept.tolist() == [3] and keep.tolist() == [[True, True, True, False, False]]
+    # Uniform thirds in float64: two of them reach 2/3 without exceeding it.
+    _, keep, n_kept = select_tokens(torch.zeros(1, 3), real, 2 / 3)
+    assert n_kept.tolist() == [3] and keep.all()
 
 
 def test_select_tokens_matches_plain_selection() -> None:
@@ -212,6 +218,40 @@ def test_select_tokens_matches_plain_selection() -> None:
     assert np.allclose(fast_p[0].numpy(), p)
     assert np.array_equal(np.flatnonzero(keep[0].numpy()), kept) and int(n_kept) == len(kept)
     assert np.allclose(vector, hidden[roles == VISION][kept].mean(0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.integers(0, 4), min_size=1, max_size=12), min_size=1, max_size=4),
+    threshold=st.fractions(Fraction(1, 100), Fraction(1)),
+)
+def test_tau_cut_property(rows: list[list[int]], threshold: Fraction) -> None:
+    """The kept set, computed exactly in the test: the largest weights first (ties in
+    sequence order) up to and including the first whose cumulative share exceeds tau;
+    all of them if none does; uniform weights when all are zero."""
+    width = max(map(len, rows))
+    weights = torch.zeros(len(rows), width, dtype=torch.float64)
+    real = torch.zeros(len(rows), width, dtype=torch.bool)
+    for r, row in enumerate(rows):
+        weights[r, : len(row)] = torch.tensor(row, dtype=torch.float64)
+        real[r, : len(row)] = True
+    for r, row in enumerate(rows):
+        total = sum(row)
+        shares = [Fraction(w, total) if total else Fraction(1, len(row)) for w in row]
+        order = sorted(range(len(row)), key=lambda j: (-shares[j], j))
+        partial = np.cumsum([float(shares[j]) for j in order])
+        assume(np.abs(partial - float(threshold)).min() > 1e-9)  # float noise would decide
+        cumulative, kept = Fraction(0), []
+        for j in order:
+            kept.append(j)
+            cumulative += shares[j]
+            if cumulative > threshold:
+                break
+        p, keep, n_kept = select_tokens(weights, real, float(threshold))
+        assert sorted(kept) == np.flatnonzero(keep[r].numpy()).tolist()
+        assert int(n_kept[r]) == len(kept)
+        np.testing.assert_allclose(p[r, : len(row)].numpy(), [float(x) for x in shares], rtol=1e-12)
+        assert not keep[r, len(row):].any() and (p[r, len(row):] == 0).all()
 
 
 def test_configuration_errors(tmp_path: Path) -> None:

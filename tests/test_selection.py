@@ -250,6 +250,48 @@ def test_scores_of_another_dataset_are_an_error(files) -> None:
         selection.pick_records(records[:20], selection.top_indices(table, 30))
 
 
+def test_read_scores_gives_the_ranked_table_only(tmp_path: Path) -> None:
+    table = score_table([0.1, 0.7, 0.4, 0.9])
+    shuffled = table.iloc[[2, 0, 3, 1]].assign(extra=1)
+    shuffled.to_parquet(tmp_path / "scores.parquet", index=False)
+    read = selection.read_scores(tmp_path / "scores.parquet")
+    assert list(read.columns) == ["index", "id", "importance", "rank"]
+    assert read.index.tolist() == [0, 1, 2, 3]
+    assert read["rank"].tolist() == [1, 2, 3, 4] and read["index"].tolist() == [3, 1, 2, 0]
+
+
+def test_original_jsonl_table_is_ranked_with_its_ids(tmp_path: Path) -> None:
+    records = [{"id": f"q{i}"} for i in range(4)] + ["not a record", {"id": 7}]
+    jsonl = tmp_path / "importance_scores.jsonl"
+    jsonl.write_text(
+        '{"sample_id": "q1", "importance": 0.5}\n\n'
+        '{"sample_id": 7, "importance": 0.5}\n{"sample_id": "q3", "importance": 0.9}\n'
+    )
+    table = selection.scores_from_jsonl(jsonl, records)
+    assert list(table.columns) == ["index", "id", "importance", "rank"]
+    assert table["index"].tolist() == [3, 1, 5] and table.index.tolist() == [0, 1, 2]
+    assert table["id"].tolist() == ['"q3"', '"q1"', "7"]
+    assert table["rank"].tolist() == [1, 2, 3] and table["rank"].dtype == np.int64
+    assert table["importance"].tolist() == [0.9, 0.5, 0.5]
+    jsonl.write_text('{"sample_id": "q1", "importance": 0.5}\n\n{"sample_id": "q9", "importance": 1}\n')
+    with pytest.raises(SelectionError, match=r"importance_scores.jsonl:3: sample_id \"q9\" is not in the dataset"):
+        selection.scores_from_jsonl(jsonl, records)
+
+
+def test_pick_records_bounds() -> None:
+    records = [{"id": i} for i in range(5)]
+    assert selection.pick_records(records, np.array([0, 4])) == [records[0], records[4]]
+    assert selection.pick_records(records, np.array([], dtype=np.int64)) == []
+    for bad, shown in (([-1, 2], -1), ([1, 5], 5), ([2, 3, 9], 9)):
+        with pytest.raises(SelectionError, match=f"scores refer to dataset index {shown} but the dataset has 5"):
+            selection.pick_records(records, np.array(bad))
+
+
+def test_summary_of_no_budget_has_the_columns(files) -> None:
+    _, _, _, table = files
+    assert list(selection.summary(table, []).columns) == list(selection.SUMMARY_COLUMNS)
+
+
 def test_summary_command(files, tmp_path: Path) -> None:
     _, scores, _, table = files
     out = tmp_path / "select/summary.csv"

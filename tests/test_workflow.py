@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -82,6 +84,55 @@ def test_demo_runs_end_to_end(demo_workflow: Path) -> None:
         assert len(filtered) == report["num_valid"] - len(report["text_only"]) > 0
         log = (demo_workflow / f"results/{run}/logs/validate.log").read_text()
         assert "invalid" in log
+
+
+def expected_scores(features: np.ndarray, sv_threshold: float) -> np.ndarray:
+    """Rank-k leverage scores by a dense SVD of the centred matrix (METHOD.md stage 2,
+    the demo's preprocessing: centring only)."""
+    centred = features - features.mean(axis=0)
+    u, sigma, _ = np.linalg.svd(centred, full_matrices=False)
+    energy = np.cumsum(sigma**2) / np.sum(sigma**2)
+    k = int(np.argmax(energy >= sv_threshold)) + 1
+    return (u[:, :k] ** 2).sum(axis=1)
+
+
+@pytest.mark.slow
+def test_demo_outputs_match_an_independent_computation(demo_workflow: Path) -> None:
+    config = yaml.safe_load((demo_workflow / "config/config.yaml").read_text())
+    for run in config["runs"]:
+        results = demo_workflow / f"results/{run}"
+        records = json.loads((results / "filter/dataset.json").read_text())
+        # The shards, read directly, in shard order.
+        shards = sorted((results / "extract").glob("shard-*"), key=lambda d: int(d.name.split("-")[1]))
+        assert len(shards) == config["extract"]["shards"]
+        rows = pd.concat([pd.read_parquet(d / "rows.parquet") for d in shards], ignore_index=True)
+        matrix = np.concatenate([np.load(d / "features.npy") for d in shards])
+        assert rows["index"].tolist() == list(range(len(records)))
+        ok = (rows["status"] == "ok").to_numpy()
+        expected = expected_scores(matrix[ok].astype(np.float64), config["score"]["sv_threshold"])
+
+        scores = pd.read_parquet(results / "score/scores.parquet")
+        by_index = scores.set_index("index")["importance"]
+        assert sorted(by_index.index) == rows["index"][ok].tolist()
+        np.testing.assert_allclose(
+            by_index.loc[rows["index"][ok]].to_numpy(), expected, rtol=1e-6, atol=1e-9
+        )
+
+        n_scored = int(ok.sum())
+        pool = sorted(by_index.index)
+        ranked = sorted(pool, key=lambda i: (-by_index[i], i))
+        for budget in config["select"]["budgets"]:
+            # A count, or a percentage of the scored samples rounded half up.
+            n = int(budget) if not str(budget).endswith("%") else (
+                (2 * int(str(budget)[:-1]) * n_scored + 100) // 200
+            )
+            top = json.loads((results / f"select/top-{n}.json").read_text())
+            assert top == [records[i] for i in sorted(ranked[:n])], (run, budget)
+            for seed in config["select"]["random_seeds"]:
+                order = np.random.default_rng(seed).permutation(n_scored)
+                draw = sorted(pool[k] for k in order[:n])
+                chosen = json.loads((results / f"select/random-{n}-seed{seed}.json").read_text())
+                assert chosen == [records[i] for i in draw], (run, n, seed)
 
 
 @pytest.mark.slow

@@ -1,0 +1,60 @@
+"""Kill rate per module of the last mutation run (``make mutation``), from
+``mutmut results --all true``: mutants checked, killed (a test failed, or timed out),
+survived, and the survivors' names (judge each: equivalent, or a missing test)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+# The modules where a wrong number is silent; for extraction only its pure planning
+# functions (the cache key logic is being rewritten).
+MODULES = ("selection", "leverage", "conversation", "representation", "validation")
+EXTRACTION_FUNCTIONS = ("shard_range", "plan_chunks", "split_batches", "length_estimate")
+LINE = re.compile(r"^\s*scalselect\.(\w+)\.x[_ǁ](\S+?)__mutmut_\d+: (.+)$")
+
+
+def module_of(module: str, function: str) -> str | None:
+    """The reported group of a mutant, or None when it is not reported."""
+    if module in MODULES:
+        return module
+    if module == "extraction" and function.lstrip("_") in EXTRACTION_FUNCTIONS:
+        return "extraction (planning)"
+    return None
+
+
+def main() -> int:
+    mutmut = Path(sys.executable).parent / "mutmut"
+    out = subprocess.run([str(mutmut), "results", "--all", "true"], capture_output=True,
+                         text=True, check=True).stdout
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    survivors: dict[str, list[str]] = defaultdict(list)
+    for line in out.splitlines():
+        match = LINE.match(line)
+        if not match:
+            continue
+        group = module_of(match[1], match[2])
+        status = match[3].strip()
+        if group is None or status == "not checked":
+            continue
+        counts[group][status] += 1
+        if status == "survived":
+            survivors[group].append(line.split(":")[0].strip())
+    print(f"{'module':24} {'checked':>8} {'killed':>7} {'survived':>9} {'other':>6} {'kill rate':>10}")
+    for group, by_status in counts.items():
+        killed = by_status["killed"] + by_status["timeout"]
+        survived = by_status["survived"]
+        total = sum(by_status.values())
+        print(f"{group:24} {total:8d} {killed:7d} {survived:9d} {total - killed - survived:6d}"
+              f" {killed / max(1, killed + survived):10.1%}")
+    for group, names in survivors.items():
+        print(f"\nsurvivors in {group}:")
+        print("\n".join(f"  {name}" for name in names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
