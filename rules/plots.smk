@@ -113,6 +113,7 @@ rule plots_gallery:
             "min_image_tokens",
             "max_image_tokens",
             "trust_remote_code",
+            "layer",
         ),
     shell:
         "python -m scalselect plot gallery --dataset {input.dataset} {params.dataset}"

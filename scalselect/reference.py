@@ -3,7 +3,8 @@
 One sample at a time, the full model (vision tower, projector, every decoder layer and
 the LM head) runs with eager attention and returns all hidden states and attentions,
 as the original tool did; METHOD.md stage 1 is then computed plainly from
-``hidden_states[1]`` and ``attentions[0]`` averaged over heads. Inputs and token roles
+``hidden_states[L]`` and ``attentions[L-1]`` averaged over heads (L = 1, the first
+decoder layer, unless a ``layer`` is given). Inputs and token roles
 come from the same :class:`scalselect.representation.Encoder` as the fast path.
 """
 
@@ -35,7 +36,7 @@ def plain_selection(
     Parameters
     ----------
     hidden : ndarray of shape (L, d)
-        Output hidden states of the first decoder layer.
+        Output hidden states of the decoder layer.
     attention : ndarray of shape (L, L)
         Its attention probabilities averaged over heads.
     roles : ndarray of shape (L,)
@@ -72,7 +73,8 @@ def plain_selection(
 class ReferenceModel:
     """The full VLM with eager attention, run one sample at a time.
 
-    Parameters are those of :class:`scalselect.representation.FirstLayerModel`.
+    Parameters are those of :class:`scalselect.representation.FirstLayerModel`;
+    ``layer`` only chooses which of the full forward's outputs are read.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class ReferenceModel:
         device: "str | torch.device | None" = None,
         attention_threshold: float = 0.9,
         trust_remote_code: bool = False,
+        layer: int = 1,
     ) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForImageTextToText
@@ -95,6 +98,7 @@ class ReferenceModel:
         )
         self.dtype = resolve_dtype(dtype, self.device)
         self.threshold = attention_threshold
+        self.layer = layer
         self.model = AutoModelForImageTextToText.from_pretrained(
             model_path,
             dtype=self.dtype,
@@ -114,8 +118,8 @@ class ReferenceModel:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         with torch.inference_mode():
             out = self.model(**inputs, output_hidden_states=True, output_attentions=True)
-        hidden = out.hidden_states[1][0].float().cpu().numpy()
-        attention = out.attentions[0][0].float().mean(0).cpu().numpy()
+        hidden = out.hidden_states[self.layer][0].float().cpu().numpy()
+        attention = out.attentions[self.layer - 1][0].float().mean(0).cpu().numpy()
         roles = item.roles.numpy()
         vector, kept, p = plain_selection(hidden, attention, roles, self.threshold)
         status = "ok" if np.isfinite(vector).all() and np.isfinite(p).all() else "non_finite"
