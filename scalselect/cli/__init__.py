@@ -26,6 +26,7 @@ COMMANDS = {
     "score-merge": "score_merge",
     "select": "select",
     "select-summary": "select_summary",
+    "select-baseline": "select_baseline",
     "plot": "plot",
     "plot-compare": "plot_compare",
 }
