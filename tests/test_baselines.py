@@ -160,3 +160,59 @@ def test_select_baseline_command(tmp_path: Path) -> None:
     assert len(json.loads(out.read_text())) == 8  # 10% of 78 scored samples, rounded
     assert main(["select-baseline", "--method", "kmeans", *common, "--num", "79",
                  "--out", str(out), "--picks", str(tmp_path / "k.parquet")]) == 2
+
+
+@pytest.mark.slow
+def test_new_method_or_seed_reruns_no_upstream_rule(demo_workflow: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from conftest import planned_jobs
+
+    workdir = tmp_path / "workflow"
+    shutil.copytree(demo_workflow, workdir, symlinks=True)
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    assert {"kcenter", "kmeans"} <= set(config["select"]["methods"])
+    # A method new to the results (its files absent): only its jobs and the comparison.
+    for run in config["runs"]:
+        for path in (workdir / "results" / run / "select").glob("kmeans-*"):
+            path.unlink()
+    jobs = planned_jobs(workdir)
+    budgets, runs = len(config["select"]["budgets"]), len(config["runs"])
+    assert jobs == {"select_baseline": budgets * runs, "plots_methods": runs, "all": 1}, jobs
+    # A new k-means seed reruns the k-means selections alone (not k-center) and the comparison.
+    extra = tmp_path / "seed.yaml"
+    extra.write_text(yaml.safe_dump({"select": {"kmeans_seed": 1}}))
+    jobs = planned_jobs(workdir, "--configfile", str(extra))
+    assert jobs == {"select_baseline": budgets * runs, "plots_methods": runs, "all": 1}, jobs
+    # Another layer for one run reruns its extraction (a result setting) and what follows.
+    extra.write_text(yaml.safe_dump({"runs": {**config["runs"], "demo-llava": {
+        **config["runs"]["demo-llava"], "extract": {"layer": 2}}}}))
+    jobs = planned_jobs(workdir, "--configfile", str(extra))
+    assert jobs["extract"] == config["extract"]["shards"] and "validate" not in jobs, jobs
+
+
+@pytest.mark.slow
+def test_demo_methods_and_layer_ablation(demo_workflow: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load((demo_workflow / "config/config.yaml").read_text())
+    for run in config["runs"]:
+        table = pd.read_csv(demo_workflow / "results" / run / "plots" / "methods.csv")
+        assert set(table["method"]) == {"ScalSelect", "Random (seed 0)", "k-center", "k-means"}
+        assert (table.loc[table["method"] == "ScalSelect", "jaccard_scalselect"] == 1).all()
+        assert table["subspace_retention"].between(0, 1 + 1e-9).all()
+        shares = table[[c for c in table.columns if c.startswith("share:")]]
+        assert np.allclose(shares.sum(1), 1)
+        for n in table["budget"].unique():
+            picks = pd.read_parquet(demo_workflow / "results" / run / "select" / f"kcenter-{n}.parquet")
+            assert len(picks) == n
+    ablation = demo_workflow / "results/layers/demo-llava-format_vs_demo-llava-format-layer2"
+    table = pd.read_csv(ablation / "layer_ablation.csv")
+    assert table["layer"].tolist() == [1, 2]
+    assert (ablation / "layer_ablation.pdf").exists()
+    manifest = json.loads(next(
+        (demo_workflow / "results/demo-llava-format-layer2/extract").glob("shard-*/manifest.json")
+    ).read_text())
+    assert manifest["settings"]["layer"] == 2

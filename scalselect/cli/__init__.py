@@ -29,6 +29,8 @@ COMMANDS = {
     "select-baseline": "select_baseline",
     "plot": "plot",
     "plot-compare": "plot_compare",
+    "plot-methods": "plot_methods",
+    "plot-layers": "plot_layers",
 }
 
 
