@@ -89,3 +89,57 @@ def test_methods_table_shares() -> None:
     assert table["method"].tolist() == ["ScalSelect", "Random (seed 0)"]
     assert table["share:vg"].tolist() == [1.0, 0.0] and table["share:coco"].tolist() == [0.0, 1.0]
     assert table["jaccard_scalselect"].tolist() == [1.0, 0.0]
+
+
+def test_plot_methods_and_layers_commands(tmp_path) -> None:
+    import json
+
+    import pandas as pd
+
+    from scalselect import leverage
+    from scalselect.cli import main
+    from scalselect.leverage import Backend, Preprocessing
+    from test_baselines import write_shard
+
+    rng = np.random.default_rng(2)
+    n = 60
+    records = [{"id": f"s{i}", "messages": [{"role": "user", "content": "<image>\nHi"},
+                                            {"role": "assistant", "content": "Yes."}],
+                "images": [f"{'coco' if i % 3 else 'vg'}/{i}.jpg"]} for i in range(n)]
+    (tmp_path / "dataset.json").write_text(json.dumps(records))
+    runs = []
+    for layer in (1, 2):
+        root = tmp_path / f"layer{layer}"
+        matrix = (rng.standard_normal((n, 8)) * [6, 4, 2, 1, 1, 1, 1, 1]).astype(np.float32)
+        shard = write_shard(root / "extract/shard-0-of-1", matrix, np.arange(n), set())
+        table, model = leverage.leverage_scores(
+            leverage.open_sources([shard]), Preprocessing(), 0.9, Backend("numpy"))
+        table.to_parquet(root / "scores.parquet", index=False)
+        model.save(root / "model.npz")
+        leverage.write_spectrum(root / "spectrum.json", model)
+        runs.append((root, shard))
+    root, shard = runs[0]
+    common = ["--dataset", str(tmp_path / "dataset.json"), "--features", str(shard),
+              "--model", str(root / "model.npz"), "--scores", str(root / "scores.parquet")]
+    assert main(["select-baseline", "--method", "kcenter", *common, "--num", "10",
+                 "--out", str(root / "kcenter-10.json"), "--picks", str(root / "kcenter-10.parquet")]) == 0
+    out = tmp_path / "plots"
+    assert main(["plot-methods", *common, "--budgets", "10", "--random-seeds", "0", "1",
+                 "--picks", str(root / "kcenter-10.parquet"), "--out-dir", str(out),
+                 "--formats", "png"]) == 0
+    table = pd.read_csv(out / "methods.csv")
+    assert table["method"].tolist() == ["ScalSelect", "Random (seed 0)", "Random (seed 1)", "k-center"]
+    assert table["coverage_queries"].tolist() == [n] * 4
+    assert set(table.columns) >= {"share:coco", "share:vg"} and (out / "methods.png").exists()
+    assert "\\toprule" in (out / "methods.tex").read_text()
+
+    arguments = [word for layer, (root, _) in zip((1, 2), runs) for word in (
+        "--run", f"run{layer}", str(layer), str(root / "spectrum.json"), str(root / "scores.parquet"))]
+    assert main(["plot-layers", *arguments, "--budgets", "10", "20%",
+                 "--out-dir", str(out), "--formats", "pdf", "png"]) == 0
+    ablation = pd.read_csv(out / "layer_ablation.csv")
+    assert ablation["layer"].tolist() == [1, 2]
+    expected = len(np.intersect1d(pd.read_parquet(runs[0][0] / "scores.parquet")["index"][:10],
+                                  pd.read_parquet(runs[1][0] / "scores.parquet")["index"][:10]))
+    assert ablation["jaccard@10 vs layer 2"].iloc[0] == pytest.approx(expected / (20 - expected))
+    assert (out / "layer_ablation.pdf").exists()
