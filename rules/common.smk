@@ -295,6 +295,8 @@ def comparison_runs(wildcards, input):
     )
 
 
+# Stage sections of a run entry (compared through `settings`, overrides applied).
+STAGES = ("validate", "filter", "extract", "score", "select", "plots")
 # Extraction settings that change speed only: runs differing in them alone are alike.
 EXTRACT_SPEED_KEYS = (
     "shards",
@@ -311,9 +313,7 @@ def layer_groups():
     settings), by group name `<run>_vs_<run>...`: the layer ablations."""
     groups = {}
     for run in RUNS:
-        entry = {
-            k: v for k, v in run_config(run).items() if k not in ("extract", "plots")
-        }
+        entry = {k: v for k, v in run_config(run).items() if k not in STAGES}
         extract = {
             k: v
             for k, v in settings(run, "extract").items()
