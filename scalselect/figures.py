@@ -583,7 +583,7 @@ def methods_comparison(table: pd.DataFrame) -> Figure:
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(style.percent_formatter)
     ax.set_xlabel(f"Source share, N = {style.format_count(budgets[-1])}")
-    ax.legend(fontsize=5, loc="lower right", framealpha=0.8, handlelength=0.8)
+    ax.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.0, 1.0), handlelength=0.8)
     style.panel_label(ax, "f")
     _fitting_legend(fig, axes.flat[0])
     return fig
