@@ -174,15 +174,12 @@ def test_new_method_or_seed_reruns_no_upstream_rule(demo_workflow: Path, tmp_pat
     shutil.copytree(demo_workflow, workdir, symlinks=True)
     config = yaml.safe_load((workdir / "config/config.yaml").read_text())
     assert {"kcenter", "kmeans"} <= set(config["select"]["methods"])
-    # A method new to the results (its files absent): only its jobs and the comparison.
-    for run in config["runs"]:
-        for path in (workdir / "results" / run / "select").glob("kmeans-*"):
-            path.unlink()
-    jobs = planned_jobs(workdir)
     budgets, runs = len(config["select"]["budgets"]), len(config["runs"])
-    assert jobs == {"select_baseline": budgets * runs, "plots_methods": runs, "all": 1}, jobs
+    extra = tmp_path / "extra.yaml"
+    # Another set of methods: the comparison alone is redone (its set of inputs changed).
+    extra.write_text(yaml.safe_dump({"select": {"methods": ["scalselect", "random", "kcenter"]}}))
+    assert planned_jobs(workdir, "--configfile", str(extra)) == {"plots_methods": runs, "all": 1}
     # A new k-means seed reruns the k-means selections alone (not k-center) and the comparison.
-    extra = tmp_path / "seed.yaml"
     extra.write_text(yaml.safe_dump({"select": {"kmeans_seed": 1}}))
     jobs = planned_jobs(workdir, "--configfile", str(extra))
     assert jobs == {"select_baseline": budgets * runs, "plots_methods": runs, "all": 1}, jobs
@@ -191,6 +188,14 @@ def test_new_method_or_seed_reruns_no_upstream_rule(demo_workflow: Path, tmp_pat
         **config["runs"]["demo-llava"], "extract": {"layer": 2}}}}))
     jobs = planned_jobs(workdir, "--configfile", str(extra))
     assert jobs["extract"] == config["extract"]["shards"] and "validate" not in jobs, jobs
+    # A method new to the results (its selections and the comparison absent): only its
+    # selections and the comparison run.
+    for run in config["runs"]:
+        for path in [*(workdir / "results" / run / "select").glob("kmeans-*"),
+                     *(workdir / "results" / run / "plots").glob("methods.*")]:
+            path.unlink()
+    jobs = planned_jobs(workdir)
+    assert jobs == {"select_baseline": budgets * runs, "plots_methods": runs, "all": 1}, jobs
 
 
 @pytest.mark.slow
