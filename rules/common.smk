@@ -124,20 +124,71 @@ def selection_files(wildcards):
     """Input function of `select_summary`: the top-N and random-N files of the run's
     budgets. A percentage becomes a count once the scored samples are known (checkpoint
     `cur_merge`); a budget above that count fails here, with its reason."""
-    from scalselect.selection import read_scores, resolve_budget
-
     run = wildcards.run
-    n_valid = len(read_scores(checkpoints.cur_merge.get(run=run).output.table))
-    values = settings(run, "select")
     files = []
-    for budget in values["budgets"]:
-        n = resolve_budget(budget, n_valid)
+    for n in resolved_budgets(run):
         files.append(f"results/{run}/select/top-{n}.json")
         files += [
             f"results/{run}/select/random-{n}-seed{seed}.json"
-            for seed in values["random_seeds"]
+            for seed in random_seeds(run)
         ]
     return files
+
+
+def resolved_budgets(run):
+    """The run's budgets as sample counts (after checkpoint `cur_merge`)."""
+    from scalselect.selection import read_scores, resolve_budget
+
+    n_valid = len(read_scores(checkpoints.cur_merge.get(run=run).output.table))
+    return [resolve_budget(b, n_valid) for b in settings(run, "select")["budgets"]]
+
+
+def random_seeds(run):
+    """Seeds of the run's random subsets; none when `random` is not a method."""
+    values = settings(run, "select")
+    return values["random_seeds"] if "random" in values["methods"] else []
+
+
+BASELINES = ("kcenter", "kmeans")
+
+
+def baseline_picks(wildcards):
+    """Input function of `plots_methods`: the picks of the run's baseline selectors
+    (`select.methods`) for each budget."""
+    methods = settings(wildcards.run, "select")["methods"]
+    return [
+        f"results/{wildcards.run}/select/{method}-{n}.parquet"
+        for method in BASELINES
+        if method in methods
+        for n in resolved_budgets(wildcards.run)
+    ]
+
+
+def baseline_options(wildcards):
+    """Params of `select_baseline`: the settings of that selector alone (a k-means
+    setting must not rerun k-center)."""
+    if wildcards.method != "kmeans":
+        return ""
+    return cli_options("select", "kmeans_clusters", "kmeans_seed")(wildcards)
+
+
+def run_shards(wildcards):
+    """Input function: the run's extraction shard directories."""
+    return [
+        f"results/{wildcards.run}/extract/{shard}"
+        for shard in shard_names(wildcards.run)
+    ]
+
+
+def features_mem_mb(wildcards, input):
+    """Resources: memory of a job holding all of a run's representations, preprocessed
+    (float32) and a float64 block, with margin: 3x the features files + 2 GB."""
+    size = sum(
+        os.path.getsize(os.path.join(shard, "features.npy"))
+        for shard in input.shards
+        if os.path.exists(os.path.join(shard, "features.npy"))
+    )
+    return 3 * size // 2**20 + 2000
 
 
 def model_value(key):
@@ -197,7 +248,8 @@ def gallery_setting(wildcards):
 
 
 def gallery_gpus(wildcards):
-    """Resources of `plots_gallery`: one GPU when extraction uses GPUs, else none."""
+    """Resources of `plots_gallery` (and of k-center and the methods comparison, which
+    use a GPU when present): one GPU when extraction uses GPUs, else none."""
     return min(settings(wildcards.run, "extract")["gpus"], 1)
 
 
@@ -243,6 +295,61 @@ def comparison_runs(wildcards, input):
     )
 
 
+# Stage sections of a run entry (compared through `settings`, overrides applied).
+STAGES = ("validate", "filter", "extract", "score", "select", "plots")
+# Extraction settings that change speed only: runs differing in them alone are alike.
+EXTRACT_SPEED_KEYS = (
+    "shards",
+    "batch_size",
+    "num_workers",
+    "gpus",
+    "chunk_size",
+    "cache_dir",
+)
+
+
+def layer_groups():
+    """Runs that differ only in `extract.layer` (same data, model, other result
+    settings), by group name `<run>_vs_<run>...`: the layer ablations."""
+    groups = {}
+    for run in RUNS:
+        entry = {k: v for k, v in run_config(run).items() if k not in STAGES}
+        extract = {
+            k: v
+            for k, v in settings(run, "extract").items()
+            if k not in EXTRACT_SPEED_KEYS + ("layer",)
+        }
+        stages = [settings(run, s) for s in ("validate", "filter", "score", "select")]
+        groups.setdefault(repr((entry, extract, stages)), []).append(run)
+    return {
+        "_vs_".join(runs): runs
+        for runs in groups.values()
+        if len({settings(run, "extract")["layer"] for run in runs}) > 1
+    }
+
+
+def layer_runs(wildcards):
+    """Params of `plots_layers`: `--run NAME LAYER SPECTRUM SCORES` for each run."""
+    return " ".join(
+        f"--run {run} {settings(run, 'extract')['layer']}"
+        f" results/{run}/score/spectrum.json results/{run}/score/scores.parquet"
+        for run in layer_groups()[wildcards.group]
+    )
+
+
+def layer_inputs(kind):
+    """Input function of `plots_layers`: each run's `spectrum` or `scores`."""
+    path = {
+        "spectrum": "results/{}/score/spectrum.json",
+        "scores": "results/{}/score/scores.parquet",
+    }[kind]
+
+    def inputs(wildcards):
+        return [path.format(run) for run in layer_groups()[wildcards.group]]
+
+    return inputs
+
+
 def plot_targets(run):
     """The figures and tables of one run."""
     formats = config["plots"]["formats"]
@@ -257,7 +364,14 @@ def plot_targets(run):
         "attention_gallery",
     ]
     files = [f"results/{run}/plots/{stem}.{fmt}" for stem in stems for fmt in formats]
-    tables = ["budgets.csv", "budgets.tex", "composition.csv"]
+    files += [f"results/{run}/plots/methods.{fmt}" for fmt in formats]
+    tables = [
+        "budgets.csv",
+        "budgets.tex",
+        "composition.csv",
+        "methods.csv",
+        "methods.tex",
+    ]
     return files + [f"results/{run}/plots/{name}" for name in tables]
 
 
@@ -288,5 +402,11 @@ def all_targets():
             f"results/{run}/score/importance_scores.jsonl",
             f"results/{run}/select/summary.csv",
             *plot_targets(run),
+        ]
+    formats = config["plots"]["formats"]
+    for group in layer_groups():
+        targets += [
+            f"results/layers/{group}/layer_ablation.{ext}"
+            for ext in (*formats, "csv", "tex")
         ]
     return targets + comparison_targets()

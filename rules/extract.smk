@@ -42,6 +42,7 @@ rule extract:
             "min_image_tokens",
             "max_image_tokens",
             "trust_remote_code",
+            "layer",
         ),
     shell:
         # The devices the scheduler gave this job, first line of the log.

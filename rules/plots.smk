@@ -113,6 +113,7 @@ rule plots_gallery:
             "min_image_tokens",
             "max_image_tokens",
             "trust_remote_code",
+            "layer",
         ),
     shell:
         "python -m scalselect plot gallery --dataset {input.dataset} {params.dataset}"
@@ -156,3 +157,70 @@ rule plots_compare:
     shell:
         "python -m scalselect plot-compare {params.runs} {params.budgets}"
         " --out-dir results/compare/{wildcards.group} {params.options} > {log} 2>&1"
+
+
+# Training-free comparison of the run's selection methods (select.methods) per budget.
+rule plots_methods:
+    input:
+        dataset="results/{run}/filter/dataset.json",
+        scores="results/{run}/score/scores.parquet",
+        model="results/{run}/score/model.npz",
+        shards=run_shards,
+        picks=baseline_picks,
+    output:
+        figure=figure_files("results/{run}/plots/methods", "methods.rst", "Methods"),
+        table=report(
+            "results/{run}/plots/methods.csv",
+            caption="../report/methods_table.rst",
+            category="{run}",
+            subcategory="Methods",
+            labels={"figure": "methods table"},
+        ),
+        table_tex="results/{run}/plots/methods.tex",
+    log:
+        "results/{run}/logs/plots/methods.log",
+    benchmark:
+        "results/{run}/benchmarks/plots/methods.tsv"
+    conda:
+        "../envs/plots.yaml"
+    resources:
+        gpu=gallery_gpus,
+        mem_mb=features_mem_mb,
+    params:
+        options=plot_options,
+        budgets=cli_options("select", "budgets"),
+        seeds=lambda wildcards: cli_option("random_seeds", random_seeds(wildcards.run)),
+        dataset=run_options("format", "source_field"),
+    shell:
+        "python -m scalselect plot-methods --dataset {input.dataset} {params.dataset}"
+        " --features {input.shards} --model {input.model} --scores {input.scores}"
+        " {params.budgets} {params.seeds} --picks {input.picks}"
+        " --out-dir results/{wildcards.run}/plots {params.options} > {log} 2>&1"
+
+
+# Layer ablation: runs that differ only in extract.layer.
+rule plots_layers:
+    input:
+        spectra=layer_inputs("spectrum"),
+        scores=layer_inputs("scores"),
+    output:
+        figure=figure_files(
+            "results/layers/{group}/layer_ablation", "layer_ablation.rst", "{group}"
+        ),
+        table="results/layers/{group}/layer_ablation.csv",
+        table_tex="results/layers/{group}/layer_ablation.tex",
+    log:
+        "results/layers/{group}/logs/plots_layers.log",
+    benchmark:
+        "results/layers/{group}/benchmarks/plots_layers.tsv"
+    wildcard_constraints:
+        group="|".join(map(re.escape, layer_groups())) or "(?!)",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        runs=layer_runs,
+        budgets=lambda wildcards: cli_option("budgets", config["select"]["budgets"]),
+        options=plot_options,
+    shell:
+        "python -m scalselect plot-layers {params.runs} {params.budgets}"
+        " --out-dir results/layers/{wildcards.group} {params.options} > {log} 2>&1"

@@ -1,5 +1,6 @@
-# Selection (METHOD.md stage 3): any top-N or random-N file is a target of its own, so
-# new budgets run only these rules. Samples are matched by dataset index (scores.parquet).
+# Selection (METHOD.md stage 3): any top-N, random-N, kcenter-N or kmeans-N file is a
+# target of its own, so new budgets or methods run only these rules (and the methods
+# comparison). Samples are matched by dataset index (scores.parquet).
 
 
 rule select:
@@ -59,3 +60,37 @@ rule select_summary:
     shell:
         "python -m scalselect select-summary --scores {input.scores} {params.budgets}"
         " --out {output.summary} > {log} 2>&1"
+
+
+# Baseline selectors on the run's representations, preprocessed as for scoring.
+rule select_baseline:
+    input:
+        dataset="results/{run}/filter/dataset.json",
+        scores="results/{run}/score/scores.parquet",
+        model="results/{run}/score/model.npz",
+        shards=run_shards,
+    output:
+        selection="results/{run}/select/{method}-{N}.json",
+        picks="results/{run}/select/{method}-{N}.parquet",
+    log:
+        "results/{run}/logs/select/{method}-{N}.log",
+    benchmark:
+        "results/{run}/benchmarks/select/{method}-{N}.tsv"
+    wildcard_constraints:
+        method="|".join(BASELINES),
+        N=r"[1-9]\d*",
+    conda:
+        "../envs/cur.yaml"
+    threads: 4
+    resources:
+        # k-center runs on a GPU when there is one.
+        gpu=gallery_gpus,
+        mem_mb=features_mem_mb,
+    params:
+        options=baseline_options,
+    shell:
+        "OMP_NUM_THREADS={threads} python -m scalselect select-baseline"
+        " --method {wildcards.method} --dataset {input.dataset}"
+        " --features {input.shards} --model {input.model} --scores {input.scores}"
+        " --num {wildcards.N} {params.options} --out {output.selection}"
+        " --picks {output.picks} > {log} 2>&1"

@@ -100,6 +100,7 @@ class Settings:
     min_image_tokens: int
     max_image_tokens: int
     trust_remote_code: bool
+    layer: int = 1  # decoder layer L of the representation
 
 
 def shard_range(num_samples: int, shard: int, num_shards: int) -> range:
@@ -647,6 +648,7 @@ def extract_shard(job: Job) -> dict[str, int] | None:
         min_image_tokens=int(requested["min_image_tokens"]),
         max_image_tokens=int(requested["max_image_tokens"]),
         trust_remote_code=bool(requested["trust_remote_code"]),
+        layer=int(requested.get("layer", 1)),
     )
     indices, records = read_shard_records(job.dataset, job.shard, job.num_shards)
     if not indices:
@@ -745,7 +747,8 @@ def _compute(
                       trust_remote_code=settings.trust_remote_code)
     model = FirstLayerModel(str(model_dir), settings.model_type, dtype=settings.dtype,
                             device=state.device, attention_threshold=settings.attention_threshold,
-                            trust_remote_code=settings.trust_remote_code)
+                            trust_remote_code=settings.trust_remote_code,
+                            layer=settings.layer)
     dim = int(model.model.config.get_text_config().hidden_size)
     batches, chunk_of_batch = [], []
     for chunk, positions in mine:

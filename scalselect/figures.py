@@ -533,3 +533,106 @@ def rank_agreement(
     ax.tick_params(length=0)
     fig.colorbar(image, ax=ax, shrink=0.8, label="Spearman ρ")
     return fig
+
+
+# Panels of the methods comparison: table column, axis label, fixed y range (or None).
+METHOD_MEASURES = (
+    ("jaccard_scalselect", "Jaccard overlap\nwith ScalSelect", (0, 1)),
+    ("subspace_retention", "Dominant-subspace\nretention", (0, 1)),
+    ("energy_ratio", "Rank-k energy\n(subset / full set)", None),
+    ("coverage_mean", "Mean distance to\nnearest selected", None),
+    ("coverage_max", "Max distance to\nnearest selected", None),
+)
+
+
+def methods_comparison(table: pd.DataFrame) -> Figure:
+    """Training-free comparison of selection methods: one panel per measure of
+    :data:`METHOD_MEASURES` (grouped bars: budgets on the x axis, one bar per method),
+    and the data-source composition of each method's subset at the largest budget
+    (columns ``share:<source>``). ``table`` is :func:`scalselect.diagnostics.methods_table`'s."""
+    methods = list(dict.fromkeys(table["method"]))
+    budgets = sorted(set(table["budget"].astype(int)))
+    colors = {m: style.RANDOM if m.startswith("Random") else style.PALETTE[i % 7]
+              for i, m in enumerate(methods)}
+    fig, axes = style.new_figure(style.DOUBLE_COLUMN, 4.6, nrows=2, ncols=3)
+    positions = np.arange(len(budgets))
+    width = 0.8 / len(methods)
+    for letter, ax, (key, label, limits) in zip("abcde", axes.flat, METHOD_MEASURES):
+        for i, method in enumerate(methods):
+            rows = table[table["method"] == method].set_index("budget").reindex(budgets)
+            ax.bar(positions - 0.4 + width * (i + 0.5), rows[key], width=width * 0.92,
+                   color=colors[method], label=method)
+        ax.set_xticks(positions, [f"N = {style.format_count(b)}" for b in budgets])
+        if limits:
+            ax.set_ylim(*limits)
+        ax.yaxis.set_major_formatter(style.TickFormatter())
+        ax.set_ylabel(label)
+        style.panel_label(ax, letter)
+    ax = axes.flat[5]
+    largest = table[table["budget"].astype(int) == budgets[-1]]
+    share_columns = [c for c in table.columns if c.startswith("share:")]
+    left = np.zeros(len(largest))
+    rows = np.arange(len(largest))
+    for j, column in enumerate(share_columns):
+        widths = largest[column].to_numpy(dtype=np.float64)
+        ax.barh(rows, widths, left=left, height=0.7, label=column.removeprefix("share:"),
+                color=style.PALETTE[(j + 1) % 7], edgecolor="white", linewidth=0.4)
+        left += widths
+    ax.set_yticks(rows, list(largest["method"]))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(style.percent_formatter)
+    ax.set_xlabel(f"Source share, N = {style.format_count(budgets[-1])}")
+    ax.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.0, 1.0), handlelength=0.8)
+    style.panel_label(ax, "f")
+    _fitting_legend(fig, axes.flat[0])
+    return fig
+
+
+def layer_ablation(spectra: pd.DataFrame, overlap: pd.DataFrame) -> Figure:
+    """Layer ablation: (a) the normalised spectrum ``s_j^2 / sum s^2`` of each run
+    against the component index, each run's k marked; (b) the Jaccard overlap of the
+    runs' top-N sets per budget and pair.
+
+    ``spectra`` has one row per run: ``label``, ``energy`` (the normalised spectrum, a
+    sequence) and ``k``; ``overlap`` is :func:`scalselect.comparison.compare_runs`'s
+    with a ``pair`` label column.
+    """
+    fig, (ax, bars) = style.new_figure(style.DOUBLE_COLUMN, 2.6, ncols=2)
+    longest = 1
+    for i, row in enumerate(spectra.itertuples()):
+        energy = np.asarray(row.energy, dtype=np.float64)
+        components = np.arange(1, len(energy) + 1)
+        color = style.PALETTE[i % 7]
+        ax.plot(components, energy, color=color, linewidth=1.2, linestyle=style.DASHES[i % 6]
+                if i else "-", label=f"{row.label} (k = {style.format_count(row.k)})")
+        ax.plot(row.k, energy[row.k - 1], "o", color=color, markersize=5,
+                markeredgecolor="white", markeredgewidth=0.6, zorder=3)
+        longest = max(longest, len(energy))
+    ax.set_yscale("log")
+    if longest > 50:
+        ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(style.count_formatter)
+    ax.set_xlabel("Component j")
+    ax.set_ylabel("Normalised energy $s_j^2 / \\sum s^2$")
+    ax.legend(loc="upper right")
+    style.panel_label(ax, "a")
+    pairs = list(dict.fromkeys(overlap["pair"]))
+    budgets = list(dict.fromkeys(overlap["budget"]))
+    positions = np.arange(len(budgets))
+    width = 0.8 / max(1, len(pairs))
+    for i, pair in enumerate(pairs):
+        rows = overlap[overlap["pair"] == pair].set_index("budget").reindex(budgets)
+        x = positions - 0.4 + width * (i + 0.5)
+        bars.bar(x, rows["jaccard"], width=width * 0.92, color=style.PALETTE[(i + 3) % 7],
+                 label=pair)
+        bars.hlines(rows["random_jaccard"], x - width * 0.46, x + width * 0.46,
+                    color="black", linestyle=":", linewidth=1.0)
+    bars.plot([], [], color="black", linestyle=":", linewidth=1.0, label="random subsets")
+    bars.set_xticks(positions, [_budget_label(b) for b in budgets])
+    bars.set_ylim(0, 1)
+    bars.yaxis.set_major_formatter(style.TickFormatter())
+    bars.set_ylabel("Jaccard overlap of top-N")
+    bars.legend(loc="upper left", fontsize=6)
+    style.panel_label(bars, "b")
+    return fig

@@ -48,6 +48,7 @@ class GalleryModel:
     max_image_tokens: int = 576
     dtype: str = "auto"
     trust_remote_code: bool = False
+    layer: int = 1
 
 
 def model_view(image: Image.Image, image_processor: Any) -> Image.Image:
@@ -113,7 +114,7 @@ def gallery_entries(
     model = FirstLayerModel(
         settings.path, settings.model_type, dtype=settings.dtype,
         attention_threshold=settings.attention_threshold,
-        trust_remote_code=settings.trust_remote_code,
+        trust_remote_code=settings.trust_remote_code, layer=settings.layer,
     )
     image_processor = encoder.processor.image_processor
     rows: list[list[GalleryEntry]] = []

@@ -17,8 +17,9 @@ processor and tokenizer, so that a bug on one side shows up as a difference:
   of its characters is assistant content;
 - the model: the full VLM (vision tower, projector, every decoder layer and the LM
   head), eager attention, all hidden states and attentions, one sample at a time, as the
-  original tool ran it; steps 4-6 are computed plainly from ``hidden_states[1]`` and
-  ``attentions[0]`` averaged over heads.
+  original tool ran it; steps 4-6 are computed plainly from ``hidden_states[L]`` and
+  ``attentions[L-1]`` averaged over heads (L = 1, the first decoder layer, unless a
+  ``layer`` is given).
 
 It never truncates: it is meant for samples that fit the model's context.
 """
@@ -46,7 +47,7 @@ def plain_selection(
     Parameters
     ----------
     hidden : ndarray of shape (L, d)
-        Output hidden states of the first decoder layer.
+        Output hidden states of the decoder layer.
     attention : ndarray of shape (L, L)
         Its attention probabilities averaged over heads.
     roles : ndarray of shape (L,)
@@ -170,7 +171,8 @@ class ReferenceModel:
 
     Parameters are those of :class:`scalselect.representation.FirstLayerModel`, plus
     the Qwen-VL vision-token budget per image of
-    :class:`scalselect.representation.Encoder`.
+    :class:`scalselect.representation.Encoder`; ``layer`` only chooses which of the full
+    forward's outputs are read.
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class ReferenceModel:
         min_image_tokens: int = 256,
         max_image_tokens: int = 576,
         trust_remote_code: bool = False,
+        layer: int = 1,
     ) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
@@ -206,6 +209,7 @@ class ReferenceModel:
                 "shortest_edge": min_image_tokens * side * side,
                 "longest_edge": max_image_tokens * side * side,
             }
+        self.layer = layer
         self.model = AutoModelForImageTextToText.from_pretrained(
             model_path,
             dtype=self.dtype,
@@ -233,8 +237,8 @@ class ReferenceModel:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         with torch.inference_mode():
             out = self.model(**inputs, output_hidden_states=True, output_attentions=True)
-        hidden = out.hidden_states[1][0].float().cpu().numpy()
-        attention = out.attentions[0][0].float().mean(0).cpu().numpy()
+        hidden = out.hidden_states[self.layer][0].float().cpu().numpy()
+        attention = out.attentions[self.layer - 1][0].float().mean(0).cpu().numpy()
         vector, kept, p = plain_selection(hidden, attention, roles, self.threshold)
         status = "ok" if np.isfinite(vector).all() and np.isfinite(p).all() else "non_finite"
         return SampleResult(

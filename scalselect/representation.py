@@ -14,8 +14,9 @@ API (CPU side and GPU side are separate so that encoding runs in DataLoader work
 - ``collate(items) -> Batch``: left-pads the token tensors, concatenates the image
   tensors (use as a DataLoader ``collate_fn``; ``Batch`` supports ``pin_memory``).
 - ``FirstLayerModel(model_path, model_type, *, dtype="auto", device=None,
-  attention_threshold=0.9, trust_remote_code=False)``: loads the VLM with SDPA, keeps
-  only the first decoder layer and never runs the LM head. ``.represent(batch) ->
+  attention_threshold=0.9, trust_remote_code=False, layer=1)``: loads the VLM with SDPA,
+  keeps only decoder layers 1..``layer`` (the first one by default, the method) and never
+  runs the LM head. ``.represent(batch) ->
   list[SampleResult]``, one per sample, never raising for a single sample's problem
   (``status`` ``"ok"`` or ``"non_finite"``).
 
@@ -25,13 +26,20 @@ among the sample's vision tokens in sequence order, of the kept ones, ascending)
 ``weights`` (the normalised vision-token weights ``p``, float32, sequence order) and
 ``grids`` (vision-token rows x cols per image).
 
-How the first layer's attention is obtained exactly without eager attention: the model
-runs with a custom attention function (registered with ``transformers.AttentionInterface``)
-that computes every attention output with SDPA, and, for the first decoder layer only,
-also the softmax probabilities of the instruction rows (from the q and k it receives,
-after RoPE / M-RoPE and any q/k norms), averaged over heads and rows. The first layer's
-output hidden states are read with a forward hook (before Qwen3-VL's deepstack
-addition, as ``hidden_states[1]`` of a full forward).
+How the attention of decoder layer L is obtained exactly without eager attention: the
+model runs with a custom attention function (registered with
+``transformers.AttentionInterface``) that computes every attention output with SDPA, and,
+for the self-attention of decoder layer L only (not the vision blocks, not the other
+layers), also the softmax probabilities of the instruction rows (from the q and k it
+receives, after RoPE / M-RoPE and any q/k norms), averaged over heads and rows.
+
+The hidden states are ``hidden_states[L]`` of a full forward, read with a forward hook:
+the output of decoder layer L, or, when L is the model's last layer, the final-norm
+output (transformers returns that as the last entry of ``hidden_states``, as the
+original tool read it). Qwen3-VL adds its "deepstack" visual features to the vision
+tokens' hidden states after each of its first ``len(deepstack_visual_indexes)`` decoder
+layers (layers 1-3 of Qwen3-VL-4B/8B); ``hidden_states[L]`` is layer L's output before
+its own addition, so its input already holds the additions of layers 1..L-1.
 """
 
 from __future__ import annotations
@@ -390,7 +398,7 @@ def _first_layer_attention(
     **kwargs: Any,
 ) -> tuple["torch.Tensor", None]:
     """Attention function of the fast path: SDPA output, plus (for the module carrying a
-    capture, the LLM's first layer) the head-averaged softmax probabilities of the
+    capture, the self-attention of the LLM's decoder layer L) the head-averaged softmax probabilities of the
     instruction rows, computed as eager attention does, reduced to their row mean."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -444,7 +452,7 @@ def _instruction_attention(
 
 
 class _Capture:
-    """What the first decoder layer hands back during one forward."""
+    """What decoder layer L hands back during one forward."""
 
     rows: "torch.Tensor"
     weights: "torch.Tensor"
@@ -452,7 +460,8 @@ class _Capture:
 
 
 class FirstLayerModel:
-    """The VLM up to its first decoder layer, computing representations of batches.
+    """The VLM up to decoder layer L (the first by default), computing representations
+    of batches.
 
     Parameters
     ----------
@@ -468,6 +477,9 @@ class FirstLayerModel:
         Attention-mass threshold tau of the vision-token selection.
     trust_remote_code : bool, default False
         Passed to ``from_pretrained``.
+    layer : int, default 1
+        The decoder layer L (1-based) whose hidden states and attention make the
+        representation; only layers 1..L are built and run.
     """
 
     def __init__(
@@ -479,6 +491,7 @@ class FirstLayerModel:
         device: "str | torch.device | None" = None,
         attention_threshold: float = 0.9,
         trust_remote_code: bool = False,
+        layer: int = 1,
     ) -> None:
         import torch
         import transformers
@@ -502,12 +515,16 @@ class FirstLayerModel:
         AttentionInterface.register(ATTENTION_NAME, _first_layer_attention)
         # SDPA's masks for our attention function (custom names get none otherwise).
         AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-        # Build the LLM with its first decoder layer only, so the other layers' weights
-        # are never read; nothing after that layer influences the result.
+        # Build the LLM with decoder layers 1..L only, so the other layers' weights are
+        # never read; nothing after layer L influences the result.
         text_config = config.get_text_config()
-        text_config.num_hidden_layers = 1
+        n_layers = int(text_config.num_hidden_layers)
+        if not 1 <= layer <= n_layers:
+            raise UserError(f"{model_path}: layer {layer} is not in 1..{n_layers} (its decoder layers)")
+        self.layer = layer
+        text_config.num_hidden_layers = layer
         if getattr(text_config, "layer_types", None):
-            text_config.layer_types = text_config.layer_types[:1]
+            text_config.layer_types = text_config.layer_types[:layer]
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # the skipped layers' load report
         try:
@@ -533,9 +550,11 @@ class FirstLayerModel:
         language_model = self.model.language_model
         self.model.to(self.device).eval()
         self.capture = _Capture()
-        layer = language_model.layers[0]
-        layer.self_attn._scalselect_capture = self.capture
-        layer.register_forward_hook(self._keep_hidden)
+        decoder_layer = language_model.layers[layer - 1]
+        decoder_layer.self_attn._scalselect_capture = self.capture
+        # hidden_states[L] of a full forward: the final-norm output for the last layer.
+        output = language_model.norm if layer == n_layers else decoder_layer
+        output.register_forward_hook(self._keep_hidden)
 
     def _keep_hidden(self, module: Any, args: Any, output: Any) -> None:
         self.capture.hidden = output[0] if isinstance(output, tuple) else output
@@ -590,6 +609,6 @@ class FirstLayerModel:
             )
             if not finite[row]:
                 result.vector, result.status = None, "non_finite"
-                result.detail = "the first layer's hidden states or attention are not finite"
+                result.detail = f"layer {self.layer}'s hidden states or attention are not finite"
             results.append(result)
         return results

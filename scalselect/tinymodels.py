@@ -142,7 +142,7 @@ def _tokenizer(special: list[str], *, bos: str | None, eos: str, pad: str, unk: 
     )
 
 
-def _build_llava(initializer_range: float):
+def _build_llava(initializer_range: float, text_layers: int):
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -170,7 +170,7 @@ def _build_llava(initializer_range: float):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **_TEXT,
+        **(_TEXT | {"num_hidden_layers": text_layers}),
     )
     config = LlavaConfig(
         vision_config=vision,
@@ -195,7 +195,7 @@ def _build_llava(initializer_range: float):
     return LlavaForConditionalGeneration(config), processor
 
 
-def _build_qwen(family: str, initializer_range: float):
+def _build_qwen(family: str, initializer_range: float, text_layers: int):
     import transformers as tf
 
     tokenizer = _tokenizer(_QWEN_SPECIAL, bos=None, eos="<|im_end|>", pad="<|endoftext|>", unk=None)
@@ -215,9 +215,10 @@ def _build_qwen(family: str, initializer_range: float):
     )
     patch_size = 16 if family == "qwen3-vl" else 14
     merge = 2
+    sizes = _TEXT | {"num_hidden_layers": text_layers}
     if family == "qwen2-vl":
         # Qwen2-VL derives head_dim from hidden_size / num_attention_heads.
-        text = tf.Qwen2VLTextConfig(**_TEXT, **text_ids)
+        text = tf.Qwen2VLTextConfig(**sizes, **text_ids)
         vision = tf.Qwen2VLVisionConfig(
             depth=2, embed_dim=32, hidden_size=_TEXT["hidden_size"], mlp_ratio=2, num_heads=4,
             patch_size=patch_size, spatial_merge_size=merge, initializer_range=initializer_range,
@@ -227,7 +228,7 @@ def _build_qwen(family: str, initializer_range: float):
         video_processor = tf.Qwen2VLVideoProcessor(patch_size=patch_size, merge_size=merge)
         processor_class, default_system = tf.Qwen2VLProcessor, True
     elif family == "qwen2.5-vl":
-        text = tf.Qwen2_5_VLTextConfig(**_TEXT, **text_ids)
+        text = tf.Qwen2_5_VLTextConfig(**sizes, **text_ids)
         vision = tf.Qwen2_5_VLVisionConfig(
             depth=2, hidden_size=32, intermediate_size=64, num_heads=4,
             out_hidden_size=_TEXT["hidden_size"], patch_size=patch_size, spatial_merge_size=merge,
@@ -238,7 +239,7 @@ def _build_qwen(family: str, initializer_range: float):
         video_processor = tf.Qwen2VLVideoProcessor(patch_size=patch_size, merge_size=merge)
         processor_class, default_system = tf.Qwen2_5_VLProcessor, True
     else:
-        text = tf.Qwen3VLTextConfig(**_TEXT, head_dim=16, **text_ids)
+        text = tf.Qwen3VLTextConfig(**sizes, head_dim=16, **text_ids)
         vision = tf.Qwen3VLVisionConfig(
             depth=2, hidden_size=32, intermediate_size=64, num_heads=4,
             out_hidden_size=_TEXT["hidden_size"], patch_size=patch_size, spatial_merge_size=merge,
@@ -273,6 +274,7 @@ def build_tiny_model(
     *,
     seed: int = 0,
     initializer_range: float = 0.2,
+    text_layers: int = 2,
 ) -> Path:
     """Build a tiny random VLM of ``family`` and save model and processor to ``out_dir``.
 
@@ -287,6 +289,9 @@ def build_tiny_model(
     initializer_range : float, default 0.2
         Standard deviation of the initial weights. Larger than the families' 0.02 so
         that first-layer attention is peaked rather than almost uniform.
+    text_layers : int, default 2
+        Decoder layers of the language model (Qwen3-VL adds its deepstack visual
+        features after the first one).
 
     Returns
     -------
@@ -302,9 +307,9 @@ def build_tiny_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if family == "llava":
-            model, processor = _build_llava(initializer_range)
+            model, processor = _build_llava(initializer_range, text_layers)
         else:
-            model, processor = _build_qwen(family, initializer_range)
+            model, processor = _build_qwen(family, initializer_range, text_layers)
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)

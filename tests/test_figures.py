@@ -513,9 +513,11 @@ def test_new_budget_redraws_only_budget_figures(demo_workflow: Path, tmp_path: P
     extra.write_text(yaml.safe_dump({"select": {"budgets": [*config["select"]["budgets"], 20]}}))
     jobs = planned_jobs(demo_workflow, "--configfile", str(extra))
     runs = len(config["runs"])
-    assert jobs.get("plots") == runs and jobs.get("plots_compare") == 1, jobs
-    assert set(jobs) <= {"select", "select_random", "select_summary", "plots",
-                         "plots_compare", "all"}, jobs
+    # Two comparison groups: the runs on dataset.json, and on dataset_llava.json.
+    assert jobs.get("plots") == runs and jobs.get("plots_compare") == 2, jobs
+    assert set(jobs) <= {"select", "select_random", "select_summary", "select_baseline",
+                         "plots", "plots_methods", "plots_compare", "plots_layers",
+                         "all"}, jobs
 
 
 def test_svg_is_vector_with_editable_text(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from scalselect.cli import UserError
 from scalselect.dataset import Message, Sample
 from scalselect.reference import ReferenceModel, plain_selection
 from scalselect.representation import (
+    TEXT_KEYS,
     VISION,
     Encoder,
     FirstLayerModel,
@@ -322,3 +323,58 @@ def test_auto_dtype_is_float32_on_the_cpu_unless_simulating_a_gpu(tmp_path: Path
     expected = getattr(torch, simulated) if simulated else torch.float32
     assert FirstLayerModel(path, "llava").dtype == expected
     assert ReferenceModel(path, "llava").dtype == expected
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_any_layer_equals_full_forward(family: str, images, tmp_path: Path) -> None:
+    # Three decoder layers: layer 2 is neither the first nor the last one, and layer 3's
+    # hidden_states entry is the final-norm output. Qwen3-VL adds deepstack features
+    # after layer 1, so layers 2 and 3 see them.
+    path = build_tiny_model(family, tmp_path / family, text_layers=3)
+    budget = {"min_image_tokens": 8, "max_image_tokens": 48}
+    encoder = Encoder(path, model_type(family), **budget)
+    samples = conversations()
+    items = [encoder.encode(s, i) for s, i in zip(samples, images)]
+    reference = ReferenceModel(path, model_type(family), dtype="float32", layer=1, **budget)
+    with torch.inference_mode():
+        inputs, _ = reference.encode(samples[0], images[0])
+        full = reference.model(**inputs, output_hidden_states=True, output_attentions=True)
+    assert len(full.hidden_states) == 4 and len(full.attentions) == 3
+    first_vectors = {}
+    for layer in (1, 2, 3):
+        reference.layer = layer
+        fast = FirstLayerModel(path, model_type(family), dtype="float32", layer=layer)
+        # Layers 1..L are built, no LM head; layer L's attention carries the capture.
+        assert len(fast.model.language_model.layers) == layer
+        assert not hasattr(fast.model, "lm_head")
+        expected = [reference.represent(s, i) for s, i in zip(samples, images)]
+        batched = fast.represent(collate(items))
+        for ref, got in zip(expected, batched):
+            assert ref.status == got.status == "ok"
+            assert margin(ref.weights.astype(np.float64), 0.9) > MARGIN
+            assert np.abs(got.vector - ref.vector).max() <= TOLERANCE
+            assert np.array_equal(got.kept, ref.kept)
+            assert np.abs(got.weights - ref.weights).max() <= 1e-6
+        first_vectors[layer] = expected[0].vector
+    # The layers really differ: each layer gives another vector.
+    assert not np.allclose(first_vectors[1], first_vectors[2])
+    assert not np.allclose(first_vectors[2], first_vectors[3])
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen3-vl"])
+def test_last_layer_is_final_norm_output(family: str, images, tmp_path: Path) -> None:
+    """Independent of the reference: hidden_states[-1] of a full forward is the final
+    norm's output (transformers' choice, as the original tool read it), and the last
+    layer's representation is made from it."""
+    path = build_tiny_model(family, tmp_path / family)
+    encoder = Encoder(path, model_type(family), min_image_tokens=8, max_image_tokens=48)
+    item = encoder.encode(conversations()[0], images[0])
+    fast = FirstLayerModel(path, model_type(family), dtype="float32", layer=2)
+    normed = []
+    fast.model.language_model.norm.register_forward_hook(lambda m, a, out: normed.append(out))
+    result = fast.represent(collate([item]))[0]
+    vision = np.flatnonzero(item.roles.numpy() == VISION)
+    kept_rows = normed[0][0, vision[result.kept]].numpy()
+    assert np.abs(result.vector - kept_rows.mean(0)).max() <= 1e-6
+    with pytest.raises(UserError, match="layer 3 is not in 1..2"):
+        FirstLayerModel(path, model_type(family), layer=3)

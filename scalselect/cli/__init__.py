@@ -27,8 +27,11 @@ COMMANDS = {
     "score-merge": "score_merge",
     "select": "select",
     "select-summary": "select_summary",
+    "select-baseline": "select_baseline",
     "plot": "plot",
     "plot-compare": "plot_compare",
+    "plot-methods": "plot_methods",
+    "plot-layers": "plot_layers",
 }
 
 

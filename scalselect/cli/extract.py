@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Extract the first-layer representations of one shard of a dataset."
+HELP = "Extract the representations (first decoder layer by default) of one shard of a dataset."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     results.add_argument("--max-length", type=int, default=4096, help="Longest sequence; longer conversations lose trailing turns.")
     results.add_argument("--min-image-tokens", type=int, default=256, help="Qwen-VL: fewest vision tokens per image.")
     results.add_argument("--max-image-tokens", type=int, default=576, help="Qwen-VL: most vision tokens per image.")
+    results.add_argument("--layer", type=int, default=1, help="Decoder layer L (1-based) of the representation; 1 = the method's first layer.")
     results.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction, default=False, help="Let the model repository run its own code.")
     speed = parser.add_argument_group("settings that do not change results")
     speed.add_argument("--batch-size", type=int, default=8, help="Samples per forward pass.")
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from scalselect.cli import UserError
     from scalselect.extraction import Job, extract_shard
 
-    for name in ("batch_size", "chunk_size", "num_shards", "max_length"):
+    for name in ("batch_size", "chunk_size", "num_shards", "max_length", "layer"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.num_workers < 0:
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             "min_image_tokens": args.min_image_tokens,
             "max_image_tokens": args.max_image_tokens,
             "trust_remote_code": args.trust_remote_code,
+            "layer": args.layer,
         },
         shard=args.shard,
         num_shards=args.num_shards,

@@ -90,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gallery.add_argument("--dtype", default="auto",
                          choices=["auto", "float32", "bfloat16", "float16"],
                          help="Model dtype (auto: bfloat16 on GPU, float32 on CPU).")
+    gallery.add_argument("--layer", type=int, default=1,
+                         help="As extracted: decoder layer L of the representation.")
     gallery.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction,
                          default=False, help="Let the model repository run its own code.")
     add_output_arguments(gallery)
@@ -210,7 +212,7 @@ def _gallery(args: argparse.Namespace) -> list[Path]:
             args.model, args.model_type, attention_threshold=args.attention_threshold,
             max_length=args.max_length, min_image_tokens=args.min_image_tokens,
             max_image_tokens=args.max_image_tokens, dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
+            trust_remote_code=args.trust_remote_code, layer=args.layer,
         ),
     )
     return _save(figures.attention_gallery(highest, lowest), args, GALLERY)
