@@ -3,6 +3,7 @@ import copy
 import os
 import re
 import shlex
+import sys
 
 from snakemake.utils import validate
 
@@ -14,10 +15,14 @@ validate(config, "../config/schema.yaml")
 
 RUNS = list(config["runs"])
 
-# Jobs run `python -m scalselect` from this checkout, in whatever environment runs them
-# (bash strict mode kept, as Snakemake's default prefix has it).
+# Jobs run `python -m scalselect` from this checkout with the interpreter of the
+# Snakemake that schedules them (first on PATH), whether or not its environment is
+# activated; SLURM jobs run that same interpreter path on the shared filesystem.
+# Bash strict mode kept, as Snakemake's default prefix has it.
 shell.prefix(
-    "set -euo pipefail; export PYTHONPATH="
+    "set -euo pipefail; export PATH="
+    + shlex.quote(os.path.dirname(sys.executable))
+    + ":$PATH PYTHONPATH="
     + shlex.quote(workflow.basedir)
     + "${{PYTHONPATH:+:$PYTHONPATH}}; "
 )
