@@ -5,12 +5,25 @@ import re
 import shlex
 import sys
 
+import yaml
 from snakemake.utils import validate
+
+from scalselect.config import (
+    made_by_workflow,
+    problem_report,
+    run_problems,
+    schema_problems,
+)
 
 # Run sections override the global stage sections key by key; keep what the user wrote
 # before schema validation fills defaults into them.
 RUN_OVERRIDES = copy.deepcopy(config.get("runs") or {})
 
+# Every wrong key in one short message; then Snakemake's validation fills the defaults.
+with open(os.path.join(workflow.basedir, "config/schema.yaml")) as schema_file:
+    _problems = schema_problems(config, yaml.safe_load(schema_file))
+if _problems:
+    raise WorkflowError(problem_report(_problems, "configuration"))
 validate(config, "../config/schema.yaml")
 
 RUNS = list(config["runs"])
@@ -38,14 +51,19 @@ def settings(run, stage):
     return {**config[stage], **RUN_OVERRIDES[run].get(stage, {})}
 
 
-# Checks the schema cannot express (they relate two keys), before any job starts.
+# Checks the schema cannot express (files, the model's own config, related keys), all
+# reported at once before any job starts.
+_problems = []
 for run in RUNS:
+    _problems += run_problems(run, run_config(run), settings(run, "select"))
     tokens = settings(run, "extract")
     if tokens["min_image_tokens"] > tokens["max_image_tokens"]:
-        raise WorkflowError(
+        _problems.append(
             f"runs.{run}: extract.min_image_tokens ({tokens['min_image_tokens']}) is"
             f" larger than extract.max_image_tokens ({tokens['max_image_tokens']})"
         )
+if _problems:
+    raise WorkflowError(problem_report(_problems, "configuration"))
 
 
 def run_value(key):
@@ -158,7 +176,7 @@ def model_input(wildcards):
     """Input function of `extract`: the model directory when it is a file of this
     workflow (an existing path, or one `rule demo` makes), else nothing (a hub name)."""
     path = run_config(wildcards.run)["model"]["path"]
-    return [path] if os.path.exists(path) or path.startswith("resources/") else []
+    return [path] if os.path.exists(path) or made_by_workflow(path) else []
 
 
 def extract_setting(key):
