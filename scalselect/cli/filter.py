@@ -3,8 +3,9 @@
 Writes the valid records unchanged and in dataset order, in the input's record format
 (JSON Lines when ``--out`` ends in ``.jsonl``, else a JSON array; text-only samples only
 with ``--keep-text-only``), and logs the removed counts per reason. A count in
-``--budgets`` above the kept samples fails before anything is written. Refuses a report made from different dataset content (its
-``dataset_sha256`` and ``num_samples`` must match).
+``--budgets`` above the kept samples fails before anything is written. Refuses a report
+made from different dataset content (its ``dataset_sha256`` and ``num_samples`` must
+match).
 """
 
 from __future__ import annotations
