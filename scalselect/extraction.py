@@ -649,6 +649,8 @@ def extract_shard(job: Job) -> dict[str, int] | None:
         "settings": dataclasses.asdict(settings),
         "chunk_size": job.chunk_size,
         "dataset_format": dataset.format,
+        # The fingerprint of the dataset the shard's indices refer to (issue 11).
+        "dataset_sha256": dataset.digest,
     }
     rows = assemble_shard(entry, len(chunks), job.out, manifest)
     counts = Counter(rows["status"])

@@ -36,10 +36,37 @@ class SelectionError(UserError):
 
 
 def read_scores(path: str | os.PathLike) -> pd.DataFrame:
-    """Ranked scores: ``scores.parquet`` (columns ``index``, ``id``, ``importance``,
-    ``rank``), as written by scoring, sorted by rank."""
-    table = pd.read_parquet(path, columns=["index", "id", "importance", "rank"])
+    """Ranked scores: ``scores.parquet`` (columns ``index``, ``id``, ``id_type``,
+    ``importance``, ``rank``), as written by scoring, sorted by rank."""
+    table = pd.read_parquet(path, columns=["index", "id", "id_type", "importance", "rank"])
     return table.sort_values("rank", kind="stable").reset_index(drop=True)
+
+
+def check_scores_belong(
+    scores: pd.DataFrame,
+    records: Sequence[Any],
+    scores_path: str | os.PathLike,
+    dataset_path: str | os.PathLike,
+) -> None:
+    """Raise ``SelectionError`` unless every scored sample's dataset index holds a
+    record with the scored id (``scores.parquet`` carries the ids of the dataset it
+    indexes): scores of another dataset, or of the same records in another order, would
+    otherwise select the wrong samples."""
+    ids = zip(scores["index"].tolist(), scores["id"].tolist(), scores["id_type"].tolist())
+    for index, text, kind in ids:
+        if not 0 <= index < len(records):
+            raise SelectionError(
+                f"{scores_path} does not belong to {dataset_path}: it scores dataset index"
+                f" {index} but the dataset has {len(records)} records"
+            )
+        record = records[index]
+        found = record.get("id") if isinstance(record, dict) else None
+        if features.id_text(found) != text or features.id_type(found) != kind:
+            raise SelectionError(
+                f"{scores_path} does not belong to {dataset_path}: dataset index {index}"
+                f" holds id {found!r} but the scores have id {text!r} ({kind}) there"
+                " (scores of another dataset, or of these records in another order)"
+            )
 
 
 def scores_from_jsonl(path: str | os.PathLike, records: Sequence[Any]) -> pd.DataFrame:

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         scores = selection.scores_from_jsonl(args.scores, records)
     else:
         scores = selection.read_scores(args.scores)
+        selection.check_scores_belong(scores, records, args.scores, args.dataset)
     n = selection.resolve_budget(args.num, len(scores))
     if args.random:
         indices = selection.random_indices(scores, n, args.seed)
