@@ -109,7 +109,7 @@ def resolve_budget(budget: int | str, n_valid: int) -> int:
     Parameters
     ----------
     budget : int or str
-        A sample count (``100000``, ``"100000"``) or a percentage of the valid samples
+        A sample count (``100000``, ``"100000"``) or a percentage of the scored samples
         (``"16%"``, ``"2.5%"``).
     n_valid : int
         Number of valid (scored) samples.
@@ -137,7 +137,7 @@ def resolve_budget(budget: int | str, n_valid: int) -> int:
     except ValueError:
         raise SelectionError(f"budget {budget!r} is neither a count nor a percentage") from None
     if n < 1:
-        raise SelectionError(f"budget {budget!r} of {n_valid} valid samples selects no sample")
+        raise SelectionError(f"budget {budget!r} of {n_valid} scored samples selects no sample")
     if n > n_valid:
         raise SelectionError(
             f"budget {budget!r} asks for {n} samples but only {n_valid} were scored"
@@ -174,7 +174,7 @@ def pick_records(records: Sequence[Any], indices: np.ndarray) -> list[Any]:
 
 
 def summary(scores: pd.DataFrame, budgets: Sequence[int | str]) -> pd.DataFrame:
-    """Per budget: as configured, resolved count, fraction of the valid samples and the
+    """Per budget: as configured, resolved count, fraction of the scored samples and the
     importance of the last selected sample (``score_threshold``)."""
     rows = []
     for budget in budgets:
