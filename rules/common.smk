@@ -152,15 +152,25 @@ def selection_files(wildcards):
     run = wildcards.run
     n_valid = len(read_scores(checkpoints.cur_merge.get(run=run).output.table))
     values = settings(run, "select")
+    ext = selection_extension(run)
     files = []
     for budget in values["budgets"]:
         n = resolve_budget(budget, n_valid)
-        files.append(f"results/{run}/select/top-{n}.json")
+        files.append(f"results/{run}/select/top-{n}.{ext}")
         files += [
-            f"results/{run}/select/random-{n}-seed{seed}.json"
+            f"results/{run}/select/random-{n}-seed{seed}.{ext}"
             for seed in values["random_seeds"]
         ]
     return files
+
+
+def selection_extension(run):
+    """`jsonl` when the run's dataset is JSON Lines, else `json`: selections keep the
+    dataset's file format."""
+    from scalselect.dataset import JSONL_SUFFIXES
+
+    suffix = os.path.splitext(run_config(run)["dataset"])[1].lower()
+    return "jsonl" if suffix in JSONL_SUFFIXES else "json"
 
 
 def model_value(key):

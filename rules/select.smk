@@ -1,5 +1,7 @@
 # Selection (METHOD.md stage 3): any top-N or random-N file is a target of its own, so
 # new budgets run only these rules. Samples are matched by dataset index (scores.parquet).
+# A selection named .jsonl is JSON Lines, .json a JSON array (the run's dataset decides
+# which the default target asks for).
 
 
 rule select:
@@ -7,13 +9,14 @@ rule select:
         dataset="results/{run}/filter/dataset.json",
         scores="results/{run}/score/scores.parquet",
     output:
-        selection="results/{run}/select/top-{N}.json",
+        selection="results/{run}/select/top-{N}.{ext}",
     log:
-        "results/{run}/logs/select/top-{N}.log",
+        "results/{run}/logs/select/top-{N}.{ext}.log",
     benchmark:
-        "results/{run}/benchmarks/select/top-{N}.tsv"
+        "results/{run}/benchmarks/select/top-{N}.{ext}.tsv"
     wildcard_constraints:
         N=r"[1-9]\d*",
+        ext="jsonl?",
     conda:
         "../envs/data.yaml"
     shell:
@@ -26,13 +29,14 @@ rule select_random:
         dataset="results/{run}/filter/dataset.json",
         scores="results/{run}/score/scores.parquet",
     output:
-        selection="results/{run}/select/random-{N}-seed{seed}.json",
+        selection="results/{run}/select/random-{N}-seed{seed}.{ext}",
     log:
-        "results/{run}/logs/select/random-{N}-seed{seed}.log",
+        "results/{run}/logs/select/random-{N}-seed{seed}.{ext}.log",
     benchmark:
-        "results/{run}/benchmarks/select/random-{N}-seed{seed}.tsv"
+        "results/{run}/benchmarks/select/random-{N}-seed{seed}.{ext}.tsv"
     wildcard_constraints:
         N=r"[1-9]\d*",
+        ext="jsonl?",
         seed=r"\d+",
     conda:
         "../envs/data.yaml"

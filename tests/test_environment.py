@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO, copy_workflow, tracked_files
+from scalselect.dataset import write_records
 from scalselect.demo import build_dataset, build_models
 
 # The shared environment this test runs in (bootstrap_venv.sh writes the marker).
@@ -77,11 +79,12 @@ def test_venv_is_this_clones_own_and_runs_its_package_from_any_folder(
 
 
 def own_config(clone: Path, data: Path) -> None:
-    """my-config.yaml of the README, pointing at a dataset and model outside the clone."""
+    """my-config.yaml of the README, pointing at a JSON Lines dataset and a model outside
+    the clone."""
     config = {
         "runs": {
             "mine": {
-                "dataset": str(data / "dataset.json"),
+                "dataset": str(data / "dataset.jsonl"),
                 "image_root": str(data / "images"),
                 "model": {"path": str(data / "models/tiny-llava"), "type": "llava"},
             }
@@ -99,13 +102,21 @@ def test_own_data_commands_run_as_written_in_a_clean_shell(clone: Path, tmp_path
     data = tmp_path / "data"
     build_dataset(data)
     build_models(data)
+    records = json.loads((data / "dataset.json").read_text())
+    write_records(data / "dataset.jsonl", records)
     own_config(clone, data)
     commands = readme_commands("Your own dataset and model")
     assert ".venv/bin/snakemake --configfile my-config.yaml" in commands
     result = clean_shell(clone, commands)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    top = json.loads((clone / "results/mine/select/top-20.json").read_text())
-    assert len(top) == 20
+    # JSON Lines in, JSON Lines out.
+    lines = (clone / "results/mine/select/top-20.jsonl").read_text().splitlines()
+    top = [json.loads(line) for line in lines]
+    assert len(top) == 20 and all(record in records for record in top)
+    # The shard is bound to the dataset it indexes.
+    manifest = json.loads((clone / "results/mine/extract/shard-0-of-1/manifest.json").read_text())
+    filtered = (clone / "results/mine/filter/dataset.json").read_bytes()
+    assert manifest["dataset_sha256"] == hashlib.sha256(filtered).hexdigest()
     assert (clone / "results/mine/plots/attention_gallery.png").exists()
     # Nothing the workflow wrote is a file git would show.
     new = sorted(
@@ -130,7 +141,7 @@ def test_slurm_commands_plan_as_written_in_a_clean_shell(clone: Path, tmp_path: 
     own_config(clone, tmp_path / "data")
     (tmp_path / "data/models/tiny-llava").mkdir(parents=True)
     (tmp_path / "data/models/tiny-llava/config.json").write_text('{"model_type": "llava"}')
-    (tmp_path / "data/dataset.json").write_text("[]")
+    (tmp_path / "data/dataset.jsonl").write_text("")
     (tmp_path / "data/images").mkdir()
     commands = readme_commands("Running on SLURM")
     assert commands.rstrip().splitlines()[-1].startswith(".venv/bin/snakemake --profile slurm")
