@@ -650,7 +650,7 @@ def extract_shard(job: Job) -> dict[str, int] | None:
         "chunk_size": job.chunk_size,
         "dataset_format": dataset.format,
         # The fingerprint of the dataset the shard's indices refer to (issue 11).
-        "dataset_sha256": dataset.digest,
+        "dataset_sha256": dataset.sha256,
     }
     rows = assemble_shard(entry, len(chunks), job.out, manifest)
     counts = Counter(rows["status"])

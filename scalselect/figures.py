@@ -361,7 +361,7 @@ def composition(shares: pd.DataFrame) -> Figure:
     colors = {s: style.PALETTE[i % 7] for i, s in enumerate(sources)}
     if "other" in colors:
         colors["other"] = style.RANDOM
-    height = 0.9 + 0.34 * len(shares)
+    height = 0.9 + 0.28 * len(shares)
     fig, ax = style.new_figure(style.SINGLE_COLUMN, height)
     rows = np.arange(len(shares))
     left = np.zeros(len(shares))
