@@ -4,8 +4,6 @@ SHELL := bash
 VENV := .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
-# Jobs call `python -m scalselect`: run them with the environment's python.
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo test lint format lock clean
 

@@ -3,21 +3,39 @@ import copy
 import os
 import re
 import shlex
+import sys
 
+import yaml
 from snakemake.utils import validate
+
+from scalselect.config import (
+    made_by_workflow,
+    problem_report,
+    run_problems,
+    schema_problems,
+)
 
 # Run sections override the global stage sections key by key; keep what the user wrote
 # before schema validation fills defaults into them.
 RUN_OVERRIDES = copy.deepcopy(config.get("runs") or {})
 
+# Every wrong key in one short message; then Snakemake's validation fills the defaults.
+with open(os.path.join(workflow.basedir, "config/schema.yaml")) as schema_file:
+    _problems = schema_problems(config, yaml.safe_load(schema_file))
+if _problems:
+    raise WorkflowError(problem_report(_problems, "configuration"))
 validate(config, "../config/schema.yaml")
 
 RUNS = list(config["runs"])
 
-# Jobs run `python -m scalselect` from this checkout, in whatever environment runs them
-# (bash strict mode kept, as Snakemake's default prefix has it).
+# Jobs run `python -m scalselect` from this checkout with the interpreter of the
+# Snakemake that schedules them (first on PATH), whether or not its environment is
+# activated; SLURM jobs run that same interpreter path on the shared filesystem.
+# Bash strict mode kept, as Snakemake's default prefix has it.
 shell.prefix(
-    "set -euo pipefail; export PYTHONPATH="
+    "set -euo pipefail; export PATH="
+    + shlex.quote(os.path.dirname(sys.executable))
+    + ":$PATH PYTHONPATH="
     + shlex.quote(workflow.basedir)
     + "${{PYTHONPATH:+:$PYTHONPATH}}; "
 )
@@ -33,14 +51,19 @@ def settings(run, stage):
     return {**config[stage], **RUN_OVERRIDES[run].get(stage, {})}
 
 
-# Checks the schema cannot express (they relate two keys), before any job starts.
+# Checks the schema cannot express (files, the model's own config, related keys), all
+# reported at once before any job starts.
+_problems = []
 for run in RUNS:
+    _problems += run_problems(run, run_config(run), settings(run, "select"))
     tokens = settings(run, "extract")
     if tokens["min_image_tokens"] > tokens["max_image_tokens"]:
-        raise WorkflowError(
+        _problems.append(
             f"runs.{run}: extract.min_image_tokens ({tokens['min_image_tokens']}) is"
             f" larger than extract.max_image_tokens ({tokens['max_image_tokens']})"
         )
+if _problems:
+    raise WorkflowError(problem_report(_problems, "configuration"))
 
 
 def run_value(key):
@@ -125,11 +148,12 @@ def selection_files(wildcards):
     budgets. A percentage becomes a count once the scored samples are known (checkpoint
     `cur_merge`); a budget above that count fails here, with its reason."""
     run = wildcards.run
+    ext = selection_extension(run)
     files = []
     for n in resolved_budgets(run):
-        files.append(f"results/{run}/select/top-{n}.json")
+        files.append(f"results/{run}/select/top-{n}.{ext}")
         files += [
-            f"results/{run}/select/random-{n}-seed{seed}.json"
+            f"results/{run}/select/random-{n}-seed{seed}.{ext}"
             for seed in random_seeds(run)
         ]
     return files
@@ -191,6 +215,15 @@ def features_mem_mb(wildcards, input):
     return 3 * size // 2**20 + 2000
 
 
+def selection_extension(run):
+    """`jsonl` when the run's dataset is JSON Lines, else `json`: selections keep the
+    dataset's file format."""
+    from scalselect.dataset import JSONL_SUFFIXES
+
+    suffix = os.path.splitext(run_config(run)["dataset"])[1].lower()
+    return "jsonl" if suffix in JSONL_SUFFIXES else "json"
+
+
 def model_value(key):
     """Params function: a key of the run's model entry (path, type)."""
 
@@ -204,7 +237,7 @@ def model_input(wildcards):
     """Input function of `extract`: the model directory when it is a file of this
     workflow (an existing path, or one `rule demo` makes), else nothing (a hub name)."""
     path = run_config(wildcards.run)["model"]["path"]
-    return [path] if os.path.exists(path) or path.startswith("resources/") else []
+    return [path] if os.path.exists(path) or made_by_workflow(path) else []
 
 
 def extract_setting(key):

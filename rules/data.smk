@@ -41,8 +41,15 @@ rule filter:
         "results/{run}/benchmarks/filter.tsv"
     conda:
         "../envs/data.yaml"
+    resources:
+        # Checked here, before extraction; a resource, not a param: budgets do not
+        # change the filtered dataset, so a new budget must not rerun everything.
+        budgets=lambda wildcards: " ".join(
+            map(shlex.quote, map(str, settings(wildcards.run, "select")["budgets"]))
+        ),
     params:
         options=cli_options("filter", "keep_text_only"),
     shell:
         "python -m scalselect filter --dataset {input.dataset}"
-        " --report {input.report} --out {output.dataset} {params.options} > {log} 2>&1"
+        " --report {input.report} --out {output.dataset} {params.options}"
+        " --budgets {resources.budgets} > {log} 2>&1"

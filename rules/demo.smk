@@ -15,10 +15,11 @@ rule demo:
         images=directory("resources/demo/images"),
         llava=directory("resources/demo/models/tiny-llava"),
         qwen=directory("resources/demo/models/tiny-qwen3-vl"),
+    # Under the ignored resources/, so that no file the workflow writes dirties git status.
     log:
-        "logs/demo.log",
+        "resources/logs/demo.log",
     benchmark:
-        "benchmarks/demo.tsv"
+        "resources/benchmarks/demo.tsv"
     conda:
         "../envs/demo.yaml"
     shell:

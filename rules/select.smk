@@ -1,6 +1,8 @@
 # Selection (METHOD.md stage 3): any top-N, random-N, kcenter-N or kmeans-N file is a
 # target of its own, so new budgets or methods run only these rules (and the methods
 # comparison). Samples are matched by dataset index (scores.parquet).
+# A selection named .jsonl is JSON Lines, .json a JSON array (the run's dataset decides
+# which the default target asks for).
 
 
 rule select:
@@ -8,13 +10,14 @@ rule select:
         dataset="results/{run}/filter/dataset.json",
         scores="results/{run}/score/scores.parquet",
     output:
-        selection="results/{run}/select/top-{N}.json",
+        selection="results/{run}/select/top-{N}.{ext}",
     log:
-        "results/{run}/logs/select/top-{N}.log",
+        "results/{run}/logs/select/top-{N}.{ext}.log",
     benchmark:
-        "results/{run}/benchmarks/select/top-{N}.tsv"
+        "results/{run}/benchmarks/select/top-{N}.{ext}.tsv"
     wildcard_constraints:
         N=r"[1-9]\d*",
+        ext="jsonl?",
     conda:
         "../envs/data.yaml"
     shell:
@@ -27,13 +30,14 @@ rule select_random:
         dataset="results/{run}/filter/dataset.json",
         scores="results/{run}/score/scores.parquet",
     output:
-        selection="results/{run}/select/random-{N}-seed{seed}.json",
+        selection="results/{run}/select/random-{N}-seed{seed}.{ext}",
     log:
-        "results/{run}/logs/select/random-{N}-seed{seed}.log",
+        "results/{run}/logs/select/random-{N}-seed{seed}.{ext}.log",
     benchmark:
-        "results/{run}/benchmarks/select/random-{N}-seed{seed}.tsv"
+        "results/{run}/benchmarks/select/random-{N}-seed{seed}.{ext}.tsv"
     wildcard_constraints:
         N=r"[1-9]\d*",
+        ext="jsonl?",
         seed=r"\d+",
     conda:
         "../envs/data.yaml"

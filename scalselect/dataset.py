@@ -564,7 +564,15 @@ def resolve_image(root: str | os.PathLike, path: str) -> Path:
 
 
 def write_records(path: str | os.PathLike, records: Sequence[Any]) -> None:
-    """Write records, unchanged, as a JSON array (one record per line), atomically."""
+    """Write records, unchanged, atomically: JSON Lines when ``path`` ends in ``.jsonl``
+    or ``.ndjson`` (as read by :func:`load_dataset`), else a JSON array (one record per
+    line)."""
+    if Path(path).suffix.lower() in JSONL_SUFFIXES:
+        with atomic_write(path) as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False))
+                handle.write("\n")
+        return
     with atomic_write(path) as handle:
         handle.write("[")
         for number, record in enumerate(records):

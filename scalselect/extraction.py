@@ -714,6 +714,9 @@ def extract_shard(job: Job) -> dict[str, int] | None:
         "dataset_format": record_format,
         "samples_computed": computed,
         "samples_reused": len(keys) - computed,
+        # The fingerprint of the dataset the shard's indices refer to (the bytes of the
+        # filtered file, hashed as a stream: the job still holds only its shard).
+        "dataset_sha256": file_digest(job.dataset),
     }
     rows = assemble_shard(store, [found[k] for k in keys], shard, job.out, manifest)
     counts = Counter(rows["status"])

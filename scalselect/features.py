@@ -7,7 +7,8 @@ A *shard directory* holds one extraction job's output:
 - ``rows.parquet``: one row per sample of the shard, columns
 
   ``index`` (int64, position in the filtered dataset), ``id`` (str, the sample id
-  JSON-encoded so that ``7`` and ``"7"`` stay distinct), ``status`` (``"ok"`` or a
+  JSON-encoded so that ``7`` and ``"7"`` stay distinct; :func:`load_rows` decodes it),
+  ``status`` (``"ok"`` or a
   failure reason code), ``n_vision`` / ``n_kept`` / ``seq_len`` (int64), ``truncated``
   (bool), ``detail`` (str, human-readable failure detail, empty when ok).
 - ``manifest.json``: written last; its presence marks the shard as complete.
@@ -43,6 +44,19 @@ def encode_id(sample_id: Any) -> str:
 def decode_id(text: str) -> Any:
     """Inverse of :func:`encode_id`."""
     return json.loads(text)
+
+
+def id_text(sample_id: Any) -> str | None:
+    """A sample id as plain text for tables users filter with pandas (``"000000000017"``,
+    ``"93"`` for the int 93, None for a missing id); :func:`id_type` keeps the type."""
+    return None if sample_id is None else str(sample_id)
+
+
+def id_type(sample_id: Any) -> str:
+    """``"int"``, ``"str"`` or ``"null"``: with :func:`id_text`, an id exactly as given."""
+    if sample_id is None:
+        return "null"
+    return "int" if isinstance(sample_id, int) and not isinstance(sample_id, bool) else "str"
 
 
 def write_shard(
@@ -84,6 +98,28 @@ def shard_dirs(path: str | os.PathLike) -> list[Path]:
     return candidates
 
 
+def dataset_fingerprint(shards: Sequence[str | os.PathLike]) -> str | None:
+    """The ``dataset_sha256`` the shards' manifests share (None when they predate it).
+
+    Raises ``ValueError`` naming two shards made from different datasets: their dataset
+    indices refer to different records and must not be scored or exported together.
+    """
+    seen: dict[str, Path] = {}
+    for shard in map(Path, shards):
+        manifest = json.loads((shard / MANIFEST).read_text(encoding="utf-8"))
+        digest = manifest.get("dataset_sha256")
+        if digest is not None:
+            seen.setdefault(digest, shard)
+        if len(seen) > 1:
+            first, other = seen.values()
+            raise ValueError(
+                f"{first} and {other} were extracted from different datasets (dataset"
+                f" sha256 {next(iter(seen))[:12]}... and {digest[:12]}...): use the shards"
+                " of one dataset"
+            )
+    return next(iter(seen), None)
+
+
 def open_shard(directory: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
     """The row table and the memory-mapped matrix of one complete shard."""
     directory = Path(directory)
@@ -93,9 +129,13 @@ def open_shard(directory: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def load_rows(path: str | os.PathLike) -> pd.DataFrame:
-    """All row tables under ``path``, concatenated and sorted by dataset index."""
+    """All row tables under ``path``, concatenated and sorted by dataset index, with the
+    ``id`` column decoded to the ids as given (ints and strings), so that
+    ``rows[rows.id == "000000000017"]`` finds that sample."""
     tables = [pd.read_parquet(d / ROWS) for d in shard_dirs(path)]
-    return pd.concat(tables, ignore_index=True).sort_values("index", kind="stable")
+    rows = pd.concat(tables, ignore_index=True).sort_values("index", kind="stable")
+    rows["id"] = pd.Series([decode_id(x) for x in rows["id"]], index=rows.index, dtype=object)
+    return rows
 
 
 def load(path: str | os.PathLike) -> tuple[list[Any], np.ndarray]:
@@ -123,10 +163,11 @@ def export_npz(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> tu
     """Write the original tool's ``all_representations.npz`` from shard directories.
 
     ``representations`` is float32 ``[N, d]`` (the successful samples of each path, in
-    dataset order, paths in the order given); ``sample_ids`` is int64 when every id is
-    an integer, else the ids as strings (``str(id)``). Written atomically. Returns
-    ``(N, d)``.
+    dataset order, paths in the order given); ``sample_ids`` holds the ids as strings
+    (``str(id)``), as the original tool writes them (its ``cur.py`` calls
+    ``.isdigit()`` on them). Written atomically. Returns ``(N, d)``.
     """
+    dataset_fingerprint([shard for path in paths for shard in shard_dirs(path)])
     ids: list[Any] = []
     blocks: list[np.ndarray] = []
     for path in paths:
@@ -137,8 +178,7 @@ def export_npz(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> tu
     if len(dims) > 1:
         raise ValueError(f"the shards hold representations of different sizes: {sorted(dims)}")
     matrix = np.concatenate([b for b in blocks if len(b)]) if dims else np.empty((0, 0), np.float32)
-    integral = all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-    sample_ids = np.asarray(ids, dtype=np.int64) if integral else np.asarray([str(i) for i in ids])
+    sample_ids = np.asarray([str(i) for i in ids], dtype=str)
     with atomic_write(out, "wb") as handle:
         np.savez(handle, representations=matrix, sample_ids=sample_ids)
     return matrix.shape[0], matrix.shape[1]

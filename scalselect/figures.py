@@ -33,6 +33,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from PIL import Image
 
@@ -318,7 +319,8 @@ def spectrum(cumulative_energy: Sequence[float], k: int, sv_threshold: float) ->
     ax.yaxis.set_major_formatter(style.percent_formatter)
     ax.set_xlabel("Components (singular values)")
     ax.set_ylabel("Spectral energy")
-    ax.legend(loc="center right")
+    # Above the axes: inside, the legend sat on the k line wherever k fell.
+    _fitting_legend(fig, ax)
     return fig
 
 
@@ -327,35 +329,68 @@ def _text_color(color: str) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
+def _share_label(share: float) -> str:
+    return f"{100 * share:.0f}%" if share >= 0.01 else f"{100 * share:.1f}%"
+
+
+def _label_small_segments(fig: Figure, ax: Axes, row: int, segments: list[tuple[float, float]]
+                          ) -> None:
+    """Percentages of the segments too narrow to hold one (``(centre, share)``, left to
+    right), in a line just above the bar: each as close to its segment as the labels to
+    its right allow, so that none overlap."""
+    renderer = fig.canvas.get_renderer()
+    to_data = ax.transData.inverted()
+    limit = ax.transData.transform((1, row))[0]
+    for centre, share in reversed(segments):
+        label = ax.text(centre, row - 0.32, _share_label(share), ha="center", va="bottom",
+                        fontsize=5, color="black")
+        box = label.get_window_extent(renderer)
+        if box.x1 > limit:
+            shifted = to_data.transform((box.x0 + box.width / 2 - (box.x1 - limit), 0))[0]
+            label.set_x(shifted)
+            box = label.get_window_extent(renderer)
+        limit = box.x0 - 2
+
+
 def composition(shares: pd.DataFrame) -> Figure:
     """Horizontal stacked bars: the share of each data source (columns, in order) in each
     subset (rows, top to bottom: the full set first). Values are fractions summing to 1
-    per row; segments of at least 8 % carry their percentage."""
+    per row; every segment carries its percentage, inside when it fits (at least 8 %),
+    else just above the bar."""
     sources = list(shares.columns)
     colors = {s: style.PALETTE[i % 7] for i, s in enumerate(sources)}
     if "other" in colors:
         colors["other"] = style.RANDOM
-    height = 0.9 + 0.24 * len(shares)
+    height = 0.9 + 0.28 * len(shares)
     fig, ax = style.new_figure(style.SINGLE_COLUMN, height)
     rows = np.arange(len(shares))
     left = np.zeros(len(shares))
+    small: list[list[tuple[float, float]]] = [[] for _ in rows]
     for source in sources:
         widths = shares[source].to_numpy(dtype=np.float64)
-        ax.barh(rows, widths, left=left, height=0.7, color=colors[source], label=source,
+        ax.barh(rows, widths, left=left, height=0.6, color=colors[source], label=source,
                 edgecolor="white", linewidth=0.4)
         for row, (x, w) in enumerate(zip(left, widths)):
             if w >= 0.08:
-                ax.text(x + w / 2, row, f"{100 * w:.0f}", ha="center", va="center",
+                ax.text(x + w / 2, row, _share_label(w), ha="center", va="center",
                         fontsize=6, color=_text_color(colors[source]))
+            elif w > 0:
+                small[row].append((x + w / 2, w))
         left += widths
     ax.set_yticks(rows, list(shares.index))
-    ax.invert_yaxis()
+    # Top to bottom, with room above the first bar for its small segments' labels.
+    ax.set_ylim(len(shares) - 0.5, -0.8)
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(style.percent_formatter)
     ax.set_xlabel("Share of samples")
     ax.tick_params(axis="y", length=0)
     ax.spines["left"].set_visible(False)
     _fitting_legend(fig, ax, handlelength=1.0, columnspacing=1.0)
+    # Place the small labels in the final layout, and keep them out of it.
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    for row, segments in enumerate(small):
+        _label_small_segments(fig, ax, row, segments)
     return fig
 
 
@@ -437,7 +472,8 @@ def attention_gallery(
     highest: Sequence[GalleryEntry], lowest: Sequence[GalleryEntry]
 ) -> Figure:
     """Two rows of images, the highest-scored samples above and the lowest below; the
-    vision tokens dropped by the attention threshold are dimmed."""
+    vision tokens dropped by the attention threshold are dimmed, as a legend above
+    says."""
     cols = max(len(highest), len(lowest), 1)
     panel = style.DOUBLE_COLUMN / max(cols, 4)
     fig, axes = style.new_figure(style.DOUBLE_COLUMN, 2 * (panel + 0.3) + 0.1,
@@ -450,6 +486,11 @@ def attention_gallery(
             else:
                 ax.set_axis_off()
         axes[row][0].set_ylabel(f"{name} scores", fontsize=8)
+    kept = Patch(facecolor="white", edgecolor=style.PALETTE[6], linewidth=0.6,
+                 label="kept vision tokens")
+    dropped = Patch(facecolor=(0, 0, 0, 0.6), edgecolor=style.PALETTE[6], linewidth=0.6,
+                    label="dropped (dimmed)")
+    fig.legend(handles=[kept, dropped], loc="outside upper center", ncols=2)
     return fig
 
 

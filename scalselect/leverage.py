@@ -202,7 +202,8 @@ def open_sources(paths: Sequence[str | os.PathLike]) -> list[Source]:
     """Feature sources for shard directories, extraction directories or one ``.npz``.
 
     Raises ``LeverageError`` when the paths mix an ``.npz`` with anything else (its row
-    positions and the shards' dataset indices would collide) or dimensions disagree.
+    positions and the shards' dataset indices would collide), shards of different
+    datasets (:func:`~scalselect.features.dataset_fingerprint`) or dimensions disagree.
     """
     npz = [p for p in paths if str(p).endswith(".npz")]
     if npz and len(paths) > 1:
@@ -211,9 +212,11 @@ def open_sources(paths: Sequence[str | os.PathLike]) -> list[Source]:
         sources: list[Source] = [NpzSource(npz[0])]
     else:
         try:
-            sources = [ShardSource(d) for p in paths for d in features.shard_dirs(p)]
-        except FileNotFoundError as error:
+            shards = [d for p in paths for d in features.shard_dirs(p)]
+            features.dataset_fingerprint(shards)
+        except (FileNotFoundError, ValueError) as error:
             raise LeverageError(str(error)) from error
+        sources = [ShardSource(d) for d in shards]
     dims = {s.dim for s in sources}
     if len(dims) > 1:
         raise LeverageError(f"feature dimensions differ between sources: {sorted(dims)}")
@@ -551,14 +554,22 @@ def rank_scores(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 def write_scores(jsonl: str | os.PathLike, table: pd.DataFrame) -> Path:
     """Write ``importance_scores.jsonl`` (the original tool's format) and, next to it,
-    ``scores.parquet`` (``index``, ``id``, ``importance``, ``rank``). Returns the latter."""
+    ``scores.parquet`` (``index``, ``id``, ``id_type``, ``importance``, ``rank``; ``id``
+    as plain text that pandas users compare directly, ``id_type`` ``int``/``str``/``null``
+    to keep ``7`` and ``"7"`` apart). ``table`` holds JSON ids (:func:`rank_scores`).
+    Returns the parquet path."""
     jsonl = Path(jsonl)
     with atomic_write(jsonl) as handle:
         for sample_id, importance in zip(table["id"], table["importance"]):
             handle.write(f'{{"sample_id": {sample_id}, "importance": {json.dumps(float(importance))}}}\n')
+    ids = [features.decode_id(x) for x in table["id"]]
+    plain = table.assign(
+        id=pd.Series([features.id_text(i) for i in ids], dtype=object),
+        id_type=[features.id_type(i) for i in ids],
+    )[["index", "id", "id_type", "importance", "rank"]]
     parquet = jsonl.with_name("scores.parquet")
     with atomic_write(parquet, "wb") as handle:
-        table.to_parquet(handle, index=False)
+        plain.to_parquet(handle, index=False)
     return parquet
 
 

@@ -38,10 +38,37 @@ class SelectionError(UserError):
 
 
 def read_scores(path: str | os.PathLike) -> pd.DataFrame:
-    """Ranked scores: ``scores.parquet`` (columns ``index``, ``id``, ``importance``,
-    ``rank``), as written by scoring, sorted by rank."""
-    table = pd.read_parquet(path, columns=["index", "id", "importance", "rank"])
+    """Ranked scores: ``scores.parquet`` (columns ``index``, ``id``, ``id_type``,
+    ``importance``, ``rank``), as written by scoring, sorted by rank."""
+    table = pd.read_parquet(path, columns=["index", "id", "id_type", "importance", "rank"])
     return table.sort_values("rank", kind="stable").reset_index(drop=True)
+
+
+def check_scores_belong(
+    scores: pd.DataFrame,
+    records: Sequence[Any],
+    scores_path: str | os.PathLike,
+    dataset_path: str | os.PathLike,
+) -> None:
+    """Raise ``SelectionError`` unless every scored sample's dataset index holds a
+    record with the scored id (``scores.parquet`` carries the ids of the dataset it
+    indexes): scores of another dataset, or of the same records in another order, would
+    otherwise select the wrong samples."""
+    ids = zip(scores["index"].tolist(), scores["id"].tolist(), scores["id_type"].tolist())
+    for index, text, kind in ids:
+        if not 0 <= index < len(records):
+            raise SelectionError(
+                f"{scores_path} does not belong to {dataset_path}: it scores dataset index"
+                f" {index} but the dataset has {len(records)} records"
+            )
+        record = records[index]
+        found = record.get("id") if isinstance(record, dict) else None
+        if features.id_text(found) != text or features.id_type(found) != kind:
+            raise SelectionError(
+                f"{scores_path} does not belong to {dataset_path}: dataset index {index}"
+                f" holds id {found!r} but the scores have id {text!r} ({kind}) there"
+                " (scores of another dataset, or of these records in another order)"
+            )
 
 
 def scores_from_jsonl(path: str | os.PathLike, records: Sequence[Any]) -> pd.DataFrame:
@@ -84,7 +111,7 @@ def resolve_budget(budget: int | str, n_valid: int) -> int:
     Parameters
     ----------
     budget : int or str
-        A sample count (``100000``, ``"100000"``) or a percentage of the valid samples
+        A sample count (``100000``, ``"100000"``) or a percentage of the scored samples
         (``"16%"``, ``"2.5%"``).
     n_valid : int
         Number of valid (scored) samples.
@@ -115,7 +142,7 @@ def resolve_budget(budget: int | str, n_valid: int) -> int:
     except (ValueError, InvalidOperation):
         raise SelectionError(f"budget {budget!r} is neither a count nor a percentage") from None
     if n < 1:
-        raise SelectionError(f"budget {budget!r} of {n_valid} valid samples selects no sample")
+        raise SelectionError(f"budget {budget!r} of {n_valid} scored samples selects no sample")
     if n > n_valid:
         raise SelectionError(
             f"budget {budget!r} asks for {n} samples but only {n_valid} were scored"
@@ -153,7 +180,7 @@ def pick_records(records: Sequence[Any], indices: np.ndarray) -> list[Any]:
 
 
 def summary(scores: pd.DataFrame, budgets: Sequence[int | str]) -> pd.DataFrame:
-    """Per budget: as configured, resolved count, fraction of the valid samples and the
+    """Per budget: as configured, resolved count, fraction of the scored samples and the
     importance of the last selected sample (``score_threshold``)."""
     rows = []
     for budget in budgets:

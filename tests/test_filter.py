@@ -134,3 +134,37 @@ def test_refuses_what_is_not_a_report(tmp_path: Path) -> None:
     path.write_text("{")
     with pytest.raises(DatasetError, match="cannot read validation report"):
         load_report(path)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".ndjson"])
+def test_json_lines_stay_json_lines(corpus, tmp_path: Path, suffix: str) -> None:
+    _, records, _, _ = corpus
+    out = tmp_path / f"kept{suffix}"
+    write_records(out, records[:5])
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == records[:5]
+    assert load_dataset(out).records == records[:5]
+    # Any other name is a JSON array.
+    write_records(tmp_path / "kept.json", records[:5])
+    assert json.loads((tmp_path / "kept.json").read_text(encoding="utf-8")) == records[:5]
+
+
+def test_a_count_budget_above_the_kept_samples_fails_at_filter(
+    corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, records, expected, text_only = corpus
+    dataset = write_dataset(tmp_path / "d.json", records)
+    report, out = tmp_path / "report.json", tmp_path / "filtered.json"
+    common = ["--image-root", str(root), "--out", str(report), "--workers", "1", "--no-progress"]
+    assert main(["validate", "--dataset", str(dataset), *common]) == 0
+    kept = len(records) - len(expected) - len(text_only)
+    args = ["filter", "--dataset", str(dataset), "--report", str(report), "--out", str(out)]
+    assert main([*args, "--budgets", "2", str(kept + 1), "50%", str(kept + 7)]) == 2
+    error = caplog.text
+    assert (
+        f"select.budgets: '{kept + 1}' asks for more samples than the {kept} that passed the"
+        f" filter; '{kept + 7}' asks for more samples than the {kept} that passed the filter"
+    ) in error
+    assert not out.exists()
+    assert main([*args, "--budgets", "2", str(kept), "100%"]) == 0
+    assert len(json.loads(out.read_text())) == kept

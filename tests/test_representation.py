@@ -16,7 +16,6 @@ from scalselect.cli import UserError
 from scalselect.dataset import Message, Sample
 from scalselect.reference import ReferenceModel, plain_selection
 from scalselect.representation import (
-    TEXT_KEYS,
     VISION,
     Encoder,
     FirstLayerModel,

@@ -59,6 +59,8 @@ def files(tmp_path: Path) -> tuple[Path, Path, list[dict], pd.DataFrame]:
     rng = np.random.default_rng(1)
     importance = rng.random(len(scored)).round(2)  # rounding makes ties
     table = score_table(importance.tolist(), scored)
+    # Scores carry the ids of the dataset they index (select checks them).
+    table["id"] = [json.dumps(records[i]["id"]) for i in table["index"]]
     scores = leverage.write_scores(tmp_path / "score/importance_scores.jsonl", table)
     return dataset, scores, records, table
 

@@ -186,6 +186,42 @@ def test_profile_takes_site_settings_from_the_environment(tmp_path: Path) -> Non
     assert "runtime=2880" in site["extract"] and "runtime=30" in site["validate"]
 
 
+def readme_memory_table() -> dict[str, int]:
+    """Variable -> default memory in MB, from the README's SLURM table."""
+    section = (REPO / "README.md").read_text().split("## Running on SLURM")[1].split("\n## ")[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 3 and "MEM_MB" in cells[0]:
+            table[re.search(r"`(\w*MEM_MB)`", cells[0]).group(1)] = int(cells[2].split(",")[0])
+    return table
+
+
+def test_gpu_jobs_get_their_own_partition_and_the_documented_memory(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path / "workflow")
+    env = workflow_env()
+    for name in list(env):
+        if name.startswith(("SBATCH_", "SCALSELECT_")):
+            del env[name]
+    memory = readme_memory_table()
+    plain = planned_resources(env, workdir)
+    assert GPU_RULES <= set(plain) and len(plain) > len(GPU_RULES)
+    for rule, resources in plain.items():
+        expected = memory["SCALSELECT_EXTRACT_MEM_MB" if rule in GPU_RULES else "SCALSELECT_MEM_MB"]
+        assert f"mem_mb={expected}," in resources, (rule, resources)
+
+    env.update(SBATCH_PARTITION="cpu-queue", SCALSELECT_GPU_PARTITION="gpu-queue")
+    site = planned_resources(env, workdir)
+    for rule, resources in site.items():
+        partition = "gpu-queue" if rule in GPU_RULES else "cpu-queue"
+        assert f"slurm_partition={partition}" in resources, (rule, resources)
+
+    # Without a GPU partition of its own, every job goes to SBATCH_PARTITION.
+    del env["SCALSELECT_GPU_PARTITION"]
+    for rule, resources in planned_resources(env, workdir).items():
+        assert "slurm_partition=cpu-queue" in resources, (rule, resources)
+
+
 @pytest.mark.slow
 @needs_cluster
 def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 Reads shard directories (or extraction directories of ``shard-*`` subdirectories) and
 writes one ``.npz`` with ``representations`` (float32 ``[N, d]``, dataset order, failed
-samples left out) and ``sample_ids`` (the ids as given: an int64 array when every id is
-an integer, else a unicode string array), atomically.
+samples left out) and ``sample_ids`` (the ids as strings, as the original tool writes
+them), atomically.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """``python -m scalselect filter``: keep the valid samples of a validated dataset.
 
-Writes the valid records unchanged and in dataset order as a JSON array in the input's
-record format (text-only samples only with ``--keep-text-only``), and logs the removed
-counts per reason. Refuses a report made from different dataset content (its
-``dataset_sha256`` and ``num_samples`` must match).
+Writes the valid records unchanged and in dataset order, in the input's record format
+(JSON Lines when ``--out`` ends in ``.jsonl``, else a JSON array; text-only samples only
+with ``--keep-text-only``), and logs the removed counts per reason. A count in
+``--budgets`` above the kept samples fails before anything is written. Refuses a report
+made from different dataset content (its ``dataset_sha256`` and ``num_samples`` must
+match).
 """
 
 from __future__ import annotations
@@ -17,22 +19,35 @@ HELP = "Keep the valid samples of a dataset, using its validation report."
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="Dataset file the report was made from.")
     parser.add_argument("--report", required=True, help="Report of `validate` for this dataset.")
-    parser.add_argument("--out", required=True, help="Filtered dataset (JSON array).")
+    parser.add_argument("--out", required=True, help="Filtered dataset (JSON Lines if named *.jsonl, else a JSON array).")
     parser.add_argument(
         "--keep-text-only",
         action=argparse.BooleanOptionalAction,
         default=False,
         help="Keep valid samples without images (off: image samples only, as in the paper).",
     )
+    parser.add_argument(
+        "--budgets", nargs="*", default=[], metavar="BUDGET",
+        help="Selection budgets to check against the kept samples: a count larger than "
+        "them fails here, before extraction (percentages always fit).",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from scalselect.cli import UserError
+    from scalselect.config import count_budget_problems
     from scalselect.dataset import load_dataset, write_records
     from scalselect.validation import filter_indices, load_report
 
     report = load_report(args.report)
     dataset = load_dataset(args.dataset, report["format"])
     keep, removed = filter_indices(report, dataset, keep_text_only=args.keep_text_only)
+    problems = count_budget_problems(args.budgets, len(keep))
+    if problems:
+        raise UserError(
+            f"{args.dataset}: select.budgets: " + "; ".join(problems)
+            + " (the other budgets are fine; nothing was written)"
+        )
     write_records(args.out, [dataset.records[i] for i in keep])
     print(f"kept {len(keep)} of {len(dataset)} samples -> {args.out}", file=sys.stderr)
     for reason, count in removed.items():

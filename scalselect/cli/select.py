@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--num", required=True,
         help="Budget: a sample count (100000) or a percentage of the scored samples (16%%).",
     )
-    parser.add_argument("--out", required=True, type=Path, help="Selection (JSON array).")
+    parser.add_argument("--out", required=True, type=Path, help="Selection (JSON Lines if named *.jsonl, else a JSON array).")
     parser.add_argument(
         "--random", action="store_true", help="Random baseline instead of the top-N."
     )
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         scores = selection.scores_from_jsonl(args.scores, records)
     else:
         scores = selection.read_scores(args.scores)
+        selection.check_scores_belong(scores, records, args.scores, args.dataset)
     n = selection.resolve_budget(args.num, len(scores))
     if args.random:
         indices = selection.random_indices(scores, n, args.seed)

@@ -1,0 +1,185 @@
+"""Checks of the workflow configuration that run when the DAG is built, before any job.
+
+Pure functions, each returning the problems it finds as short messages (an empty list
+when all is well), so that the workflow reports every problem of a configuration in one
+error instead of stopping at the first:
+
+- :func:`schema_problems`: the configuration against ``config/schema.yaml``, one line
+  per wrong key (its path, what was expected, the closest valid key), never a dump of
+  the schema.
+- :func:`budget_problems`: percentages above 100% or at 0% of the scored samples;
+  :func:`count_budget_problems` (run by ``filter``): counts above the filtered samples.
+- :func:`model_problems`: a model path that is neither a folder nor in the local
+  Hugging Face cache, or a checkpoint whose ``config.json`` is not of the configured
+  ``model.type``.
+- :func:`path_problems`: a dataset file or image root that does not exist.
+
+Files under :data:`WORKFLOW_MADE` (the demo's dataset and models) are made by a rule of
+the workflow and are not checked before they exist.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+WORKFLOW_MADE = "resources/"
+
+
+def made_by_workflow(path: str) -> bool:
+    """Whether ``path`` is a file a rule of this workflow makes (``resources/...``)."""
+    return path.startswith(WORKFLOW_MADE)
+
+
+def _key_path(parts: Iterable[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _closest(word: str, candidates: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f", did you mean {match[0]!r}?" if match else ""
+
+
+def _schema_message(error: Any) -> list[str]:
+    """Short messages for one ``jsonschema.ValidationError``."""
+    where = _key_path(error.absolute_path)
+    schema = error.schema
+    if error.validator == "additionalProperties":
+        known = list(schema.get("properties", {}))
+        prefix = f"{where}." if error.absolute_path else ""
+        messages = []
+        for key in sorted(set(error.instance) - set(known)):
+            hint = _closest(key, known) or f" (valid keys here: {', '.join(known)})"
+            messages.append(f"{prefix}{key}: unknown key{hint}")
+        return messages
+    value = json.dumps(error.instance, ensure_ascii=False)
+    if error.validator == "enum":
+        options = [str(option) for option in error.validator_value]
+        return [
+            f"{where}: {value} is not one of {', '.join(options)}"
+            f"{_closest(str(error.instance), options)}"
+        ]
+    if error.validator == "required":
+        return [f"{where}: missing key {error.message.split(' is a required')[0]}"]
+    if error.validator in ("anyOf", "oneOf") and "description" in schema:
+        return [f"{where}: {value} is not {schema['description']}"]
+    if error.validator == "type":
+        return [f"{where}: expected {error.validator_value}, got {value}"]
+    return [f"{where}: {error.message}"]
+
+
+def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Every violation of ``schema`` (JSON Schema 2020-12) in ``config``, one short line
+    each, sorted by key path; unknown keys name the closest valid key."""
+    from jsonschema import Draft202012Validator
+
+    problems = []
+    for error in Draft202012Validator(schema).iter_errors(config):
+        problems += _schema_message(error)
+    return sorted(problems)
+
+
+def budget_problems(budgets: Sequence[int | str]) -> list[str]:
+    """Budgets that no number of scored samples can satisfy: a percentage above 100% or
+    at 0%. Counts and their digit strings (``"50"``, as ``--config`` passes them) are
+    fine here; a count above the dataset's size is found by ``filter``."""
+    problems = []
+    for budget in budgets:
+        text = str(budget).strip()
+        if not text.endswith("%"):
+            continue
+        percent = Fraction(text[:-1])
+        if percent > 100:
+            problems.append(f"{budget!r} is more than 100% of the scored samples")
+        elif percent == 0:
+            problems.append(f"{budget!r} is 0% of the scored samples: it selects no sample")
+    return problems
+
+
+def count_budget_problems(budgets: Sequence[int | str], n_kept: int) -> list[str]:
+    """Count budgets larger than the ``n_kept`` samples that passed the filter (no
+    scoring can reach them; percentages always fit)."""
+    return [
+        f"{budget!r} asks for more samples than the {n_kept} that passed the filter"
+        for budget in budgets
+        if not str(budget).strip().endswith("%") and int(str(budget)) > n_kept
+    ]
+
+
+def checkpoint_config(path: str) -> Path | None:
+    """The ``config.json`` of a model: in its folder, else in the local Hugging Face
+    cache (hub name); None when neither has it."""
+    if os.path.isdir(path):
+        candidate = Path(path) / "config.json"
+        return candidate if candidate.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(path, "config.json")
+    except ValueError:  # not a valid hub name either (e.g. a missing absolute path)
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def model_problems(path: str, model_type: str) -> list[str]:
+    """Whether the model at ``path`` exists and is of ``model_type`` (``llava``/``qwen``)."""
+    from scalselect.representation import MODEL_TYPES
+
+    config_file = checkpoint_config(path)
+    if config_file is None:
+        if os.path.isdir(path):
+            return [f"model.path {path!r} is a folder without config.json"]
+        return [
+            f"model.path {path!r} is neither a folder nor a model in the local Hugging Face"
+            " cache (download it first, e.g. `hf download NAME`, or give its folder)"
+        ]
+    try:
+        found = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError) as error:
+        return [f"model.path {path!r}: cannot read {config_file}: {error}"]
+    if found in MODEL_TYPES.get(model_type, ()):
+        return []
+    fitting = [name for name, types in MODEL_TYPES.items() if found in types]
+    hint = f"; set model.type: {fitting[0]}" if fitting else " (not a supported model)"
+    return [
+        f"model.type is {model_type!r} but {config_file} says model_type {found!r}{hint}"
+    ]
+
+
+def path_problems(entry: Mapping[str, Any]) -> list[str]:
+    """A run's dataset file or image root that does not exist (unless a rule makes it)."""
+    problems = []
+    dataset, image_root = entry["dataset"], entry.get("image_root", ".")
+    if not made_by_workflow(dataset) and not os.path.isfile(dataset):
+        problems.append(f"dataset {dataset!r} does not exist (or is not a file)")
+    if not made_by_workflow(image_root) and not os.path.isdir(image_root):
+        problems.append(f"image_root {image_root!r} does not exist (or is not a folder)")
+    return problems
+
+
+def run_problems(run: str, entry: Mapping[str, Any], select: Mapping[str, Any]) -> list[str]:
+    """Every problem of one run (paths, model, budgets), each prefixed ``runs.<run>:``.
+
+    ``entry`` is the validated run entry, ``select`` the run's select settings.
+    """
+    problems = path_problems(entry)
+    model = entry["model"]
+    if not made_by_workflow(model["path"]):
+        problems += model_problems(model["path"], model["type"])
+    problems += [f"select.budgets: {p}" for p in budget_problems(select["budgets"])]
+    return [f"runs.{run}: {problem}" for problem in problems]
+
+
+def problem_report(problems: Sequence[str], what: str) -> str:
+    """One message listing every problem of ``what`` (e.g. the configuration)."""
+    count = f"{len(problems)} problem{'s' * (len(problems) > 1)}"
+    lines = "\n".join(f"  {problem}" for problem in problems)
+    return f"{what}: {count}, nothing was run:\n{lines}"
