@@ -7,8 +7,10 @@ the end of ``bench/RESULTS.md``:
    (``scalselect.tinymodels``), eight samples in one left-padded batch. The fast path in
    float32 on the device against the original recipe in float32 on the CPU (pass: max
    abs difference <= 1e-5 and the same kept vision tokens for every sample not within
-   float noise of the threshold), and the fast path in bfloat16 against float32 on the
-   device (min cosine, share of samples with the same kept set).
+   float noise of the threshold; the workflow's settings, i.e. PyTorch's defaults), the
+   same with TF32 off (diagnosis: PyTorch runs cuDNN convolutions in TF32 by default),
+   and the fast path in bfloat16 against float32 on the device (min cosine, share of
+   samples with the same kept set).
 2. **Throughput**, end to end as the workflow runs it (``extract_shard``: JPEG decoding
    and processing in DataLoader workers, pinned batches, length-grouped batches,
    chunked shard output) on the randomly initialised real LLaVA-1.5-7B and Qwen3-VL-8B
@@ -33,6 +35,7 @@ count: its figures test the script, they are not GPU figures. The block goes to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import gc
@@ -128,6 +131,22 @@ def encoded_samples(dataset: Path, encoder) -> list:
     return items
 
 
+@contextlib.contextmanager
+def ieee_float32():
+    """Full-precision float32 convolutions and matmuls on CUDA while inside (PyTorch runs
+    cuDNN convolutions, such as the vision towers' patch embeddings, in TF32 by default);
+    no effect on the CPU."""
+    import torch
+
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
+
+
 def check_fidelity(family: str, device: str, work: Path) -> dict:
     """Section 1 for one tiny family (see the module docstring)."""
     from scalselect.reference import ReferenceModel
@@ -140,15 +159,23 @@ def check_fidelity(family: str, device: str, work: Path) -> dict:
     expected = [ReferenceModel(path, kind, dtype="float32", device="cpu").represent(i) for i in items]
     batch = collate(items)
     full = FirstLayerModel(path, kind, dtype="float32", device=device).represent(batch)
+    # If TF32 is what breaks float32 fidelity on a GPU, this says so without a second run.
+    with ieee_float32():
+        ieee = FirstLayerModel(path, kind, dtype="float32", device=device).represent(batch)
     half = FirstLayerModel(path, kind, dtype="bfloat16", device=device).represent(batch)
     clear = [selection_margin(r.weights.astype(np.float64), THRESHOLD) > MARGIN for r in expected]
-    ok = all(r.status == "ok" for r in [*expected, *full, *half])
-    diff = max(float(np.abs(f.vector - r.vector).max()) for f, r in zip(full, expected)) if ok else np.inf
+    ok = all(r.status == "ok" for r in [*expected, *full, *ieee, *half])
+
+    def max_diff(results: list) -> float:
+        return max(float(np.abs(f.vector - r.vector).max()) for f, r in zip(results, expected)) if ok else np.inf
+
+    diff = max_diff(full)
     same_kept = ok and all(np.array_equal(f.kept, r.kept) for f, r, c in zip(full, expected, clear) if c)
     return {
         "family": family,
         "samples": len(items),
         "max_abs_diff": diff,
+        "ieee_max_abs_diff": max_diff(ieee),
         "same_kept": same_kept,
         "near_threshold": clear.count(False),
         "passed": ok and diff <= TOLERANCE and same_kept,
@@ -258,7 +285,9 @@ def machine(device: str) -> str:
 
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        what = f"{props.name} ({props.total_memory / GIB:.0f} GiB), CUDA {torch.version.cuda}"
+        what = (f"{props.name} ({props.total_memory / GIB:.0f} GiB), CUDA {torch.version.cuda}, "
+                f"float32 precision of cuDNN convolutions {torch.backends.cudnn.conv.fp32_precision}"
+                f" and matmuls {torch.backends.cuda.matmul.fp32_precision}")
     else:
         what = f"CPU only ({platform.processor() or platform.machine()})"
     return (f"{what}, {os.cpu_count()} CPU cores; torch {torch.__version__}, "
@@ -284,13 +313,14 @@ def report(fidelity: list[dict], throughput: list[dict], skipped_plans: list[str
         f"pass: max abs diff ≤ {TOLERANCE:g} and the same kept tokens):",
         "",
         f"| family | max abs diff | same kept tokens | near τ (not compared) | pass "
-        f"| bf16 vs fp32: min cosine | bf16: same kept set |",
-        "|---|---|---|---|---|---|---|",
+        f"| max abs diff, TF32 off | bf16 vs fp32: min cosine | bf16: same kept set |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in fidelity:
         lines.append(
             f"| {row['family']} | {row['max_abs_diff']:.2e} | {'yes' if row['same_kept'] else 'NO'} "
             f"| {row['near_threshold']} | {'yes' if row['passed'] else 'NO'} "
+            f"| {row['ieee_max_abs_diff']:.2e} "
             f"| {row['bf16_min_cosine']:.5f} | {row['bf16_same_kept']:.0%} |")
     lines += [
         "",

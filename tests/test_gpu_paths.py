@@ -25,20 +25,8 @@ from PIL import Image
 from scalselect import features
 from scalselect.conversation import PADDING
 from scalselect.dataset import load_dataset
-from scalselect.extraction import (
-    OUT_OF_MEMORY,
-    CacheEntry,
-    Job,
-    ShardInput,
-    ShardSamples,
-    collate_items,
-    extract_shard,
-    length_estimate,
-    plan_chunks,
-    run_chunks,
-    split_batches,
-)
-from scalselect.representation import Batch, Encoder, FirstLayerModel
+from scalselect.extraction import OUT_OF_MEMORY, Job, extract_shard
+from scalselect.representation import Batch, Encoder, FirstLayerModel, collate
 from scalselect.tinymodels import build_tiny_model
 
 QWEN_BUDGET = {"min_image_tokens": 4, "max_image_tokens": 48}
@@ -182,47 +170,59 @@ class DeviceCheck:
         self.calls.append(set(tensors))
 
 
+class PinnedLoader(torch.utils.data.DataLoader):
+    """The extraction's DataLoader, asked to pin memory as on a GPU (without one, torch
+    warns and delivers unpinned batches); records what the job itself asked for."""
+
+    requested: list[bool] = []
+
+    def __init__(self, *args: Any, pin_memory: bool = False, **kwargs: Any) -> None:
+        PinnedLoader.requested.append(pin_memory)
+        super().__init__(*args, pin_memory=True, **kwargs)
+
+
 @pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")
 @pytest.mark.parametrize("family", ["llava", "qwen3-vl"])
-def test_every_tensor_reaches_the_model_on_its_device(models, family: str, tmp_path: Path) -> None:
-    model_type = "llava" if family == "llava" else "qwen"
+def test_every_tensor_reaches_the_model_on_its_device(models, family: str, tmp_path: Path, monkeypatch) -> None:
     dataset = write_dataset(tmp_path / "data", 6)
-    shard = ShardInput.read(load_dataset(dataset), range(6))
-    encoder = Encoder(models[family], model_type, **QWEN_BUDGET)
-    # bfloat16 on the CPU: the image tensors must be cast, as on a GPU.
-    model = FirstLayerModel(models[family], model_type, dtype="bfloat16", device="cpu")
-    check = DeviceCheck(model)
-    model.model.register_forward_pre_hook(check, with_kwargs=True)
-    # The first layer's instruction rows must sit with its queries.
-    rows_devices = []
-    model.model.language_model.layers[0].register_forward_pre_hook(
-        lambda module, args: rows_devices.append(model.capture.rows.device))
+    checks: dict[FirstLayerModel, DeviceCheck] = {}
+    rows_devices: list[torch.device] = []
+    real_represent = FirstLayerModel.represent
 
-    # The model loop as a GPU job runs it: length-grouped batches from a DataLoader that
-    # is asked to pin memory (without a GPU it cannot, and says so).
-    chunks = plan_chunks([length_estimate(s, 48) for s in shard.samples], 3)
-    batches, chunk_of_batch = [], []
-    for chunk, positions in enumerate(chunks):
-        for batch in split_batches(positions, 2):
-            batches.append(batch)
-            chunk_of_batch.append(chunk)
-    loader = torch.utils.data.DataLoader(
-        ShardSamples(shard, str(dataset.parent), encoder), batch_sampler=batches,
-        collate_fn=collate_items, num_workers=0, pin_memory=True)
-    entry = CacheEntry(tmp_path / "cache", "device-check")
-    dim = model.model.config.get_text_config().hidden_size
-    run_chunks(model, iter(loader), chunk_of_batch, dict(enumerate(chunks)), dim, shard, entry)
+    def represent(model: FirstLayerModel, batch: Batch) -> list[Any]:
+        if model not in checks:  # the job's model: watch its entry and its first layer
+            checks[model] = DeviceCheck(model)
+            model.model.register_forward_pre_hook(checks[model], with_kwargs=True)
+            # The first layer's instruction rows must sit with its queries.
+            model.model.language_model.layers[0].register_forward_pre_hook(
+                lambda module, args: rows_devices.append(model.capture.rows.device))
+        return real_represent(model, batch)
 
-    assert len(check.calls) == len(batches) == 4  # chunks of 3 in batches of 2 and 1
+    monkeypatch.setattr(FirstLayerModel, "represent", represent)
+    monkeypatch.setattr(torch.utils.data, "DataLoader", PinnedLoader)
+    monkeypatch.setattr(PinnedLoader, "requested", [])
+    # The model loop of a real job, DataLoader workers included; bfloat16 on the CPU, so
+    # the image tensors must be cast as on a GPU. Chunks of 3 in batches of 2 and 1.
+    settings = {"model_type": "llava" if family == "llava" else "qwen", "attention_threshold": 0.9,
+                "dtype": "bfloat16", "max_length": 4096, "trust_remote_code": False, **QWEN_BUDGET}
+    counts = extract_shard(Job(dataset=str(dataset), image_root=str(dataset.parent),
+                               model=str(models[family]), out=str(tmp_path / "out"),
+                               settings_requested=settings, batch_size=2, num_workers=1,
+                               chunk_size=3, cache_dir=str(tmp_path / "cache")))
+
+    assert counts == {"ok": 6, "truncated": 0}
+    assert len(PinnedLoader.requested) == 1 and len(checks) == 1
+    (model, check), = checks.items()
+    assert len(check.calls) == 4 and rows_devices == [check.device] * 4
     expected = {"input_ids", "attention_mask", "pixel_values"}
     expected |= {"position_ids"} if family == "llava" else {"image_grid_thw"}
     assert all(expected <= names for names in check.calls)
-    assert rows_devices == [check.device] * 4
-    statuses = [entry.read(c)[0]["status"].tolist() for c in range(len(chunks))]
-    assert statuses == [["ok"] * 3, ["ok"] * 3]
 
     # The check does fail when a tensor reaches the model elsewhere, or in another dtype.
-    batch = collate_items([ShardSamples(shard, str(dataset.parent), encoder)[0]]).batch
+    encoder = Encoder(models[family], settings["model_type"], **QWEN_BUDGET)
+    sample = load_dataset(dataset).sample(0)
+    with Image.open(dataset.parent / sample.images[0]) as image:
+        batch = collate([encoder.encode(sample, [image.convert("RGB")])])
     inputs = {key: value.to(check.device) for key, value in batch.inputs.items()}
     cast = inputs | {"pixel_values": inputs["pixel_values"].to(check.dtype)}
     with pytest.raises(AssertionError, match="input_ids on meta"):
