@@ -130,7 +130,7 @@ def test_select_baseline_command(tmp_path: Path) -> None:
     table, model = leverage.leverage_scores(
         leverage.open_sources(shards), Preprocessing(), 0.9, Backend("numpy")
     )
-    table.to_parquet(tmp_path / "scores.parquet", index=False)
+    leverage.write_scores(tmp_path / "importance_scores.jsonl", table)  # and scores.parquet
     model.save(tmp_path / "model.npz")
     records = [{"id": f"s{i}", "messages": [], "images": []} for i in range(n)]
     (tmp_path / "dataset.json").write_text(json.dumps(records))

@@ -114,7 +114,7 @@ def test_plot_methods_and_layers_commands(tmp_path) -> None:
         shard = write_shard(root / "extract/shard-0-of-1", matrix, np.arange(n), set())
         table, model = leverage.leverage_scores(
             leverage.open_sources([shard]), Preprocessing(), 0.9, Backend("numpy"))
-        table.to_parquet(root / "scores.parquet", index=False)
+        leverage.write_scores(root / "importance_scores.jsonl", table)  # and scores.parquet
         model.save(root / "model.npz")
         leverage.write_spectrum(root / "spectrum.json", model)
         runs.append((root, shard))

@@ -66,9 +66,13 @@ def qwen_job(model: Path, dataset: Path, out: Path, batch_size: int) -> Job:
                chunk_size=4, cache_dir=str(out.parent / f"{out.name}-cache"))
 
 
-def shard_files(directory: Path) -> dict[str, bytes]:
-    return {name: (directory / name).read_bytes()
-            for name in (features.FEATURES, features.ROWS, features.MANIFEST)}
+def shard_files(directory: Path) -> dict[str, Any]:
+    """The shard's matrix and table as bytes, and its manifest without the names of the
+    store's packs (new, unique names in every run)."""
+    manifest = json.loads((directory / features.MANIFEST).read_text())
+    del manifest["store"]["packs"]
+    return {**{name: (directory / name).read_bytes() for name in (features.FEATURES, features.ROWS)},
+            features.MANIFEST: manifest}
 
 
 def sample_keys(batch: Batch) -> list[tuple[int, ...]]:
@@ -111,7 +115,7 @@ def test_out_of_memory_splits_the_batch_and_changes_nothing(models, tmp_path: Pa
 
     # Three chunks of one batch of 4: each failed once, then ran as two halves of 2.
     assert injector.attempts == [(4, False), (2, True), (2, True)] * 3
-    assert counts == {"ok": 12, "truncated": 0}
+    assert counts == {"ok": 12, "truncated": 0, "samples_computed": 12, "samples_reused": 0}
     # Halves of the planned batches are exactly the batches of a run at batch size 2
     # (chunks do not depend on the batch size): byte-identical shard files.
     assert shard_files(tmp_path / "faulted") == shard_files(tmp_path / "clean-2")
@@ -135,7 +139,8 @@ def test_sample_that_fails_alone_is_recorded_not_fatal(models, tmp_path: Path, m
     with caplog.at_level(logging.INFO, logger="scalselect.extraction"):
         counts = extract_shard(qwen_job(models["qwen3-vl"], dataset, tmp_path / "faulted", batch_size=4))
 
-    assert counts == {"ok": 7, OUT_OF_MEMORY: 1, "truncated": 0}
+    assert counts == {"ok": 7, OUT_OF_MEMORY: 1, "truncated": 0, "samples_computed": 8,
+                      "samples_reused": 0}
     assert f"{OUT_OF_MEMORY} 1" in caplog.text
     # Its batch: 4 failed, the half without it ran, its half failed, then each alone.
     assert injector.attempts.count((1, False)) == 1 and injector.attempts.count((1, True)) == 1
@@ -210,7 +215,7 @@ def test_every_tensor_reaches_the_model_on_its_device(models, family: str, tmp_p
                                settings_requested=settings, batch_size=2, num_workers=1,
                                chunk_size=3, cache_dir=str(tmp_path / "cache")))
 
-    assert counts == {"ok": 6, "truncated": 0}
+    assert counts == {"ok": 6, "truncated": 0, "samples_computed": 6, "samples_reused": 0}
     assert len(PinnedLoader.requested) == 1 and len(checks) == 1
     (model, check), = checks.items()
     assert len(check.calls) == 4 and rows_devices == [check.device] * 4

@@ -254,10 +254,10 @@ def test_scores_of_another_dataset_are_an_error(files) -> None:
 
 def test_read_scores_gives_the_ranked_table_only(tmp_path: Path) -> None:
     table = score_table([0.1, 0.7, 0.4, 0.9])
-    shuffled = table.iloc[[2, 0, 3, 1]].assign(extra=1)
-    shuffled.to_parquet(tmp_path / "scores.parquet", index=False)
+    written = pd.read_parquet(leverage.write_scores(tmp_path / "importance_scores.jsonl", table))
+    written.iloc[[2, 0, 3, 1]].assign(extra=1).to_parquet(tmp_path / "scores.parquet", index=False)
     read = selection.read_scores(tmp_path / "scores.parquet")
-    assert list(read.columns) == ["index", "id", "importance", "rank"]
+    assert list(read.columns) == ["index", "id", "id_type", "importance", "rank"]
     assert read.index.tolist() == [0, 1, 2, 3]
     assert read["rank"].tolist() == [1, 2, 3, 4] and read["index"].tolist() == [3, 1, 2, 0]
 
