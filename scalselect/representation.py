@@ -398,8 +398,9 @@ def _first_layer_attention(
     **kwargs: Any,
 ) -> tuple["torch.Tensor", None]:
     """Attention function of the fast path: SDPA output, plus (for the module carrying a
-    capture, the self-attention of the LLM's decoder layer L) the head-averaged softmax probabilities of the
-    instruction rows, computed as eager attention does, reduced to their row mean."""
+    capture, the self-attention of the LLM's decoder layer L) the head-averaged softmax
+    probabilities of the instruction rows, computed as eager attention does, reduced to
+    their row mean."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     capture = getattr(module, "_scalselect_capture", None)
