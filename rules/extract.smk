@@ -21,7 +21,7 @@ rule extract:
     conda:
         "../envs/extract.yaml"
     resources:
-        # 0: one process on the visible device; N >= 1: accelerate starts N processes.
+        # 0 or 1: one process on the visible device(s); N >= 2: one process per GPU.
         gpu=extract_setting("gpus"),
         cpus_per_gpu=8,
         mem_mb=32000,
@@ -45,16 +45,12 @@ rule extract:
             "layer",
         ),
     shell:
-        # The devices the scheduler gave this job, first line of the log.
+        # The devices the scheduler gave this job, first line of the log. One process per
+        # GPU (0: one process on the visible device); a failed process's own error is
+        # logged once, without the launcher's traceback.
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log};"
-        " launch=python;"
-        " if [ {resources.gpu} -ge 1 ]; then"
-        " launch='python -m accelerate.commands.launch --num_processes {resources.gpu}"
-        " --num_machines 1 --mixed_precision no --dynamo_backend no"
-        " --main_process_port 0';"
-        " if [ {resources.gpu} -ge 2 ]; then launch+=' --multi_gpu'; fi;"
-        " fi;"
-        " $launch -m scalselect extract --model {params.model}"
+        " python -m scalselect.launch --processes {resources.gpu}"
+        " extract --model {params.model}"
         " --model-type {params.model_type} --dataset {input.dataset}"
         " --image-root {params.image_root} --out {output.shard}"
         " --shard {wildcards.i} --num-shards {wildcards.n} {params.options}"

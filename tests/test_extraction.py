@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -665,3 +666,26 @@ def test_demo_reshard_and_format_change_compute_nothing(demo_workflow: Path, tmp
         (0, manifest_of(s)["rows"]) for s in demo_shards(workdir, "demo-llava-format", 4)]
     assert (assembled(demo_shards(workdir, "demo-llava-format", 4)).tobytes()
             == assembled(demo_shards(workdir, "demo-llava", 4)).tobytes())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_failed_launch_logs_its_own_error_without_the_launcher_traceback(
+    models, processes: int, tmp_path: Path
+) -> None:
+    """What the extract rule runs: a process's own error reaches the log, the launcher's
+    traceback (which repeats the whole command line) does not."""
+    dataset = write_dataset(tmp_path / "data", 4)
+    args = cli_args(models, dataset, tmp_path / "out", tmp_path / "cache")
+    args[args.index("--model") + 1] = str(tmp_path / "no-such-model")
+    result = subprocess.run([PYTHON, "-m", "scalselect.launch", "--processes", str(processes),
+                             "extract", *args], env=subprocess_env(), capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert output.count("no-such-model' is not a local directory") == processes, output
+    assert "Traceback" not in output and "CalledProcessError" not in output, output
+    if processes > 1:
+        # The first process to fail stops the other (SIGTERM, exit status -15) when it is
+        # still running: either may be listed first.
+        assert re.search(r"extract failed in process [01] \(exit status 2\).* of 2;", output), output
+    assert not (tmp_path / "out").exists()

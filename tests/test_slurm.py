@@ -258,8 +258,7 @@ def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
     for job in extract_jobs:
         assert "gres/gpu=1" in job.req_tres and "gres/gpu=1" in job.alloc_tres, job
     assert all("gres/gpu" not in job.req_tres for job in jobs if job.rule not in GPU_RULES)
-    assert "accelerate.commands.launch --num_processes 1" in output
-    assert "--main_process_port 0" in output
+    assert "scalselect.launch --processes 1 extract" in output
     # The crashed shard is reported as failed, with its log.
     failed = [job for job in jobs if job.state != "COMPLETED"]
     assert [(job.rule, job.wildcards, job.state) for job in failed] == [
