@@ -148,7 +148,7 @@ def selection_files(wildcards):
     budgets. A percentage becomes a count once the scored samples are known (checkpoint
     `cur_merge`); a budget above that count fails here, with its reason."""
     run = wildcards.run
-    ext = selection_extension(run)
+    ext = dataset_extension(run)
     files = []
     for n in resolved_budgets(run):
         files.append(f"results/{run}/select/top-{n}.{ext}")
@@ -215,13 +215,23 @@ def features_mem_mb(wildcards, input):
     return 3 * size // 2**20 + 2000
 
 
-def selection_extension(run):
-    """`jsonl` when the run's dataset is JSON Lines, else `json`: selections keep the
-    dataset's file format."""
+def dataset_extension(run):
+    """`jsonl` when the run's dataset is JSON Lines, else `json`: the filtered dataset
+    and every selection keep the dataset's file format."""
     from scalselect.dataset import JSONL_SUFFIXES
 
     suffix = os.path.splitext(run_config(run)["dataset"])[1].lower()
     return "jsonl" if suffix in JSONL_SUFFIXES else "json"
+
+
+def filtered_path(run):
+    """The run's filtered dataset, `filter/dataset.json` or `.jsonl` (`dataset_extension`)."""
+    return f"results/{run}/filter/dataset.{dataset_extension(run)}"
+
+
+def filtered_dataset(wildcards):
+    """Input function: the run's filtered dataset (`filtered_path`)."""
+    return filtered_path(wildcards.run)
 
 
 def model_value(key):
@@ -309,12 +319,12 @@ def comparison_groups():
 def comparison_inputs(kind):
     """Input function of `plots_compare`: each run's `scores` or filtered `dataset`."""
     path = {
-        "scores": "results/{}/score/scores.parquet",
-        "dataset": "results/{}/filter/dataset.json",
+        "scores": "results/{}/score/scores.parquet".format,
+        "dataset": filtered_path,
     }[kind]
 
     def inputs(wildcards):
-        return [path.format(run) for run in comparison_groups()[wildcards.group]]
+        return [path(run) for run in comparison_groups()[wildcards.group]]
 
     return inputs
 
@@ -430,7 +440,7 @@ def all_targets():
     for run in RUNS:
         targets += [
             f"results/{run}/validate/report.json",
-            f"results/{run}/filter/dataset.json",
+            filtered_path(run),
             *(f"results/{run}/extract/{shard}" for shard in shard_names(run)),
             f"results/{run}/score/importance_scores.jsonl",
             f"results/{run}/select/summary.csv",

@@ -34,11 +34,14 @@ rule filter:
         dataset=run_value("dataset"),
         report="results/{run}/validate/report.json",
     output:
-        dataset="results/{run}/filter/dataset.json",
+        # JSON Lines for a JSON Lines dataset, else a JSON array (`dataset_extension`).
+        dataset="results/{run}/filter/dataset.{ext}",
     log:
-        "results/{run}/logs/filter.log",
+        "results/{run}/logs/filter.{ext}.log",
     benchmark:
-        "results/{run}/benchmarks/filter.tsv"
+        "results/{run}/benchmarks/filter.{ext}.tsv"
+    wildcard_constraints:
+        ext="jsonl?",
     conda:
         "../envs/data.yaml"
     resources:

@@ -7,7 +7,7 @@
 
 rule extract:
     input:
-        dataset="results/{run}/filter/dataset.json",
+        dataset=filtered_dataset,
         model=model_input,
     output:
         shard=directory("results/{run}/extract/shard-{i}-of-{n}"),

@@ -33,7 +33,7 @@ rule plots:
     input:
         scores="results/{run}/score/scores.parquet",
         summary="results/{run}/select/summary.csv",
-        dataset="results/{run}/filter/dataset.json",
+        dataset=filtered_dataset,
     output:
         ranking=figure_files(
             "results/{run}/plots/score_ranking", "score_ranking.rst", "Budgets"
@@ -81,7 +81,7 @@ rule plots:
 rule plots_gallery:
     input:
         scores="results/{run}/score/scores.parquet",
-        dataset="results/{run}/filter/dataset.json",
+        dataset=filtered_dataset,
         model=model_input,
     output:
         gallery=figure_files(
@@ -162,7 +162,7 @@ rule plots_compare:
 # Training-free comparison of the run's selection methods (select.methods) per budget.
 rule plots_methods:
     input:
-        dataset="results/{run}/filter/dataset.json",
+        dataset=filtered_dataset,
         scores="results/{run}/score/scores.parquet",
         model="results/{run}/score/model.npz",
         shards=run_shards,

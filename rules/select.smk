@@ -7,7 +7,7 @@
 
 rule select:
     input:
-        dataset="results/{run}/filter/dataset.json",
+        dataset=filtered_dataset,
         scores="results/{run}/score/scores.parquet",
     output:
         selection="results/{run}/select/top-{N}.{ext}",
@@ -27,7 +27,7 @@ rule select:
 
 rule select_random:
     input:
-        dataset="results/{run}/filter/dataset.json",
+        dataset=filtered_dataset,
         scores="results/{run}/score/scores.parquet",
     output:
         selection="results/{run}/select/random-{N}-seed{seed}.{ext}",
@@ -69,7 +69,7 @@ rule select_summary:
 # Baseline selectors on the run's representations, preprocessed as for scoring.
 rule select_baseline:
     input:
-        dataset="results/{run}/filter/dataset.json",
+        dataset=filtered_dataset,
         scores="results/{run}/score/scores.parquet",
         model="results/{run}/score/model.npz",
         shards=run_shards,

@@ -109,13 +109,16 @@ def test_own_data_commands_run_as_written_in_a_clean_shell(clone: Path, tmp_path
     assert ".venv/bin/snakemake --configfile my-config.yaml" in commands
     result = clean_shell(clone, commands)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    # JSON Lines in, JSON Lines out.
+    # JSON Lines in, JSON Lines out, at every stage.
     lines = (clone / "results/mine/select/top-20.jsonl").read_text().splitlines()
     top = [json.loads(line) for line in lines]
     assert len(top) == 20 and all(record in records for record in top)
+    filtered = (clone / "results/mine/filter/dataset.jsonl").read_bytes()
+    kept = [json.loads(line) for line in filtered.decode().splitlines()]
+    assert kept and all(record in records for record in kept)
+    assert not (clone / "results/mine/filter/dataset.json").exists()
     # The shard is bound to the dataset it indexes.
     manifest = json.loads((clone / "results/mine/extract/shard-0-of-1/manifest.json").read_text())
-    filtered = (clone / "results/mine/filter/dataset.json").read_bytes()
     assert manifest["dataset_sha256"] == hashlib.sha256(filtered).hexdigest()
     assert (clone / "results/mine/plots/attention_gallery.png").exists()
     # Nothing the workflow wrote is a file git would show.
