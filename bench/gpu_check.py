@@ -113,22 +113,22 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def encoded_samples(dataset: Path, encoder) -> list:
-    """Every sample of ``dataset`` decoded with Pillow and encoded by ``encoder``."""
+def decoded_samples(dataset: Path) -> list[tuple]:
+    """Every sample of ``dataset`` with its images decoded with Pillow."""
     from PIL import Image
 
     from scalselect.dataset import load_dataset, resolve_image
 
     data = load_dataset(dataset)
-    items = []
+    decoded = []
     for index in range(len(data)):
         sample = data.sample(index)
         images = []
         for path in sample.images:
             with Image.open(resolve_image(dataset.parent, path)) as image:
                 images.append(image.convert("RGB"))
-        items.append(encoder.encode(sample, images))
-    return items
+        decoded.append((sample, images))
+    return decoded
 
 
 @contextlib.contextmanager
@@ -155,8 +155,13 @@ def check_fidelity(family: str, device: str, work: Path) -> dict:
     path = build_tiny_model(family, work / family)
     dataset = write_dataset(work / f"{family}-data", FIDELITY_SAMPLES, (200, 150), seed=1)
     kind = model_type(family)
-    items = encoded_samples(dataset, Encoder(path, kind, min_image_tokens=8, max_image_tokens=48))
-    expected = [ReferenceModel(path, kind, dtype="float32", device="cpu").represent(i) for i in items]
+    budget = {"min_image_tokens": 8, "max_image_tokens": 48}
+    decoded = decoded_samples(dataset)
+    encoder = Encoder(path, kind, **budget)
+    items = [encoder.encode(sample, images) for sample, images in decoded]
+    # The original recipe from the raw samples, with its own encoding (scalselect.reference).
+    reference = ReferenceModel(path, kind, dtype="float32", device="cpu", **budget)
+    expected = [reference.represent(sample, images) for sample, images in decoded]
     batch = collate(items)
     full = FirstLayerModel(path, kind, dtype="float32", device=device).represent(batch)
     # If TF32 is what breaks float32 fidelity on a GPU, this says so without a second run.

@@ -382,7 +382,7 @@ def test_workflow_scores_and_selects(scored_workflow: Path) -> None:
             assert chosen == [records[i] for i in seeded_draw(table["index"].tolist(), n, seed)]
     summary = pd.read_csv(results / "select/summary.csv", dtype={"budget": str})
     assert summary["budget"].tolist() == ["3", "50%"] and summary["n"].tolist() == [3, 12]
-    for rule in ("cur_partial/shard-0-of-2", "cur", "cur_merge", "select/top-3"):
+    for rule in ("cur_partial/shard-0-of-2", "cur", "cur_merge", "select/top-3.json"):
         assert (results / f"benchmarks/{rule}.tsv").exists()
 
 

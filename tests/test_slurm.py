@@ -50,7 +50,10 @@ NEW_BUDGET = 24
 GPU_RULES = {"extract", "plots_gallery"}
 # Rules whose memory follows the size of the run's features (README, "Running on SLURM").
 FEATURE_SIZED_RULES = {"select_baseline", "plots_methods"}
-SELECTION_RULES = {"select", "select_random", "select_summary", "plots", "plots_compare"}
+SELECTION_RULES = {
+    "select", "select_random", "select_summary", "select_baseline", "plots", "plots_compare",
+    "plots_methods",
+}
 
 
 def _why_not_runnable() -> str | None:

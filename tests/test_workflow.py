@@ -144,7 +144,8 @@ def test_demo_outputs_match_an_independent_computation(demo_workflow: Path) -> N
         records = json.loads((results / "filter/dataset.json").read_text())
         # The shards, read directly, in shard order.
         shards = sorted((results / "extract").glob("shard-*"), key=lambda d: int(d.name.split("-")[1]))
-        assert len(shards) == config["extract"]["shards"]
+        shards_of_run = {**config["extract"], **config["runs"][run].get("extract", {})}["shards"]
+        assert len(shards) == shards_of_run
         rows = pd.concat([pd.read_parquet(d / "rows.parquet") for d in shards], ignore_index=True)
         matrix = np.concatenate([np.load(d / "features.npy") for d in shards])
         assert rows["index"].tolist() == list(range(len(records)))
