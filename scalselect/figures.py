@@ -499,15 +499,25 @@ def overlap(table: pd.DataFrame) -> Figure:
     ``budget``, ``jaccard``, ``random_jaccard``; budgets in table order); a dotted
     segment marks the expected overlap of two random subsets of the same sizes."""
     fig, ax = style.new_figure(style.SINGLE_COLUMN)
+    _overlap_bars(ax, table, first_colour=0)
+    ax.set_xlabel("Budget")
+    _fitting_legend(fig, ax)
+    return fig
+
+
+def _overlap_bars(ax: Axes, table: pd.DataFrame, first_colour: int) -> None:
+    """Grouped bars of the top-N Jaccard overlap per budget, one colour per pair (from
+    palette entry ``first_colour`` on), each with a dotted segment at the overlap two
+    random subsets of the same sizes would have."""
     pairs = list(dict.fromkeys(table["pair"]))
     budgets = list(dict.fromkeys(table["budget"]))
     positions = np.arange(len(budgets))
-    width = 0.8 / len(pairs)
+    width = 0.8 / max(1, len(pairs))
     for i, pair in enumerate(pairs):
         rows = table[table["pair"] == pair].set_index("budget").reindex(budgets)
         x = positions - 0.4 + width * (i + 0.5)
-        ax.bar(x, rows["jaccard"], width=width * 0.92, color=style.PALETTE[i % 7],
-               label=pair)
+        ax.bar(x, rows["jaccard"], width=width * 0.92,
+               color=style.PALETTE[(i + first_colour) % 7], label=pair)
         ax.hlines(rows["random_jaccard"], x - width * 0.46, x + width * 0.46,
                   color="black", linestyle=":", linewidth=1.0)
     ax.plot([], [], color="black", linestyle=":", linewidth=1.0, label="random subsets")
@@ -515,9 +525,6 @@ def overlap(table: pd.DataFrame) -> Figure:
     ax.set_ylim(0, 1)
     ax.yaxis.set_major_formatter(style.TickFormatter())
     ax.set_ylabel("Jaccard overlap of top-N")
-    ax.set_xlabel("Budget")
-    _fitting_legend(fig, ax)
-    return fig
 
 
 def _budget_label(budget: str) -> str:
@@ -658,22 +665,7 @@ def layer_ablation(spectra: pd.DataFrame, overlap: pd.DataFrame) -> Figure:
     ax.set_ylabel("Normalised energy $s_j^2 / \\sum s^2$")
     ax.legend(loc="upper right")
     style.panel_label(ax, "a")
-    pairs = list(dict.fromkeys(overlap["pair"]))
-    budgets = list(dict.fromkeys(overlap["budget"]))
-    positions = np.arange(len(budgets))
-    width = 0.8 / max(1, len(pairs))
-    for i, pair in enumerate(pairs):
-        rows = overlap[overlap["pair"] == pair].set_index("budget").reindex(budgets)
-        x = positions - 0.4 + width * (i + 0.5)
-        bars.bar(x, rows["jaccard"], width=width * 0.92, color=style.PALETTE[(i + 3) % 7],
-                 label=pair)
-        bars.hlines(rows["random_jaccard"], x - width * 0.46, x + width * 0.46,
-                    color="black", linestyle=":", linewidth=1.0)
-    bars.plot([], [], color="black", linestyle=":", linewidth=1.0, label="random subsets")
-    bars.set_xticks(positions, [_budget_label(b) for b in budgets])
-    bars.set_ylim(0, 1)
-    bars.yaxis.set_major_formatter(style.TickFormatter())
-    bars.set_ylabel("Jaccard overlap of top-N")
+    _overlap_bars(bars, overlap, first_colour=3)
     bars.legend(loc="upper left", fontsize=6)
     style.panel_label(bars, "b")
     return fig
