@@ -188,14 +188,6 @@ def baseline_picks(wildcards):
     ]
 
 
-def baseline_options(wildcards):
-    """Params of `select_baseline`: the settings of that selector alone (a k-means
-    setting must not rerun k-center)."""
-    if wildcards.method != "kmeans":
-        return ""
-    return cli_options("select", "kmeans_clusters", "kmeans_seed")(wildcards)
-
-
 def run_shards(wildcards):
     """Input function: the run's extraction shard directories."""
     return [

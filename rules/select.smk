@@ -67,34 +67,77 @@ rule select_summary:
 
 
 # Baseline selectors on the run's representations, preprocessed as for scoring.
-rule select_baseline:
+rule select_kcenter:
     input:
         dataset=filtered_dataset,
         scores="results/{run}/score/scores.parquet",
         model="results/{run}/score/model.npz",
         shards=run_shards,
     output:
-        selection="results/{run}/select/{method}-{N}.json",
-        picks="results/{run}/select/{method}-{N}.parquet",
+        selection="results/{run}/select/kcenter-{N}.json",
+        picks="results/{run}/select/kcenter-{N}.parquet",
     log:
-        "results/{run}/logs/select/{method}-{N}.log",
+        "results/{run}/logs/select/kcenter-{N}.log",
     benchmark:
-        "results/{run}/benchmarks/select/{method}-{N}.tsv"
+        "results/{run}/benchmarks/select/kcenter-{N}.tsv"
     wildcard_constraints:
-        method="|".join(BASELINES),
         N=r"[1-9]\d*",
     conda:
         "../envs/cur.yaml"
     threads: 4
     resources:
-        # k-center runs on a GPU when there is one.
+        # On a GPU when there is one.
         gpu=gallery_gpus,
         mem_mb=features_mem_mb,
-    params:
-        options=baseline_options,
     shell:
-        "OMP_NUM_THREADS={threads} python -m scalselect select-baseline"
-        " --method {wildcards.method} --dataset {input.dataset}"
-        " --features {input.shards} --model {input.model} --scores {input.scores}"
-        " --num {wildcards.N} {params.options} --out {output.selection}"
+        "OMP_NUM_THREADS={threads} python -m scalselect select-baseline --method kcenter"
+        " --dataset {input.dataset} --features {input.shards} --model {input.model}"
+        " --scores {input.scores} --num {wildcards.N} --out {output.selection}"
         " --picks {output.picks} > {log} 2>&1"
+
+
+# k-means is fitted once per run; each budget only takes its shares of the clusters.
+rule select_kmeans_clusters:
+    input:
+        scores="results/{run}/score/scores.parquet",
+        model="results/{run}/score/model.npz",
+        shards=run_shards,
+    output:
+        clusters="results/{run}/select/kmeans-clusters.parquet",
+    log:
+        "results/{run}/logs/select/kmeans-clusters.log",
+    benchmark:
+        "results/{run}/benchmarks/select/kmeans-clusters.tsv"
+    conda:
+        "../envs/cur.yaml"
+    # scikit-learn's k-means runs on a fixed 4 threads (scalselect.baselines.KMEANS_THREADS).
+    threads: 4
+    resources:
+        mem_mb=features_mem_mb,
+    params:
+        options=cli_options("select", "kmeans_clusters", "kmeans_seed"),
+    shell:
+        "python -m scalselect kmeans-clusters --features {input.shards} --model {input.model}"
+        " --scores {input.scores} {params.options} --out {output.clusters} > {log} 2>&1"
+
+
+rule select_kmeans:
+    input:
+        dataset=filtered_dataset,
+        scores="results/{run}/score/scores.parquet",
+        clusters="results/{run}/select/kmeans-clusters.parquet",
+    output:
+        selection="results/{run}/select/kmeans-{N}.json",
+        picks="results/{run}/select/kmeans-{N}.parquet",
+    log:
+        "results/{run}/logs/select/kmeans-{N}.log",
+    benchmark:
+        "results/{run}/benchmarks/select/kmeans-{N}.tsv"
+    wildcard_constraints:
+        N=r"[1-9]\d*",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m scalselect select-baseline --method kmeans --dataset {input.dataset}"
+        " --scores {input.scores} --clusters {input.clusters} --num {wildcards.N}"
+        " --out {output.selection} --picks {output.picks} > {log} 2>&1"

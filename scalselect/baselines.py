@@ -12,7 +12,8 @@ configured in ``score``), so every method sees the same vectors; extraction neve
   one. Cost: ``N * budget * d`` multiply-adds and ``N * d`` floats of memory.
 - **k-means** (cluster-balanced sampling in the spirit of COINCIDE): scikit-learn's
   Lloyd k-means with ``clusters`` clusters and ``seed`` (k-means++ initialisation, one
-  run), then an equal share of the budget per cluster, nearest-to-centroid first. A
+  run), fitted once per run (:func:`fit_clusters`, budget-independent), then for each
+  budget an equal share per cluster, nearest-to-centroid first (:func:`cluster_balanced`). A
   cluster smaller than its share gives all its samples and the rest is shared equally
   among the larger clusters (water-filling); when the budget does not divide evenly,
   the larger clusters (ties: lower cluster number) get one sample more. Shares of the
@@ -70,6 +71,14 @@ def load_representations(
         raise UserError(f"non-finite representations in {', '.join(map(str, paths))}")
     order = np.argsort(index, kind="stable")
     return Representations(index[order], matrix[order])
+
+
+def require_scored(index: np.ndarray, scores: pd.DataFrame, scores_path: os.PathLike | str,
+                   source: os.PathLike | str) -> None:
+    """Raise a :class:`UserError` unless ``index`` (ascending dataset indices, read from
+    ``source``) holds exactly the samples of ``scores`` (read from ``scores_path``)."""
+    if not np.array_equal(index, np.sort(scores["index"].to_numpy())):
+        raise UserError(f"{scores_path} and {source} hold different samples")
 
 
 def _device(device: str | None) -> Any:
@@ -171,18 +180,24 @@ def balanced_shares(sizes: np.ndarray, budget: int) -> np.ndarray:
     return shares
 
 
-def kmeans(
-    matrix: np.ndarray, budget: int, clusters: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster-balanced picks: k-means, then an equal share per cluster, nearest to the
-    centroid first.
+@dataclass(frozen=True)
+class Clusters:
+    """A k-means clustering of the representations (the budget-independent step of the
+    k-means baseline: fitted once per run, shared by every budget)."""
+
+    labels: np.ndarray  # int64 [N], cluster of each row
+    distance: np.ndarray  # float64 [N], squared distance of each row to its centroid
+    iterations: int  # Lloyd iterations run
+    converged: bool  # stopped before scikit-learn's iteration limit
+
+
+def fit_clusters(matrix: np.ndarray, clusters: int, seed: int) -> Clusters:
+    """k-means clusters of ``matrix``.
 
     Parameters
     ----------
     matrix : ndarray of shape (N, d)
         The points (float32).
-    budget : int
-        Number of points to pick, 1..N.
     clusters : int
         Number of k-means clusters K, 1..N.
     seed : int
@@ -190,17 +205,14 @@ def kmeans(
 
     Returns
     -------
-    picks : ndarray of int64, shape (budget,)
-        Positions in ``matrix``, ascending.
-    labels : ndarray of int64, shape (N,)
-        Cluster of every point.
+    Clusters
+        Each point's cluster (scikit-learn's Lloyd k-means, one run, float32) and its
+        squared Euclidean distance to that cluster's centroid, in float64.
     """
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
     n = len(matrix)
-    if not 1 <= budget <= n:
-        raise UserError(f"k-means budget {budget} is not in 1..{n} (the scored samples)")
     if not 1 <= clusters <= n:
         raise UserError(f"select.kmeans_clusters {clusters} is not in 1..{n} (the scored samples)")
     with threadpool_limits(limits=KMEANS_THREADS):
@@ -211,18 +223,60 @@ def kmeans(
     for first in range(0, n, BLOCK_ROWS):
         rows = matrix[first:first + BLOCK_ROWS].astype(np.float64)
         distance[first:first + BLOCK_ROWS] = np.square(rows - centres[labels[first:first + BLOCK_ROWS]]).sum(1)
+    iterations = int(fitted.n_iter_)
+    return Clusters(labels, distance, iterations, iterations < fitted.max_iter)
+
+
+def cluster_balanced(labels: np.ndarray, distance: np.ndarray, budget: int) -> np.ndarray:
+    """Cluster-balanced picks: an equal share of the budget per cluster
+    (:func:`balanced_shares`), nearest to the centroid first.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (N,)
+        Cluster of every point, 0..K-1.
+    distance : ndarray of float, shape (N,)
+        Distance of every point to its cluster's centroid.
+    budget : int
+        Number of points to pick, 1..N.
+
+    Returns
+    -------
+    picks : ndarray of int64, shape (budget,)
+        Positions, ascending: in each cluster the ``share`` points of smallest distance,
+        ties to the lower position.
+
+    Examples
+    --------
+    >>> cluster_balanced(np.array([0, 0, 1, 1, 1]), np.array([3., 1., 2., 0., 2.]), 3).tolist()
+    [1, 2, 3]
+    """
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    if not 1 <= budget <= n:
+        raise UserError(f"k-means budget {budget} is not in 1..{n} (the scored samples)")
+    clusters = int(labels.max()) + 1
     shares = balanced_shares(np.bincount(labels, minlength=clusters), budget)
-    # Within each cluster: nearest to the centroid first, ties to the lower position.
     order = np.lexsort((np.arange(n), distance, labels))
     starts = np.searchsorted(labels[order], np.arange(clusters))
     picks = np.concatenate([order[s:s + k] for s, k in zip(starts, shares)])
-    return np.sort(picks), labels
+    return np.sort(picks)
 
 
-def picks_table(reps: Representations, picks: np.ndarray, ids: pd.Series) -> pd.DataFrame:
+def clusters_table(index: np.ndarray, clusters: Clusters, ids: pd.Series) -> pd.DataFrame:
+    """``index`` (dataset index), ``id``, ``cluster`` and ``distance`` (squared, to the
+    centroid) of every row; ``ids`` maps dataset index to the stored sample id."""
+    return pd.DataFrame({
+        "index": index, "id": ids.loc[index].to_numpy(),
+        "cluster": clusters.labels, "distance": clusters.distance,
+    })
+
+
+def picks_table(index: np.ndarray, picks: np.ndarray, ids: pd.Series) -> pd.DataFrame:
     """``index`` (dataset index), ``id`` and ``order`` (1 = first pick) of the picks,
-    in dataset order; ``ids`` maps dataset index to the stored sample id."""
-    index = reps.index[picks]
+    in dataset order; ``index`` maps positions to dataset indices and ``ids`` dataset
+    indices to the stored sample ids."""
+    index = index[picks]
     table = pd.DataFrame({
         "index": index, "id": ids.loc[index].to_numpy(),
         "order": np.arange(1, len(picks) + 1, dtype=np.int64),

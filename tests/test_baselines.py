@@ -82,13 +82,23 @@ def blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_kmeans_balanced_nearest_first_and_deterministic() -> None:
     points, truth = blobs()
-    picks, labels = baselines.kmeans(points, 40, clusters=4, seed=3)
-    again, labels_again = baselines.kmeans(points, 40, clusters=4, seed=3)
-    assert np.array_equal(picks, again) and np.array_equal(labels, labels_again)
-    assert picks.tolist() == sorted(set(picks.tolist())) and len(picks) == 40
+    clusters = baselines.fit_clusters(points, clusters=4, seed=3)
+    again = baselines.fit_clusters(points, clusters=4, seed=3)
+    assert np.array_equal(clusters.labels, again.labels)
+    assert np.array_equal(clusters.distance, again.distance)
+    assert clusters.converged and 1 <= clusters.iterations < 300
+    labels = clusters.labels
     # The clusters are the blobs (up to naming).
     pairs = set(zip(labels.tolist(), truth.tolist()))
     assert len(pairs) == 4
+    # Squared distance to the centroid, the mean of the cluster's members.
+    for cluster in range(4):
+        members = np.flatnonzero(labels == cluster)
+        centre = points[members].astype(np.float64).mean(0)
+        distance = ((points[members].astype(np.float64) - centre) ** 2).sum(1)
+        assert np.allclose(clusters.distance[members], distance, rtol=1e-4, atol=1e-4)
+    picks = baselines.cluster_balanced(labels, clusters.distance, 40)
+    assert picks.tolist() == sorted(set(picks.tolist())) and len(picks) == 40
     # The blob of 8 samples gives all 8; the other three share 32 within one of equal,
     # the extra sample to the larger blobs (40 and 30 samples).
     per_cluster = np.bincount(labels[picks], minlength=4)
@@ -96,15 +106,30 @@ def test_kmeans_balanced_nearest_first_and_deterministic() -> None:
     assert per_cluster[small] == 8
     assert per_cluster[labels[truth == 0][0]] == per_cluster[labels[truth == 3][0]] == 11
     assert per_cluster[labels[truth == 1][0]] == 10
-    # Nearest to the centroid (the mean of the cluster's members) first.
+    # Nearest to the centroid first.
     for cluster in range(4):
         members = np.flatnonzero(labels == cluster)
-        centre = points[members].astype(np.float64).mean(0)
-        distance = ((points[members] - centre) ** 2).sum(1)
-        expected = members[np.argsort(distance, kind="stable")[: per_cluster[cluster]]]
+        expected = members[np.argsort(clusters.distance[members], kind="stable")[: per_cluster[cluster]]]
         assert sorted(expected.tolist()) == sorted(set(picks.tolist()) & set(members.tolist()))
     with pytest.raises(UserError, match="kmeans_clusters 200 is not in 1..103"):
-        baselines.kmeans(points, 10, clusters=200, seed=0)
+        baselines.fit_clusters(points, clusters=200, seed=0)
+
+
+def test_cluster_balanced_ties_and_budgets() -> None:
+    # Equal distances: the lower position first; clusters numbered out of dataset order.
+    labels = np.array([1, 0, 1, 0, 1, 1])
+    distance = np.array([2.0, 5.0, 2.0, 1.0, 0.5, 2.0])
+    assert baselines.cluster_balanced(labels, distance, 1).tolist() == [4]  # the larger cluster
+    assert baselines.cluster_balanced(labels, distance, 2).tolist() == [3, 4]
+    assert baselines.cluster_balanced(labels, distance, 3).tolist() == [0, 3, 4]
+    assert baselines.cluster_balanced(labels, distance, 4).tolist() == [0, 1, 3, 4]
+    assert baselines.cluster_balanced(labels, distance, 5).tolist() == [0, 1, 2, 3, 4]
+    assert baselines.cluster_balanced(labels, distance, 6).tolist() == list(range(6))
+    # A cluster number with no members (K larger than the clusters found) takes nothing.
+    assert baselines.cluster_balanced(np.array([2, 2, 0]), np.zeros(3), 2).tolist() == [0, 2]
+    for budget in (0, 7):
+        with pytest.raises(UserError, match=f"budget {budget} is not in 1..6"):
+            baselines.cluster_balanced(labels, distance, budget)
 
 
 def write_shard(directory: Path, matrix: np.ndarray, index: np.ndarray, failed: set[int]) -> Path:
@@ -153,13 +178,31 @@ def test_select_baseline_command(tmp_path: Path) -> None:
     assert chosen.sort_values("order")["index"].tolist() == expected.tolist()
     assert json.loads(out.read_text()) == [records[i] for i in sorted(expected.tolist())]
 
+    clusters = tmp_path / "kmeans-clusters.parquet"
+    assert main(["kmeans-clusters", *common[2:], "--kmeans-clusters", "4", "--kmeans-seed", "1",
+                 "--out", str(clusters)]) == 0
+    fitted = baselines.fit_clusters(centred.astype(np.float32), 4, 1)
+    table = pd.read_parquet(clusters)
+    assert table.columns.tolist() == ["index", "id", "cluster", "distance"]
+    assert table["index"].tolist() == ok.tolist()
+    assert table["id"].tolist() == [f"s{i}" for i in ok]
+    assert table["cluster"].tolist() == fitted.labels.tolist()
+    assert np.allclose(table["distance"], fitted.distance, rtol=1e-4)
     out = tmp_path / "kmeans-10%.json"
-    assert main(["select-baseline", "--method", "kmeans", *common, "--num", "10%",
-                 "--kmeans-clusters", "4", "--out", str(out),
+    kmeans = ["select-baseline", "--method", "kmeans", "--dataset", str(tmp_path / "dataset.json"),
+              "--scores", str(tmp_path / "scores.parquet"), "--clusters", str(clusters)]
+    assert main([*kmeans, "--num", "10%", "--out", str(out),
                  "--picks", str(tmp_path / "kmeans.parquet")]) == 0
-    assert len(json.loads(out.read_text())) == 8  # 10% of 78 scored samples, rounded
-    assert main(["select-baseline", "--method", "kmeans", *common, "--num", "79",
-                 "--out", str(out), "--picks", str(tmp_path / "k.parquet")]) == 2
+    expected = ok[baselines.cluster_balanced(fitted.labels, fitted.distance, 8)]  # 10% of 78
+    assert json.loads(out.read_text()) == [records[i] for i in expected]
+    assert pd.read_parquet(tmp_path / "kmeans.parquet")["index"].tolist() == expected.tolist()
+    assert main([*kmeans, "--num", "79", "--out", str(out), "--picks", str(tmp_path / "k.parquet")]) == 2
+    # Each selector names the inputs it lacks; a clustering of other samples is refused.
+    assert main([*kmeans[:-2], "--num", "5", "--out", str(out), "--picks", str(picks)]) == 2
+    assert main(["select-baseline", "--method", "kcenter", *common[:2], *common[-2:], "--num", "5",
+                 "--out", str(out), "--picks", str(picks)]) == 2
+    table.iloc[:-1].to_parquet(clusters)
+    assert main([*kmeans, "--num", "5", "--out", str(out), "--picks", str(picks)]) == 2
 
 
 @pytest.mark.slow
@@ -179,10 +222,12 @@ def test_new_method_or_seed_reruns_no_upstream_rule(demo_workflow: Path, tmp_pat
     # Another set of methods: the comparison alone is redone (its set of inputs changed).
     extra.write_text(yaml.safe_dump({"select": {"methods": ["scalselect", "random", "kcenter"]}}))
     assert planned_jobs(workdir, "--configfile", str(extra)) == {"plots_methods": runs, "all": 1}
-    # A new k-means seed reruns the k-means selections alone (not k-center) and the comparison.
+    # A new k-means seed reruns the clustering, once per run, and the k-means selections
+    # alone (not k-center), and the comparison.
     extra.write_text(yaml.safe_dump({"select": {"kmeans_seed": 1}}))
     jobs = planned_jobs(workdir, "--configfile", str(extra))
-    assert jobs == {"select_baseline": budgets * runs, "plots_methods": runs, "all": 1}, jobs
+    assert jobs == {"select_kmeans_clusters": runs, "select_kmeans": budgets * runs,
+                    "plots_methods": runs, "all": 1}, jobs
     # Another layer for one run reruns its extraction (a result setting) and what follows.
     extra.write_text(yaml.safe_dump({"runs": {**config["runs"], "demo-llava": {
         **config["runs"]["demo-llava"], "extract": {"layer": 2}}}}))
@@ -195,7 +240,8 @@ def test_new_method_or_seed_reruns_no_upstream_rule(demo_workflow: Path, tmp_pat
                      *(workdir / "results" / run / "plots").glob("methods.*")]:
             path.unlink()
     jobs = planned_jobs(workdir)
-    assert jobs == {"select_baseline": budgets * runs, "plots_methods": runs, "all": 1}, jobs
+    assert jobs == {"select_kmeans_clusters": runs, "select_kmeans": budgets * runs,
+                    "plots_methods": runs, "all": 1}, jobs
 
 
 @pytest.mark.slow

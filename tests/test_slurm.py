@@ -49,10 +49,10 @@ FAULT_SHARD = 1
 NEW_BUDGET = 24
 GPU_RULES = {"extract", "plots_gallery"}
 # Rules whose memory follows the size of the run's features (README, "Running on SLURM").
-FEATURE_SIZED_RULES = {"select_baseline", "plots_methods"}
+FEATURE_SIZED_RULES = {"select_kcenter", "select_kmeans_clusters", "plots_methods"}
 SELECTION_RULES = {
-    "select", "select_random", "select_summary", "select_baseline", "plots", "plots_compare",
-    "plots_methods",
+    "select", "select_random", "select_summary", "select_kcenter", "select_kmeans", "plots",
+    "plots_compare", "plots_methods",
 }
 
 

@@ -27,6 +27,7 @@ COMMANDS = {
     "score-merge": "score_merge",
     "select": "select",
     "select-summary": "select_summary",
+    "kmeans-clusters": "kmeans_clusters",
     "select-baseline": "select_baseline",
     "plot": "plot",
     "plot-compare": "plot_compare",
