@@ -4,6 +4,7 @@ command line on real dataset and score files."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -284,9 +285,34 @@ def test_pick_records_bounds() -> None:
     records = [{"id": i} for i in range(5)]
     assert selection.pick_records(records, np.array([0, 4])) == [records[0], records[4]]
     assert selection.pick_records(records, np.array([], dtype=np.int64)) == []
-    for bad, shown in (([-1, 2], -1), ([1, 5], 5), ([2, 3, 9], 9)):
+    for bad, shown in (([-1, 2], -1), ([1, 5], 5), ([0, 5], 5), ([2, 3, 9], 9)):
         with pytest.raises(SelectionError, match=f"scores refer to dataset index {shown} but the dataset has 5"):
             selection.pick_records(records, np.array(bad))
+
+
+def test_check_scores_belong_matches_index_id_and_id_type() -> None:
+    records = [{"id": 7}, {"id": "b"}, "not a record", {"id": None}]
+
+    def scores(*rows: tuple[int, str | None, str]) -> pd.DataFrame:
+        return pd.DataFrame(rows, columns=["index", "id", "id_type"])
+
+    # The first and last index are in range; a record without an id (or not a record)
+    # holds the null id.
+    selection.check_scores_belong(
+        scores((0, "7", "int"), (1, "b", "str"), (2, None, "null"), (3, None, "null")),
+        records, "s.parquet", "d.json")
+    for index in (-1, 4):
+        with pytest.raises(SelectionError, match=re.escape(
+                f"s.parquet does not belong to d.json: it scores dataset index {index}"
+                " but the dataset has 4 records")):
+            selection.check_scores_belong(scores((index, "7", "int")), records, "s.parquet", "d.json")
+    # The same text but another type (the int 7 against the string "7") does not match.
+    for wrong in ((0, "7", "str"), (1, "c", "str"), (3, "None", "str")):
+        with pytest.raises(SelectionError, match=re.escape(
+                f"s.parquet does not belong to d.json: dataset index {wrong[0]} holds id"
+                f" {records[wrong[0]]['id']!r} but the scores have id {wrong[1]!r} ({wrong[2]})"
+                " there (scores of another dataset, or of these records in another order)")):
+            selection.check_scores_belong(scores(wrong), records, "s.parquet", "d.json")
 
 
 def test_summary_of_no_budget_has_the_columns(files) -> None:
