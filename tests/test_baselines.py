@@ -35,6 +35,8 @@ def test_kcenter_equals_brute_force_greedy(n: int, d: int, budget: int, seed: in
     got = baselines.kcenter(points, budget, start, device="cpu", block_rows=16)
     assert got.tolist() == brute_force_kcenter(points, budget, start)
     assert len(set(got.tolist())) == budget
+    # Nested: a smaller budget's picks are the first picks of a larger one (README).
+    assert baselines.kcenter(points, budget // 2, start, device="cpu").tolist() == got[: budget // 2].tolist()
 
 
 def test_kcenter_ties_and_duplicates() -> None:

@@ -240,6 +240,8 @@ def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
     config = yaml.safe_load(config_path.read_text())
     config["runs"] = {RUN: config["runs"][RUN]}
     config["extract"]["shards"] = SHARDS
+    # The baselines run like any other job; the local workflow tests cover them.
+    config["select"]["methods"] = ["scalselect", "random"]
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     shard = f"shard-{FAULT_SHARD}-of-{SHARDS}"
     fault_env = dict(slurm_env)
