@@ -257,7 +257,7 @@ def test_demo_methods_and_layer_ablation(demo_workflow: Path) -> None:
         assert (table.loc[table["method"] == "ScalSelect", "jaccard_scalselect"] == 1).all()
         assert table["subspace_retention"].between(0, 1 + 1e-9).all()
         shares = table[[c for c in table.columns if c.startswith("share:")]]
-        assert np.allclose(shares.sum(1), 1)
+        assert np.allclose(shares.sum(axis=1), 1)
         for n in table["budget"].unique():
             picks = pd.read_parquet(demo_workflow / "results" / run / "select" / f"kcenter-{n}.parquet")
             assert len(picks) == n
