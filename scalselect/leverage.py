@@ -175,8 +175,14 @@ class NpzSource:
             missing = {NPZ_MATRIX, NPZ_IDS} - set(archive.files)
             if missing:
                 raise LeverageError(f"{path}: missing arrays {sorted(missing)}")
-            self._matrix = np.asarray(archive[NPZ_MATRIX], dtype=np.float32)
-            self._ids = archive[NPZ_IDS].tolist()
+            try:
+                self._matrix = np.asarray(archive[NPZ_MATRIX], dtype=np.float32)
+                self._ids = archive[NPZ_IDS].tolist()
+            except ValueError as error:  # an object array: loading it would unpickle
+                raise LeverageError(
+                    f"{path}: {error} (arrays of Python objects are not read: save the"
+                    f" {NPZ_IDS} as an integer or string array)"
+                ) from None
         if self._matrix.ndim != 2 or len(self._ids) != len(self._matrix):
             raise LeverageError(
                 f"{path}: {NPZ_MATRIX} {self._matrix.shape} does not match "

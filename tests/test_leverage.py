@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,68 @@ def test_original_npz_is_accepted(tmp_path: Path) -> None:
     np.testing.assert_allclose([got[1000 + i] for i in range(120)], expected, rtol=1e-6)
     assert [line["importance"] for line in lines] == sorted(got.values(), reverse=True)
     assert json.loads((tmp_path / "scores/spectrum.json").read_text())["k"] == k
+
+
+def test_npz_source_reads_rows_in_file_order(tmp_path: Path) -> None:
+    matrix = representations(n=23, d=5, seed=3).astype(np.float64)
+    path = tmp_path / "all_representations.npz"
+    np.savez(path, representations=matrix, sample_ids=np.array([f"s{i}" for i in range(23)]))
+    source = leverage.NpzSource(path)
+    assert (source.name, source.rows, source.dim) == (str(path), 23, 5)
+    blocks = list(source.blocks(block_rows=7))
+    assert [len(b.index) for b in blocks] == [7, 7, 7, 2]
+    assert np.concatenate([b.index for b in blocks]).tolist() == list(range(23))
+    assert all(b.index.dtype == np.int64 and b.matrix.dtype == np.float32 for b in blocks)
+    assert [i for b in blocks for i in b.ids] == [f"s{i}" for i in range(23)]
+    assert np.array_equal(np.concatenate([b.matrix for b in blocks]), matrix.astype(np.float32))
+
+
+def test_npz_source_errors_name_the_file_and_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, representations=np.zeros((3, 2)))
+    with pytest.raises(LeverageError, match=re.escape(f"{path}: missing arrays ['sample_ids']")):
+        leverage.NpzSource(path)
+    for matrix, ids in ((np.zeros(3), np.arange(3)), (np.zeros((3, 2)), np.arange(4))):
+        np.savez(path, representations=matrix, sample_ids=ids)
+        with pytest.raises(LeverageError, match=re.escape(
+                f"{path}: representations {matrix.shape} does not match {len(ids)} sample_ids")):
+            leverage.NpzSource(path)
+    # Mixed ids make an object array, which only unpickling would read: refused.
+    np.savez(path, representations=np.zeros((2, 2)), sample_ids=np.array([1, "a"], dtype=object))
+    with pytest.raises(LeverageError, match="arrays of Python objects are not read"):
+        leverage.NpzSource(path)
+
+
+def test_model_round_trips_and_spectrum_record(tmp_path: Path) -> None:
+    dirs = write_shards(tmp_path, representations(n=40, d=6), list(range(40)), [])
+    prep = Preprocessing(center=False, standardize=True, l2_normalize=True)
+    _, model = leverage.leverage_scores(leverage.open_sources(dirs), prep, 0.85, Backend("numpy"))
+    model.save(tmp_path / "model.npz")
+    again = leverage.Model.load(tmp_path / "model.npz")
+    assert again.prep == prep and again.count == model.count == 40
+    assert again.transform.l2_normalize and np.array_equal(again.transform.shift, model.transform.shift)
+    assert np.array_equal(again.transform.scale, model.transform.scale)
+    s, t = model.spectrum, again.spectrum
+    assert (t.k, t.rank, t.sv_threshold) == (s.k, s.rank, 0.85)
+    for name in ("singular_values", "cumulative_energy", "basis"):
+        assert np.array_equal(getattr(t, name), getattr(s, name)), name
+    assert again.spectrum_record() == {
+        "singular_values": s.singular_values.tolist(), "cumulative_energy": s.cumulative_energy.tolist(),
+        "k": s.k, "rank": s.rank, "sv_threshold": 0.85, "n": 40, "d": 6,
+        "center": False, "standardize": True, "l2_normalize": True,
+    }
+    with pytest.raises(ValueError, match="the Gram of L2-normalised rows needs a pass over the rows"):
+        leverage.preprocessed_gram(None, model.transform)  # refused before the moments are read
+
+
+def test_scores_parquet_has_exactly_the_documented_columns(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    dirs = write_shards(tmp_path, representations(n=30, d=5), list(range(30)), [])
+    table, _ = leverage.leverage_scores(leverage.open_sources(dirs), Preprocessing(), 0.9, Backend("numpy"))
+    leverage.write_scores(tmp_path / "importance_scores.jsonl", table)
+    schema = pq.read_schema(tmp_path / "scores.parquet")
+    assert schema.names == ["index", "id", "id_type", "importance", "rank"]
 
 
 def test_ties_are_ordered_by_dataset_index() -> None:
