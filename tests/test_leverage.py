@@ -216,14 +216,18 @@ def test_npz_source_errors_name_the_file_and_the_problem(tmp_path: Path) -> None
         leverage.NpzSource(path)
 
 
-def test_model_round_trips_and_spectrum_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize("center, standardize, l2_normalize", list(itertools.product([False, True], repeat=3)))
+def test_model_round_trips_and_spectrum_record(
+    tmp_path: Path, center: bool, standardize: bool, l2_normalize: bool
+) -> None:
     dirs = write_shards(tmp_path, representations(n=40, d=6), list(range(40)), [])
-    prep = Preprocessing(center=False, standardize=True, l2_normalize=True)
+    prep = Preprocessing(center=center, standardize=standardize, l2_normalize=l2_normalize)
     _, model = leverage.leverage_scores(leverage.open_sources(dirs), prep, 0.85, Backend("numpy"))
     model.save(tmp_path / "model.npz")
     again = leverage.Model.load(tmp_path / "model.npz")
     assert again.prep == prep and again.count == model.count == 40
-    assert again.transform.l2_normalize and np.array_equal(again.transform.shift, model.transform.shift)
+    assert again.transform.l2_normalize == l2_normalize
+    assert np.array_equal(again.transform.shift, model.transform.shift)
     assert np.array_equal(again.transform.scale, model.transform.scale)
     s, t = model.spectrum, again.spectrum
     assert (t.k, t.rank, t.sv_threshold) == (s.k, s.rank, 0.85)
@@ -232,10 +236,11 @@ def test_model_round_trips_and_spectrum_record(tmp_path: Path) -> None:
     assert again.spectrum_record() == {
         "singular_values": s.singular_values.tolist(), "cumulative_energy": s.cumulative_energy.tolist(),
         "k": s.k, "rank": s.rank, "sv_threshold": 0.85, "n": 40, "d": 6,
-        "center": False, "standardize": True, "l2_normalize": True,
+        "center": center, "standardize": standardize, "l2_normalize": l2_normalize,
     }
-    with pytest.raises(ValueError, match="the Gram of L2-normalised rows needs a pass over the rows"):
-        leverage.preprocessed_gram(None, model.transform)  # refused before the moments are read
+    if l2_normalize:
+        with pytest.raises(ValueError, match="the Gram of L2-normalised rows needs a pass over the rows"):
+            leverage.preprocessed_gram(None, model.transform)  # refused before the moments are read
 
 
 def test_scores_parquet_has_exactly_the_documented_columns(tmp_path: Path) -> None:
