@@ -637,7 +637,7 @@ def test_demo_reshard_and_format_change_compute_nothing(demo_workflow: Path, tmp
 
     workdir = tmp_path / "workflow"
     shutil.copytree(demo_workflow, workdir, symlinks=True)
-    runs = ("demo-llava", "demo-qwen", "demo-llava-format")
+    runs = ("demo-llava", "demo-qwen")  # one of each model family
     # (1) 4 -> 5 shards: every extract job reruns, none runs the model, same bits.
     config = tmp_path / "five.yaml"
     config.write_text("extract: {shards: 5}\n")
