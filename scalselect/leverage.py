@@ -5,7 +5,7 @@ never formed. Everything follows from the ``d x d`` Gram matrix of the preproces
 accumulated in float64 over row blocks:
 
 1. *Moments* of each row set (count, column mean, centred scatter matrix
-   ``sum (r - mean)(r - mean)^T``, column min/max), accumulated block by block and merged
+   ``sum (r - mean)(r - mean)^T``), accumulated block by block and merged
    across shards with the pairwise update of Chan et al. This avoids the cancellation of
    ``G - n mu mu^T`` that a raw Gram would suffer when the column means are large.
 2. The *transform* (centre, then standardise, then L2-normalise rows — METHOD.md order)
@@ -20,7 +20,7 @@ Linear algebra runs in float64 with NumPy, or with torch on a GPU when one is pr
 (``backend="auto"``); both give the same numbers to within float64 rounding.
 
 Degenerate inputs: fewer than 2 rows and non-finite values are errors; constant columns
-(min == max) have standard deviation 1 when standardising; ``k`` never exceeds the
+(zero standard deviation) have standard deviation 1 when standardising; ``k`` never exceeds the
 numerical rank (eigenvalues above ``lambda_max * d * eps``), so no direction with a zero
 singular value is divided by; all rows identical after preprocessing (zero spectral energy)
 is an error, as leverage is undefined.
@@ -247,13 +247,15 @@ def _checked_blocks(source: Source, block_rows: int) -> Iterator[Block]:
 
 @dataclass
 class Moments:
-    """Count, column mean, centred scatter matrix and column range of a set of rows."""
+    """Count, column mean and centred scatter matrix of a set of rows.
+
+    For float32 rows the scatter of a constant column is exactly zero: sums of fewer
+    than 2**29 float32 values are exact in float64, so the column mean is the value.
+    """
 
     count: int
     mean: np.ndarray
     scatter: np.ndarray
-    minimum: np.ndarray
-    maximum: np.ndarray
 
     def merge(self, other: Moments) -> Moments:
         """The moments of the union of both row sets (pairwise update, exact)."""
@@ -268,26 +270,18 @@ class Moments:
             count,
             self.mean + delta * (other.count / count),
             self.scatter + other.scatter + np.multiply.outer(delta, delta) * weight,
-            np.minimum(self.minimum, other.minimum),
-            np.maximum(self.maximum, other.maximum),
         )
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the moments as ``.npz``, atomically."""
         with atomic_write(path, "wb") as handle:
-            np.savez(
-                handle, count=self.count, mean=self.mean, scatter=self.scatter,
-                minimum=self.minimum, maximum=self.maximum,
-            )
+            np.savez(handle, count=self.count, mean=self.mean, scatter=self.scatter)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Moments:
         """Read moments written by :meth:`save`."""
         with np.load(path) as archive:
-            return cls(
-                int(archive["count"]), archive["mean"], archive["scatter"],
-                archive["minimum"], archive["maximum"],
-            )
+            return cls(int(archive["count"]), archive["mean"], archive["scatter"])
 
 
 def source_moments(
@@ -295,8 +289,6 @@ def source_moments(
 ) -> Moments:
     """The moments of a source's rows, streamed block by block in float64."""
     count, mean, scatter = 0, None, None
-    minimum = np.full(source.dim, np.inf, np.float32)
-    maximum = np.full(source.dim, -np.inf, np.float32)
     for block in _checked_blocks(source, block_rows):
         rows = backend.array(block.matrix)
         block_mean = rows.mean(0)
@@ -311,12 +303,9 @@ def source_moments(
             scatter += block_scatter + (delta[:, None] * delta[None, :]) * (count * added / total)
             mean = mean + delta * (added / total)
         count += added
-        np.minimum(minimum, block.matrix.min(0), out=minimum)
-        np.maximum(maximum, block.matrix.max(0), out=maximum)
     if count == 0:
-        zeros = np.zeros(source.dim)
-        return Moments(0, zeros, np.zeros((source.dim, source.dim)), minimum, maximum)
-    return Moments(count, backend.numpy(mean), backend.numpy(scatter), minimum, maximum)
+        return Moments(0, np.zeros(source.dim), np.zeros((source.dim, source.dim)))
+    return Moments(count, backend.numpy(mean), backend.numpy(scatter))
 
 
 def merge_moments(parts: Sequence[Moments]) -> Moments:
@@ -352,16 +341,15 @@ class Transform:
 def make_transform(moments: Moments, prep: Preprocessing) -> Transform:
     """The preprocessing of METHOD.md stage 2.2 fitted to the rows' moments.
 
-    The standard deviation is the population one (``ddof=0``); a constant column
-    (min == max) counts as having standard deviation 1.
+    The standard deviation is the population one (``ddof=0``); a constant column (zero
+    standard deviation) counts as having standard deviation 1.
     """
     d = len(moments.mean)
     shift = moments.mean.copy() if prep.center else np.zeros(d)
     scale = np.ones(d)
     if prep.standardize:
-        std = np.sqrt(np.clip(np.diag(moments.scatter), 0, None) / moments.count)
-        varies = (moments.maximum > moments.minimum) & (std > 0)
-        scale[varies] = std[varies]
+        std = np.sqrt(np.diag(moments.scatter) / moments.count)
+        scale[std > 0] = std[std > 0]
     return Transform(shift, scale, prep.l2_normalize)
 
 

@@ -364,3 +364,169 @@ def test_moments_round_trip_through_a_file(tmp_path: Path) -> None:
     r = representations(n=30, d=5).astype(np.float64)
     np.testing.assert_allclose(again.mean, r.mean(0), rtol=1e-12)
     np.testing.assert_allclose(again.scatter, (r - r.mean(0)).T @ (r - r.mean(0)), rtol=1e-9, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- boundaries and
+# messages found by mutation testing (bench/RESULTS.md, issue 12)
+
+
+def test_two_rows_are_enough_and_the_threshold_is_checked(tmp_path: Path) -> None:
+    dirs = write_shards(tmp_path, representations(n=2, d=5), [0, 1], [])
+    sources = leverage.open_sources(dirs)
+    table, model = leverage.leverage_scores(sources, Preprocessing(), 0.9, Backend("numpy"))
+    # Two centred rows are r and -r: one direction, each row half of it.
+    assert model.spectrum.k == 1
+    np.testing.assert_allclose(table["importance"], [0.5, 0.5], rtol=1e-12)
+    moments = leverage.source_moments(sources[0], Backend("numpy"))
+    for tau in (0.0, -0.1, 1.5):
+        with pytest.raises(LeverageError, match=re.escape(f"sv_threshold must be in (0, 1], got {tau}")):
+            leverage.fit(moments, Preprocessing(), tau, Backend("numpy"))
+    leverage.fit(moments, Preprocessing(), 1.0, Backend("numpy"))
+    with pytest.raises(ValueError, match="row L2 normalisation needs the sources for a second pass"):
+        leverage.fit(moments, Preprocessing(l2_normalize=True), 0.9, Backend("numpy"))
+
+
+def test_fit_logs_what_it_chose(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    dirs = write_shards(tmp_path, representations(), list(range(240)), [])
+    with caplog.at_level("INFO", logger="scalselect.leverage"):
+        _, model = leverage.leverage_scores(leverage.open_sources(dirs), Preprocessing(), 0.9, Backend("numpy"))
+    s = model.spectrum
+    assert 1 < s.k < s.rank
+    line = (
+        f"n=240 d=20 k={s.k} (energy {s.cumulative_energy[s.k - 1]:.4f} >= 0.9), "
+        f"numerical rank {s.rank}, backend numpy"
+    )
+    assert line in caplog.messages
+
+
+class RecordingSource(leverage.NpzSource):
+    """An .npz source that records the block size of every pass over it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.requested: list[int] = []
+
+    def blocks(self, block_rows: int = leverage.BLOCK_ROWS):
+        self.requested.append(block_rows)
+        return super().blocks(block_rows)
+
+
+def test_every_pass_reads_blocks_of_the_requested_size(tmp_path: Path) -> None:
+    path = tmp_path / "r.npz"
+    np.savez(path, representations=representations(n=30, d=4), sample_ids=np.arange(30))
+    source = RecordingSource(path)
+    leverage.leverage_scores([source], Preprocessing(l2_normalize=True), 0.9, Backend("numpy"), 7)
+    assert source.requested == [7, 7, 7]  # moments, the Gram of the normalised rows, scores
+
+
+def test_standardising_divides_by_the_population_std(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    matrix = np.column_stack([
+        rng.standard_normal(50) * 1e-3,  # a std far below 1
+        rng.standard_normal(50) * 40 + 3,
+        np.full(50, 0.1),  # constant: scale 1
+    ]).astype(np.float32)
+    dirs = write_shards(tmp_path, matrix, list(range(50)), [])
+    moments = leverage.source_moments(leverage.open_sources(dirs)[0], Backend("numpy"), 16)
+    transform = leverage.make_transform(moments, Preprocessing(center=True, standardize=True))
+    r = matrix.astype(np.float64)
+    np.testing.assert_allclose(transform.shift, r.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(transform.scale, [r[:, 0].std(), r[:, 1].std(), 1.0], rtol=1e-9)
+    assert moments.scatter[2, 2] == 0.0  # the constant column's sums are exact in float64
+
+
+def test_scores_do_not_depend_on_the_scale_of_the_representations(tmp_path: Path) -> None:
+    # Total spectral energy far below 1 must not be mistaken for none.
+    matrix = representations(n=60, d=6)
+    big = write_shards(tmp_path / "big", matrix, list(range(60)), [])
+    small = write_shards(tmp_path / "small", matrix * np.float32(1e-4), list(range(60)), [])
+    ours, _ = leverage.leverage_scores(leverage.open_sources(big), Preprocessing(), 0.9, Backend("numpy"))
+    tiny, model = leverage.leverage_scores(leverage.open_sources(small), Preprocessing(), 0.9, Backend("numpy"))
+    assert (model.spectrum.singular_values ** 2).sum() < 1
+    np.testing.assert_allclose(tiny["importance"], ours["importance"], rtol=1e-4)
+
+
+def test_source_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(LeverageError, match=re.escape(
+            "an .npz of representations must be the only --features path")):
+        leverage.open_sources([tmp_path / "a.npz", tmp_path / "extract"])
+    with pytest.raises(LeverageError, match=re.escape(f"no extraction shards in {tmp_path / 'none'}")):
+        leverage.open_sources([tmp_path / "none"])
+    narrow = write_shards(tmp_path / "narrow", representations(n=5, d=4), list(range(5)), [])
+    wide = write_shards(tmp_path / "wide", representations(n=5, d=6), list(range(5, 10)), [])
+    with pytest.raises(LeverageError, match=re.escape("feature dimensions differ between sources: [4, 6]")):
+        leverage.open_sources(narrow + wide)
+    _, model = leverage.leverage_scores(leverage.open_sources(wide), Preprocessing(), 0.9, Backend("numpy"))
+    with pytest.raises(LeverageError, match=re.escape(
+            f"{narrow[0]}: dimension 4 differs from the model's 6")):
+        leverage.score_source(leverage.open_sources(narrow)[0], model, Backend("numpy"))
+    # A matrix stored in Fortran order cannot be read in row blocks.
+    np.save(narrow[0] / features.FEATURES, np.asfortranarray(representations(n=5, d=4)))
+    with pytest.raises(LeverageError, match=re.escape(f"{narrow[0]}: features are not stored in C order")):
+        leverage.ShardSource(narrow[0])
+
+
+def test_shard_source_reads_past_blocks_without_a_valid_row(tmp_path: Path) -> None:
+    matrix = representations(n=30, d=4)
+    failed = set(range(0, 8)) | set(range(16, 24))
+    (shard,) = write_shards(tmp_path, matrix, [f"s{i}" for i in range(30)], [], failed)
+    source = leverage.ShardSource(shard)
+    assert (source.name, source.rows, source.dim) == (str(shard), 14, 4)
+    blocks = list(source.blocks(block_rows=8))
+    assert [b.index.tolist() for b in blocks] == [list(range(8, 16)), list(range(24, 30))]
+    assert [b.ids for b in blocks] == [[f"s{i}" for i in range(8, 16)], [f"s{i}" for i in range(24, 30)]]
+    np.testing.assert_array_equal(np.concatenate([b.matrix for b in blocks]), matrix[[*range(8, 16), *range(24, 30)]])
+
+
+def test_a_shard_whose_every_sample_failed_adds_nothing(tmp_path: Path) -> None:
+    matrix = representations(n=90, d=5)
+    dirs = write_shards(tmp_path / "x", matrix, list(range(90)), [30, 60], failed=set(range(30, 60)))
+    sources = leverage.open_sources(dirs)
+    empty = leverage.source_moments(sources[1], Backend("numpy"))
+    empty.save(tmp_path / "empty.npz")  # what score-partial writes for such a shard
+    again = leverage.Moments.load(tmp_path / "empty.npz")
+    assert again.count == 0
+    np.testing.assert_array_equal(again.mean, np.zeros(5))
+    np.testing.assert_array_equal(again.scatter, np.zeros((5, 5)))
+    prep = Preprocessing(center=True, standardize=True)
+    table, model = leverage.leverage_scores(sources, prep, 0.9, Backend("numpy"))
+    ok = np.r_[0:30, 60:90]
+    expected, k = dense_reference(matrix[ok], prep, 0.9)
+    assert model.count == 60 and model.spectrum.k == k
+    np.testing.assert_allclose(table.sort_values("index")["importance"], expected, rtol=1e-6)
+    none = leverage.score_source(sources[1], model, Backend("numpy"))
+    assert len(none) == 0 and list(none.columns) == list(leverage.SCORE_COLUMNS)
+    assert (none["index"].dtype, none["importance"].dtype) == (np.int64, np.float64)
+
+
+def test_ranked_table_columns_and_the_repeated_index_named() -> None:
+    parts = [pd.DataFrame({"index": [4, 2], "id": ['"a"', '"b"'], "importance": [0.5, 0.25]})]
+    assert list(leverage.rank_scores(parts).columns) == ["index", "id", "importance", "rank"]
+    twice = [*parts, pd.DataFrame({"index": [7, 2], "id": ['"c"', '"b"'], "importance": [0.1, 0.2]})]
+    with pytest.raises(LeverageError, match="dataset index 2 is scored twice"):
+        leverage.rank_scores(twice)
+
+
+def test_a_row_at_the_mean_scores_zero_with_row_normalisation(tmp_path: Path) -> None:
+    # Rows c + x_i and c - x_i, and c itself, in small integers: the mean is exactly c,
+    # so after centring the last row is exactly zero.
+    rng = np.random.default_rng(8)
+    c = rng.integers(-50, 50, 4)
+    x = rng.integers(-20, 20, (10, 4))
+    matrix = np.vstack([c + x, c - x, c[None]]).astype(np.float32)
+    path = tmp_path / "r.npz"
+    np.savez(path, representations=matrix, sample_ids=np.arange(21))
+    table, _ = leverage.leverage_scores(
+        [leverage.NpzSource(path)], Preprocessing(True, False, True), 0.9, Backend("numpy")
+    )
+    assert np.isfinite(table["importance"]).all()
+    assert table.set_index("index").loc[20, "importance"] == 0.0
+
+
+def test_backend_choice() -> None:
+    assert Backend().name == "numpy"  # no GPU here: "auto" is NumPy
+    assert Backend("numpy").name == "numpy"
+    with pytest.raises(ValueError, match="unknown backend 'cupy'"):
+        Backend("cupy")
+    pytest.importorskip("torch")
+    assert Backend("torch").name == "torch:cpu"  # torch without a GPU runs on the CPU
