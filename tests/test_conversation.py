@@ -313,3 +313,58 @@ def test_encoder_pickles_and_collate_pads_left(models, images) -> None:
     assert batch.inputs["pixel_values"].shape[0] == sum(
         int(item.inputs["pixel_values"].shape[0]) for item in items
     )
+
+
+# --------------------------------------------------------------------------- boundaries the
+# mutation run of bench/RESULTS.md found untested
+
+
+def typed_render(messages: list[dict]) -> str:
+    """A template that renders only ``text`` parts, whatever else a message holds."""
+    return "".join(
+        f"[{m['role']}]" + "".join(p["text"] for p in m["content"] if p["type"] == "text") + "\n"
+        for m in messages
+    )
+
+
+def test_assistant_spans_join_text_parts_and_pass_empty_answers() -> None:
+    messages = [
+        *text_messages(("user", "Q"), ("assistant", "  "), ("user", "Q2")),
+        {"role": "assistant", "content": [{"type": "text", "text": "Yes, "}, {"type": "text", "text": "two."}]},
+    ]
+    rendered = typed_render(messages)
+    assert rendered == "[user]Q\n[assistant]  \n[user]Q2\n[assistant]Yes, two.\n"
+    assert assistant_spans(rendered, messages, typed_render) == [(42, 51)]
+    assert rendered[42:51] == "Yes, two."
+
+
+def test_assistant_text_that_starts_with_the_first_stand_in() -> None:
+    messages = text_messages(("user", "Q"), ("assistant", "\ue000A"))
+    rendered = typed_render(messages)
+    assert assistant_spans(rendered, messages, typed_render) == [(19, 21)]
+
+
+def test_failure_details() -> None:
+    with pytest.raises(SampleFailure) as failure:
+        chat_messages(sample(("assistant", "Hello")))
+    assert (failure.value.reason, failure.value.detail) == ("no_user_turn", "the conversation has no user message")
+    assert str(failure.value) == "no_user_turn: the conversation has no user message"
+    messages = text_messages(("user", "Say yes"), ("assistant", "yes"))
+
+    def shouts(ms: list[dict]) -> str:
+        return "".join(m["content"][0]["text"].upper() for m in ms)
+
+    with pytest.raises(SampleFailure) as failure:
+        assistant_spans(shouts(messages), messages, shouts)
+    assert failure.value.detail == "the text of message 1 (assistant) is not where the chat template renders it"
+    with pytest.raises(SampleFailure) as failure:
+        shift_spans([], "<i><i>", "<i>", [3])
+    assert failure.value.detail == "the rendering holds 2 image placeholders for 1 images"
+
+
+def test_shift_spans_past_three_images_and_roles_are_int8() -> None:
+    rendered = "<i>a<i>b<i>c"
+    # Each image grows by (count - 1) * 3 characters; "c" follows all three.
+    assert shift_spans([(11, 12), (7, 8)], rendered, "<i>", [2, 3, 4]) == [(11 + 3 + 6 + 9, 12 + 18), (7 + 3 + 6, 8 + 9)]
+    roles = token_roles(np.array([1, 2]), np.array([[0, 1], [1, 2]]), [], image_token_id=2)
+    assert roles.dtype == np.int8 and roles.tolist() == [INSTRUCTION, VISION]

@@ -227,3 +227,129 @@ def test_forced_format_and_source_field(corpus, tmp_path: Path) -> None:
         progress=False,
     )
     assert report["sources"] == {"part0": 6, "part1": 2}
+
+
+# --------------------------------------------------------------------------- exact findings
+# (what the mutation run of bench/RESULTS.md showed no test pinned)
+
+
+def test_check_image_outcomes_in_full(tmp_path: Path) -> None:
+    from corpus import write_images
+
+    images = {name: tmp_path / path for name, path in write_images(tmp_path).items()}
+    assert check_image(images["good.jpg"]) == validation.ImageCheck(None, "", 256, 256)
+    assert check_image(images["line.png"]) == validation.ImageCheck(
+        "image_too_small", "1x300, a side under 28 px", 1, 300)
+    assert check_image(images["wide.png"]) == validation.ImageCheck(
+        "extreme_aspect_ratio", "6100x30, aspect ratio 203:1 > 200:1", 6100, 30)
+    assert check_image(images["text.jpg"]) == validation.ImageCheck(
+        "not_an_image", "not a recognised image format")
+    assert check_image(images["empty.jpg"]) == validation.ImageCheck("empty_image_file", "zero bytes")
+    assert check_image(tmp_path) == validation.ImageCheck("missing_image", f"not a regular file ({tmp_path})")
+    # The defaults decode the pixels: a truncated file is caught, with Pillow's words.
+    truncated = check_image(images["truncated.jpg"])
+    assert truncated.reason == "corrupt_image"
+    assert truncated.detail.startswith("image file is truncated")
+    bomb = check_image(images["bomb.png"])
+    assert bomb.reason == "decompression_bomb"
+    assert bomb.detail.startswith("Image size (400000000 pixels) exceeds limit")
+
+
+def test_default_aspect_limit_is_200_to_1(tmp_path: Path) -> None:
+    Image.new("L", (28 * 201, 28)).save(tmp_path / "over.png")  # 201:1
+    assert check_image(tmp_path / "over.png").reason == "extreme_aspect_ratio"
+    assert check_image(tmp_path / "over.png", max_aspect_ratio=201).reason is None
+
+
+def test_settings_reach_every_image_check(tmp_path: Path) -> None:
+    Image.new("RGB", (600, 30)).save(tmp_path / "a.png")  # 20:1
+    chat = [{"role": "user", "content": "<image> q"}, {"role": "assistant", "content": "a"}]
+    records = [{"id": 0, "messages": chat, "images": ["a.png"]}]
+    assert validate(tmp_path, records)["invalid"] == []
+    report = validate(tmp_path, records, max_aspect_ratio=10)
+    assert report["invalid"][0]["details"] == ["images[0] 'a.png': 600x30, aspect ratio 20:1 > 10:1"]
+
+
+def test_the_same_id_as_int_and_as_text_is_no_duplicate(tmp_path: Path) -> None:
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    report = validate(tmp_path, [{"id": 7, "messages": chat}, {"id": "7", "messages": chat}])
+    assert report["duplicate_ids"] == [] and report["num_valid"] == 2
+
+
+def test_duplicate_lists_are_shortened_after_five() -> None:
+    assert validation._short_list([3, 4, 5, 6, 7]) == "3, 4, 5, 6, 7"
+    assert validation._short_list([3, 4, 5, 6, 7, 8, 9]) == "3, 4, 5, 6, 7 and 2 more"
+
+
+def test_turn_and_tag_findings_name_the_fields(tmp_path: Path) -> None:
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    records = [
+        {"id": 0, "messages": [{"role": "user", "content": "<image> q"}], "images": ["a.png"]},
+        {"id": 1, "messages": [{"role": "user", "content": "<image> <image> q"},
+                               {"role": "assistant", "content": "a"}], "images": ["a.png"]},
+    ]
+    details = {e["index"]: e["details"] for e in validate(tmp_path, records)["invalid"]}
+    assert details == {
+        0: ["no 'assistant' turn in 'messages'"],
+        1: ["2 <image> tag(s) in 'messages' but 1 image(s)"],
+    }
+
+
+def test_report_header_and_reason_order(tmp_path: Path) -> None:
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    records = [{"id": 0, "messages": chat}, {"messages": chat}, {"id": 2.5, "messages": chat},
+               {"id": 3.5, "messages": chat}, {"messages": chat}]
+    path = write_dataset(tmp_path / "d.json", records)
+    dataset = load_dataset(path)
+    report = validate_dataset(dataset, tmp_path / "images", progress=False)
+    assert {k: report[k] for k in ("version", "dataset", "dataset_sha256", "format", "image_root")} == {
+        "version": validation.REPORT_VERSION, "dataset": str(path), "dataset_sha256": dataset.sha256,
+        "format": "sharegpt", "image_root": str(tmp_path / "images"),
+    }
+    # Most frequent reason first; equal counts by name.
+    assert list(report["counts"].items()) == [("bad_id_type", 2), ("missing_id", 2)]
+
+
+def test_progress_bar_counts_images_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for name in "abc":
+        Image.new("RGB", (32, 32)).save(tmp_path / f"{name}.png")
+    paths = [str(tmp_path / f"{name}.png") for name in "abc"]
+    validation.check_images(paths, Settings())
+    bar = capsys.readouterr().err
+    assert "images: 100%" in bar and "3/3" in bar and "img/s" in bar
+    validation.check_images(paths, Settings(), progress=False)
+    assert capsys.readouterr().err == ""
+    chat = [{"role": "user", "content": "<image> q"}, {"role": "assistant", "content": "a"}]
+    dataset = load_dataset(write_dataset(tmp_path / "d.json", [
+        {"id": 0, "messages": chat, "images": ["a.png"]}]))
+    validate_dataset(dataset, tmp_path)
+    assert "1/1" in capsys.readouterr().err
+    validate_dataset(dataset, tmp_path, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_summary_in_full() -> None:
+    invalid = [{"index": i, "id": f"s{i}", "reasons": ["missing_image"],
+                "details": [f"images[0] 'x{i}.jpg': gone", "second"]} for i in range(22)]
+    report = {
+        "dataset": "d.json", "format": "sharegpt", "image_root": "/img", "num_samples": 30,
+        "num_valid": 8, "num_text_only": 1, "num_invalid": 22, "num_image_files": 9,
+        "image_files": {"missing_image": 2, "ok": 7},
+        "counts": {"missing_image": 22, "duplicate_id": 3},
+        "duplicate_ids": [{"id": 1, "indices": [1, 2]}], "settings": {"allow_duplicate_ids": False},
+        "invalid": invalid, "sources": {"coco": 5, "vg": 3},
+    }
+    lines = format_summary(report).split("\n")
+    assert lines[:8] == [
+        "dataset d.json (sharegpt format), image root /img",
+        "samples: 30; valid: 8 (text-only: 1); invalid: 22",
+        "image files: 9 distinct, missing_image: 2, ok: 7",
+        "invalid samples by reason (a sample may have several):",
+        "  missing_image  22",
+        "  duplicate_id   3",
+        "repeated ids: 1",
+        "invalid samples (first 20):",
+    ]
+    assert lines[8] == "  record 0 (id 's0'): images[0] 'x0.jpg': gone; second"
+    assert lines[27] == "  record 19 (id 's19'): images[0] 'x19.jpg': gone; second"
+    assert lines[28:] == ["valid samples by source: coco 5, vg 3"]
