@@ -1,5 +1,5 @@
 """Kill rate per module of the last mutation run (``make mutation``), from
-``mutmut results --all true``: mutants checked, killed (a test failed, or timed out),
+``mutmut results --all true`` (with ``--mutants``: the mutant names that run covers): mutants checked, killed (a test failed, or timed out),
 survived, and the survivors' names (judge each: equivalent, or a missing test)."""
 
 from __future__ import annotations
@@ -10,10 +10,20 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-# The modules where a wrong number is silent; for extraction only its pure planning
-# functions (the cache key logic is being rewritten).
+# The modules where a wrong number is silent, whole; for extraction its shard planning
+# and the store keys' parts, with the key functions of the store (``make mutation``
+# mutates exactly these: MUTANTS).
 MODULES = ("selection", "leverage", "conversation", "representation", "validation")
-EXTRACTION_FUNCTIONS = ("shard_range", "plan_chunks", "split_batches", "length_estimate")
+EXTRACTION_FUNCTIONS = (
+    "shard_range", "plan_chunks", "split_batches", "length_estimate",  # planning
+    "file_digest", "_image_digest", "image_digests", "model_digest", "shard_keys",  # keys
+)
+STORE_FUNCTIONS = ("sample_key", "settings_key")
+MUTANTS = (
+    *(f"scalselect.{module}.*" for module in MODULES),
+    *(f"scalselect.extraction.x_{name}__*" for name in EXTRACTION_FUNCTIONS),
+    *(f"scalselect.store.x_{name}__*" for name in STORE_FUNCTIONS),
+)
 LINE = re.compile(r"^\s*scalselect\.(\w+)\.x[_ǁ](\S+?)__mutmut_\d+: (.+)$")
 
 
@@ -21,12 +31,17 @@ def module_of(module: str, function: str) -> str | None:
     """The reported group of a mutant, or None when it is not reported."""
     if module in MODULES:
         return module
-    if module == "extraction" and function.lstrip("_") in EXTRACTION_FUNCTIONS:
-        return "extraction (planning)"
+    if (module, function) in {("extraction", f) for f in EXTRACTION_FUNCTIONS} | {
+        ("store", f) for f in STORE_FUNCTIONS
+    }:
+        return "extraction (shards, keys)"
     return None
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--mutants"]:  # the names `make mutation` passes to `mutmut run`
+        print(" ".join(MUTANTS))
+        return 0
     mutmut = Path(sys.executable).parent / "mutmut"
     out = subprocess.run([str(mutmut), "results", "--all", "true"], capture_output=True,
                          text=True, check=True).stdout
