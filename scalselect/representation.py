@@ -557,8 +557,9 @@ class FirstLayerModel:
         output = language_model.norm if layer == n_layers else decoder_layer
         output.register_forward_hook(self._keep_hidden)
 
-    def _keep_hidden(self, module: Any, args: Any, output: Any) -> None:
-        self.capture.hidden = output[0] if isinstance(output, tuple) else output
+    def _keep_hidden(self, module: Any, args: Any, output: "torch.Tensor") -> None:
+        # transformers 5.x decoder layers and norms return the hidden states tensor itself.
+        self.capture.hidden = output
 
     def represent(self, batch: Batch) -> list[SampleResult]:
         """Representations of the samples of ``batch``, in order."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from scalselect.cli import UserError
+from scalselect.conversation import chat_messages
 from scalselect.dataset import Message, Sample
 from scalselect.reference import ReferenceModel, plain_selection
 from scalselect.representation import (
@@ -174,7 +176,8 @@ def test_non_finite_sample_does_not_spoil_the_batch(images, tmp_path: Path) -> N
     clean = fast.represent(collate([items[1]]))[0]
     items[0].inputs["pixel_values"][0, 0, 0, 0] = float("nan")
     broken, ok = fast.represent(collate(items))
-    assert broken.status == "non_finite" and broken.vector is None and broken.detail
+    assert broken.status == "non_finite" and broken.vector is None
+    assert broken.detail == "layer 1's hidden states or attention are not finite"
     assert ok.status == "ok" and np.abs(ok.vector - clean.vector).max() <= TOLERANCE
 
 
@@ -298,6 +301,7 @@ def test_bfloat16_is_within_its_precision_of_float32(family: str, images, tmp_pa
     reference = ReferenceModel(path, model_type(family), dtype="float32", **budget)
     fast = FirstLayerModel(path, model_type(family), dtype="bfloat16")
     assert fast.dtype == torch.bfloat16
+    assert {p.dtype for p in fast.model.parameters()} == {torch.bfloat16}
     samples = conversations()
     half = fast.represent(collate([encoder.encode(s, i) for s, i in zip(samples, images)]))
     for sample, group, got in zip(samples, images, half):
@@ -377,3 +381,191 @@ def test_last_layer_is_final_norm_output(family: str, images, tmp_path: Path) ->
     assert np.abs(result.vector - kept_rows.mean(0)).max() <= 1e-6
     with pytest.raises(UserError, match="layer 3 is not in 1..2"):
         FirstLayerModel(path, model_type(family), layer=3)
+
+
+# --------------------------------------------------------------------------- what the mutation
+# run of bench/RESULTS.md found unpinned
+
+
+def eager_instruction_attention(q, k, allowed, rows, scaling):
+    """Head- and row-mean of softmax(q k^T * scaling) over the allowed keys, in float64
+    loops: the textbook computation, one sample, head and row at a time."""
+    batch, heads, length, _ = q.shape
+    group = heads // k.shape[1]
+    out = np.zeros((batch, length))
+    for b in range(batch):
+        picked = np.flatnonzero(rows[b])
+        for h in range(heads):
+            for r in picked:
+                s = (q[b, h, r] @ k[b, h // group].T) * scaling
+                s = np.where(allowed[b, r], s, -np.inf)
+                e = np.exp(s - s.max())
+                out[b] += e / e.sum()
+        out[b] /= heads * max(1, len(picked))
+    return out
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+def test_instruction_attention_is_the_head_and_row_mean_of_the_softmax(monkeypatch, mask_kind: str) -> None:
+    from scalselect import representation
+
+    rng = np.random.default_rng(3)
+    batch, heads, kv_heads, length, dim = 2, 4, 2, 7, 8  # grouped-query attention
+    q = rng.standard_normal((batch, heads, length, dim))
+    k = rng.standard_normal((batch, kv_heads, length, dim))
+    rows = np.zeros((batch, length), bool)
+    rows[0, [1, 2, 5]] = True
+    rows[1, [4]] = True
+    causal = np.tril(np.ones((length, length), bool))
+    allowed = np.broadcast_to(causal, (batch, length, length)).copy()
+    allowed[1, :, :2] = False  # sample 1 is left-padded by two positions
+    allowed[1, :2, :2] = True  # (its padding rows see something, as SDPA's masks do)
+    mask = {"none": None, "bool": torch.from_numpy(allowed[:, None]),
+            "additive": torch.from_numpy(np.where(allowed, 0.0, -1e9)[:, None]).float()}[mask_kind]
+    if mask_kind == "none":
+        allowed = np.broadcast_to(causal, (batch, length, length))
+    monkeypatch.setattr(representation, "SCORE_BLOCK", 1)  # one head per block
+    for scaling, expected_scaling in ((None, dim**-0.5), (0.3, 0.3)):
+        got = representation._instruction_attention(
+            torch.from_numpy(q).float(), torch.from_numpy(k).float(), mask,
+            torch.from_numpy(rows), scaling,
+        )
+        assert got.dtype == torch.float32 and got.shape == (batch, length)
+        expected = eager_instruction_attention(q, k, allowed, rows, expected_scaling)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_batch_whose_longest_sample_has_the_fewest_vision_tokens(images, tmp_path: Path) -> None:
+    # No padding before the one-image sample: a vision slot past its own would land on
+    # real tokens (BOS first), not on zero-attention padding.
+    path = build_tiny_model("llava", tmp_path / "llava")
+    encoder = Encoder(path, "llava")
+    long_chat = [("user", "<image>\n" + "Describe every object you can see, one by one. " * 6),
+                 ("assistant", "A cat, a sofa, a lamp and a window with red curtains.")]
+    samples = [Sample(0, 0, tuple(Message(r, c) for r, c in long_chat), ("a.jpg",), "coco"),
+               conversations()[1]]
+    items = [encoder.encode(samples[0], images[0]), encoder.encode(samples[1], images[1])]
+    assert items[0].seq_len > items[1].seq_len
+    assert (items[0].roles == VISION).sum() < (items[1].roles == VISION).sum()
+    fast = FirstLayerModel(path, "llava", dtype="float32")
+    batched = fast.represent(collate(items))
+    for item, got in zip(items, batched):
+        single = fast.represent(collate([item]))[0]
+        assert got.truncated is False and got.n_vision == single.n_vision
+        assert np.abs(got.vector - single.vector).max() <= TOLERANCE
+        assert np.abs(got.weights - single.weights).max() <= 1e-6
+        assert np.array_equal(got.kept, single.kept)
+
+
+def test_image_grids_of_each_family(images, tmp_path: Path) -> None:
+    llava = Encoder(build_tiny_model("llava", tmp_path / "llava"), "llava")
+    vision = llava.processor.image_processor.crop_size["height"] // 14  # patch 14 (tinymodels)
+    item = llava.encode(conversations()[1], images[1])
+    assert item.grids == [(vision, vision)] * 2 and item.truncated is False
+    qwen = Encoder(build_tiny_model("qwen3-vl", tmp_path / "qwen"), "qwen", min_image_tokens=8, max_image_tokens=48)
+    item = qwen.encode(conversations()[1], images[1])
+    thw = qwen.processor.image_processor(images=images[1], **qwen.images_kwargs)["image_grid_thw"].tolist()
+    assert item.grids == [(h // 2, w // 2) for _, h, w in thw] and len(set(item.grids)) == 2
+    assert all(type(n) is int for grid in item.grids for n in grid)
+    assert int((item.roles == VISION).sum()) == sum(h * w for h, w in item.grids)
+
+
+def test_encoder_defaults_and_budget_bounds(tmp_path: Path) -> None:
+    import inspect
+
+    path = build_tiny_model("qwen3-vl", tmp_path / "q")
+    encoder = Encoder(path, "qwen")
+    unit = (encoder.processor.image_processor.patch_size * encoder.processor.image_processor.merge_size) ** 2
+    assert encoder.max_length == 4096
+    assert encoder.images_kwargs == {"size": {"shortest_edge": 256 * unit, "longest_edge": 576 * unit}}
+    Encoder(path, "qwen", min_image_tokens=1, max_image_tokens=1)  # the smallest budget
+    with pytest.raises(UserError, match=re.escape("image token budget must satisfy 1 <= min (0) <= max (4)")):
+        Encoder(path, "qwen", min_image_tokens=0, max_image_tokens=4)
+    # Remote code stays off unless asked for.
+    for cls in (Encoder, FirstLayerModel):
+        assert inspect.signature(cls).parameters["trust_remote_code"].default is False
+
+
+def test_encoder_failure_details(images, tmp_path: Path) -> None:
+    from scalselect.conversation import SampleFailure
+
+    path = build_tiny_model("qwen2-vl", tmp_path / "q")
+    encoder = Encoder(path, "qwen", min_image_tokens=8, max_image_tokens=48)
+    text_only = Sample(0, 0, (Message("user", "Hi"), Message("assistant", "Yo")), (), "x")
+    with pytest.raises(SampleFailure) as failure:
+        encoder.encode(text_only, [])
+    assert (failure.value.reason, failure.value.detail) == ("no_vision_tokens", "the sample has no image")
+    with pytest.raises(ValueError, match=re.escape("2 images given for 1 image paths")):
+        encoder.encode(conversations()[0], images[1])
+    with pytest.raises(SampleFailure) as failure:
+        encoder.encode(conversations()[0], [Image.new("RGB", (2000, 4))])
+    assert failure.value.reason == "processor_error" and failure.value.detail.startswith("ValueError: ")
+    # Nothing to drop from a lone instruction; a round can be dropped from the others.
+    instruction = Sample(0, 0, (Message("user", "<image>\nDescribe this image."),), ("a",), "x")
+    encoder.max_length = 10
+    length = encoder._process(encoder._render(chat_messages(instruction)), images[0])["input_ids"].shape[1]
+    with pytest.raises(SampleFailure) as failure:
+        encoder.encode(instruction, images[0])
+    assert (failure.value.reason, failure.value.detail) == ("too_long", f"{length} tokens > max_length 10")
+    with pytest.raises(SampleFailure) as failure:
+        encoder.encode(conversations()[1], images[1])
+    assert failure.value.detail.endswith(
+        "> max_length 10, even with only the images and the first instruction")
+    bare = Encoder(path, "qwen", min_image_tokens=8, max_image_tokens=48)
+    bare.processor.chat_template = (
+        "{% for m in messages %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
+        "<|image_pad|>{% elif m['role'] == 'assistant' %}"
+        "{{ p['text'] }}{% endif %}{% endfor %}{% endfor %}"
+    )
+    with pytest.raises(SampleFailure) as failure:
+        bare.encode(Sample(0, 0, (Message("user", "<image>"), Message("assistant", "Yo")), ("a",), "x"), images[0])
+    assert failure.value.detail == "no token outside images and answers"
+
+
+def test_collate_pads_with_the_pad_token_and_int8_roles(images, tmp_path: Path) -> None:
+    encoder = Encoder(build_tiny_model("llava", tmp_path / "llava"), "llava")
+    assert encoder.pad_token_id != 0  # so that a zero fill would show
+    items = [encoder.encode(s, i) for s, i in zip(conversations()[:2], images[:2])]
+    batch = collate(items)
+    pad = batch.roles.shape[1] - items[0].seq_len
+    assert pad > 0 and batch.roles.dtype == torch.int8
+    assert (batch.inputs["input_ids"][0, :pad] == encoder.pad_token_id).all()
+
+
+def test_select_tokens_keeps_ties_in_sequence_order_at_scale() -> None:
+    # 1024 equal weights (a size at which an unstable sort reorders ties; 1/1024 adds up
+    # exactly): the first 513 in sequence order are kept at tau = 0.5.
+    p, keep, n_kept = select_tokens(torch.ones(1, 1024), torch.ones(1, 1024, dtype=torch.bool), 0.5)
+    assert n_kept.tolist() == [513] and keep[0].tolist() == [True] * 513 + [False] * 511
+    # Per sample: one row never exceeds tau = 1 (all kept), the other does at once.
+    real = torch.ones(2, 3, dtype=torch.bool)
+    _, keep, n_kept = select_tokens(torch.tensor([[1.0, 1.0, 1.0], [5.0, 0.0, 0.0]]), real, 1.0)
+    assert n_kept.tolist() == [3, 3]
+    _, keep, n_kept = select_tokens(torch.tensor([[1.0, 1.0, 1.0], [5.0, 0.0, 0.0]]), real, 0.99)
+    assert n_kept.tolist() == [3, 1]
+
+
+def test_model_errors_name_the_problem(images, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = build_tiny_model("qwen3-vl", tmp_path / "q")
+    with pytest.raises(UserError, match=re.escape(
+            f"{path} is a 'qwen3_vl' checkpoint, not a 'llava' one (expected model_type llava)")):
+        FirstLayerModel(path, "llava")
+    llava = build_tiny_model("llava", tmp_path / "l")
+    with pytest.raises(UserError, match=re.escape(
+            "(expected model_type qwen2_vl or qwen2_5_vl or qwen3_vl)")):
+        Encoder(llava, "qwen")
+    FirstLayerModel(path, "qwen", attention_threshold=1.0)
+    with pytest.raises(UserError, match=re.escape("attention threshold 1.5 is not in (0, 1]")):
+        FirstLayerModel(path, "qwen", attention_threshold=1.5)
+    with pytest.raises(UserError, match=re.escape("dtype 'float48' is not a floating-point torch dtype")):
+        resolve_dtype("float48", torch.device("cpu"))
+    weights = load_file(path / "model.safetensors")
+    for name in ("model.visual.blocks.0.attn.qkv.weight", "model.visual.blocks.0.attn.proj.weight"):
+        del weights[name]
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError, match=re.escape(
+            f"{path}: weights missing or mis-shaped: model.visual.blocks.0.attn.proj.weight, "
+            "model.visual.blocks.0.attn.qkv.weight")):
+        FirstLayerModel(path, "qwen")
