@@ -6,11 +6,19 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
+
+# tqdm's default write lock holds a multiprocessing semaphore that every process forked
+# from this one shares: a forked test process killed while holding it (a mutant timed out
+# by `make mutation`) leaves it locked, and every later bar waits forever. A thread lock
+# is copied, not shared, by fork.
+tqdm.tqdm.set_lock(threading.RLock())
 
 
 def tracked_files() -> list[str]:

@@ -4,6 +4,7 @@ are refused."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,24 @@ def test_a_count_budget_above_the_kept_samples_fails_at_filter(
     assert not out.exists()
     assert main([*args, "--budgets", "2", str(kept), "100%"]) == 0
     assert len(json.loads(out.read_text())) == kept
+
+
+def test_a_report_missing_fields_is_refused_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    write_json(path, {"dataset": "d.json", "dataset_sha256": "0", "format": "sharegpt", "num_samples": 1})
+    with pytest.raises(DatasetError, match=re.escape(f"{path} is not a validation report (no invalid, text_only)")):
+        load_report(path)
+
+
+def test_removed_samples_are_counted_most_frequent_reason_first(tmp_path: Path) -> None:
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    records = [{"messages": chat}, {"messages": chat}, {"id": 2.5, "messages": chat},
+               {"id": 3, "messages": chat[:1]}, {"id": 4, "messages": chat}]
+    dataset = load_dataset(write_dataset(tmp_path / "d.json", records))
+    report = validate_dataset(dataset, tmp_path, progress=False)
+    expected = [("missing_id", 2), ("bad_id_type", 1), ("no_assistant_turn", 1)]
+    assert list(report["counts"].items()) == expected
+    keep, removed = filter_indices(report, dataset)  # text-only samples dropped by default
+    assert keep == [] and list(removed.items()) == [*expected, ("text_only", 1)]
+    keep, removed = filter_indices(report, dataset, keep_text_only=True)
+    assert keep == [4] and list(removed.items()) == expected
