@@ -180,8 +180,9 @@ def test_a_report_missing_fields_is_refused_naming_them(tmp_path: Path) -> None:
 
 def test_removed_samples_are_counted_most_frequent_reason_first(tmp_path: Path) -> None:
     chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    records = [{"messages": chat}, {"messages": chat}, {"id": 2.5, "messages": chat},
-               {"id": 3, "messages": chat[:1]}, {"id": 4, "messages": chat}]
+    # The no-answer record comes first: ties are ordered by name, not as found.
+    records = [{"id": 0, "messages": chat[:1]}, {"messages": chat}, {"messages": chat},
+               {"id": 3.5, "messages": chat}, {"id": 4, "messages": chat}]
     dataset = load_dataset(write_dataset(tmp_path / "d.json", records))
     report = validate_dataset(dataset, tmp_path, progress=False)
     expected = [("missing_id", 2), ("bad_id_type", 1), ("no_assistant_turn", 1)]

@@ -239,8 +239,9 @@ def test_model_round_trips_and_spectrum_record(
         "center": center, "standardize": standardize, "l2_normalize": l2_normalize,
     }
     if l2_normalize:
-        with pytest.raises(ValueError, match="the Gram of L2-normalised rows needs a pass over the rows"):
+        with pytest.raises(ValueError) as error:
             leverage.preprocessed_gram(None, model.transform)  # refused before the moments are read
+        assert str(error.value) == "the Gram of L2-normalised rows needs a pass over the rows"
 
 
 def test_scores_parquet_has_exactly_the_documented_columns(tmp_path: Path) -> None:
@@ -382,8 +383,9 @@ def test_two_rows_are_enough_and_the_threshold_is_checked(tmp_path: Path) -> Non
         with pytest.raises(LeverageError, match=re.escape(f"sv_threshold must be in (0, 1], got {tau}")):
             leverage.fit(moments, Preprocessing(), tau, Backend("numpy"))
     leverage.fit(moments, Preprocessing(), 1.0, Backend("numpy"))
-    with pytest.raises(ValueError, match="row L2 normalisation needs the sources for a second pass"):
+    with pytest.raises(ValueError) as error:
         leverage.fit(moments, Preprocessing(l2_normalize=True), 0.9, Backend("numpy"))
+    assert str(error.value) == "row L2 normalisation needs the sources for a second pass"
 
 
 def test_fit_logs_what_it_chose(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -447,9 +449,9 @@ def test_scores_do_not_depend_on_the_scale_of_the_representations(tmp_path: Path
 
 
 def test_source_errors_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(LeverageError, match=re.escape(
-            "an .npz of representations must be the only --features path")):
+    with pytest.raises(LeverageError) as error:
         leverage.open_sources([tmp_path / "a.npz", tmp_path / "extract"])
+    assert str(error.value) == "an .npz of representations must be the only --features path"
     with pytest.raises(LeverageError, match=re.escape(f"no extraction shards in {tmp_path / 'none'}")):
         leverage.open_sources([tmp_path / "none"])
     narrow = write_shards(tmp_path / "narrow", representations(n=5, d=4), list(range(5)), [])

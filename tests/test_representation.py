@@ -537,12 +537,12 @@ def test_select_tokens_keeps_ties_in_sequence_order_at_scale() -> None:
     # exactly): the first 513 in sequence order are kept at tau = 0.5.
     p, keep, n_kept = select_tokens(torch.ones(1, 1024), torch.ones(1, 1024, dtype=torch.bool), 0.5)
     assert n_kept.tolist() == [513] and keep[0].tolist() == [True] * 513 + [False] * 511
-    # Per sample: one row never exceeds tau = 1 (all kept), the other does at once.
-    real = torch.ones(2, 3, dtype=torch.bool)
-    _, keep, n_kept = select_tokens(torch.tensor([[1.0, 1.0, 1.0], [5.0, 0.0, 0.0]]), real, 1.0)
-    assert n_kept.tolist() == [3, 3]
-    _, keep, n_kept = select_tokens(torch.tensor([[1.0, 1.0, 1.0], [5.0, 0.0, 0.0]]), real, 0.99)
-    assert n_kept.tolist() == [3, 1]
+    # Per sample: at tau = 1 the first row's partial sums pass 1 by rounding at its fourth
+    # token, the second row's never do (all its tokens are kept).
+    weights = torch.tensor([[0.8098922664319728, 0.630590313395585, 0.19588814570920787,
+                             0.15272623787792838, 0.0], [1.0, 1.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
+    _, keep, n_kept = select_tokens(weights, torch.ones(2, 5, dtype=torch.bool), 1.0)
+    assert n_kept.tolist() == [4, 5]
 
 
 def test_model_errors_name_the_problem(images, tmp_path: Path) -> None:
@@ -554,7 +554,8 @@ def test_model_errors_name_the_problem(images, tmp_path: Path) -> None:
         FirstLayerModel(path, "llava")
     llava = build_tiny_model("llava", tmp_path / "l")
     with pytest.raises(UserError, match=re.escape(
-            "(expected model_type qwen2_vl or qwen2_5_vl or qwen3_vl)")):
+            f"{llava} is a 'llava' checkpoint, not a 'qwen' one"
+            " (expected model_type qwen2_vl or qwen2_5_vl or qwen3_vl)")):
         Encoder(llava, "qwen")
     FirstLayerModel(path, "qwen", attention_threshold=1.0)
     with pytest.raises(UserError, match=re.escape("attention threshold 1.5 is not in (0, 1]")):
@@ -569,3 +570,12 @@ def test_model_errors_name_the_problem(images, tmp_path: Path) -> None:
             f"{path}: weights missing or mis-shaped: model.visual.blocks.0.attn.proj.weight, "
             "model.visual.blocks.0.attn.qkv.weight")):
         FirstLayerModel(path, "qwen")
+    # Many missing weights: the first ten, sorted, are named.
+    visual = sorted(name for name in weights if name.startswith("model.visual."))[:12]
+    for name in visual:
+        del weights[name]
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError) as error:
+        FirstLayerModel(path, "qwen")
+    named = str(error.value).split("weights missing or mis-shaped: ")[1].split(", ")
+    assert len(named) == 10 and named == sorted(named)

@@ -153,3 +153,5 @@ def test_shard_keys_use_each_samples_images_and_the_record_when_unreadable(tmp_p
         store.sample_key(shard.samples[2], None, [digest["b.jpg"], digest["a.jpg"]]),
         store.sample_key(shard.samples[3], None, []),
     ]
+    with pytest.raises(ValueError):  # records and samples out of step
+        extraction.shard_keys(shard, records[:-1], str(tmp_path))
