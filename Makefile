@@ -33,11 +33,12 @@ lock:
 clean:
 	rm -rf results logs .snakemake report.html
 
-# Mutation testing (not in CI; about 30 minutes on 2 cores): one mutmut run over the
+# Mutation testing (not in CI; about 20 minutes on 2 cores): one mutmut run over the
 # mutants bench/mutation_rates.py names, against the fast tests ([tool.mutmut] in
-# pyproject.toml), then the kill rate per module; mutmut's progress goes to mutation.log. mutmut forks
-# each mutant from a process that has run torch and BLAS: with their thread pools started,
-# forked children deadlock and would be counted as killed by timeout, so one thread each.
+# pyproject.toml), then the kill rate per module; mutmut's progress goes to mutation.log.
+# mutmut forks each mutant from a process that has run torch and BLAS: with their thread
+# pools started, forked children deadlock and would be counted as killed by timeout, so
+# one thread each.
 .PHONY: mutation
 mutation: export OMP_NUM_THREADS := 1
 mutation: export OPENBLAS_NUM_THREADS := 1
@@ -45,6 +46,7 @@ mutation: export MKL_NUM_THREADS := 1
 mutation: export TOKENIZERS_PARALLELISM := false
 mutation: $(VENV)/.complete
 	rm -rf mutants
-	set -f; nice -n 10 $(VENV)/bin/mutmut run --max-children $(CORES) $$($(PY) bench/mutation_rates.py --mutants) \
-	  > mutation.log 2>&1 || { tail -n 20 mutation.log; exit 1; }
+	set -f; nice -n 10 $(VENV)/bin/mutmut run --max-children $(CORES) \
+	  $$($(PY) bench/mutation_rates.py --mutants) > mutation.log 2>&1 \
+	  || { tail -n 20 mutation.log; exit 1; }
 	$(PY) bench/mutation_rates.py

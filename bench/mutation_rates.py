@@ -1,6 +1,7 @@
 """Kill rate per module of the last mutation run (``make mutation``), from
-``mutmut results --all true`` (with ``--mutants``: the mutant names that run covers): mutants checked, killed (a test failed, or timed out),
-survived, and the survivors' names (judge each: equivalent, or a missing test)."""
+``mutmut results --all true``: mutants checked, killed (a test failed, or timed out),
+survived, and the survivors' names (judge each: equivalent, or a missing test). With
+``--mutants``: the mutant names that ``make mutation`` passes to ``mutmut run``."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ EXTRACTION_FUNCTIONS = (
     "file_digest", "_image_digest", "image_digests", "model_digest", "shard_keys",  # keys
 )
 STORE_FUNCTIONS = ("sample_key", "settings_key")
+FUNCTIONS = frozenset(
+    [("extraction", name) for name in EXTRACTION_FUNCTIONS]
+    + [("store", name) for name in STORE_FUNCTIONS]
+)
 MUTANTS = (
     *(f"scalselect.{module}.*" for module in MODULES),
-    *(f"scalselect.extraction.x_{name}__*" for name in EXTRACTION_FUNCTIONS),
-    *(f"scalselect.store.x_{name}__*" for name in STORE_FUNCTIONS),
+    *(f"scalselect.{module}.x_{name}__*" for module, name in sorted(FUNCTIONS)),
 )
 LINE = re.compile(r"^\s*scalselect\.(\w+)\.x[_ǁ](\S+?)__mutmut_\d+: (.+)$")
 
@@ -31,15 +35,13 @@ def module_of(module: str, function: str) -> str | None:
     """The reported group of a mutant, or None when it is not reported."""
     if module in MODULES:
         return module
-    if (module, function) in {("extraction", f) for f in EXTRACTION_FUNCTIONS} | {
-        ("store", f) for f in STORE_FUNCTIONS
-    }:
+    if (module, function) in FUNCTIONS:
         return "extraction (shards, keys)"
     return None
 
 
 def main() -> int:
-    if sys.argv[1:] == ["--mutants"]:  # the names `make mutation` passes to `mutmut run`
+    if sys.argv[1:] == ["--mutants"]:
         print(" ".join(MUTANTS))
         return 0
     mutmut = Path(sys.executable).parent / "mutmut"

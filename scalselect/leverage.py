@@ -19,8 +19,8 @@ accumulated in float64 over row blocks:
 Linear algebra runs in float64 with NumPy, or with torch on a GPU when one is present
 (``backend="auto"``); both give the same numbers to within float64 rounding.
 
-Degenerate inputs: fewer than 2 rows and non-finite values are errors; constant columns
-(zero standard deviation) have standard deviation 1 when standardising; ``k`` never exceeds the
+Degenerate inputs: fewer than 2 rows and non-finite values are errors; a constant column
+counts as having standard deviation 1 when standardising; ``k`` never exceeds the
 numerical rank (eigenvalues above ``lambda_max * d * eps``), so no direction with a zero
 singular value is divided by; all rows identical after preprocessing (zero spectral energy)
 is an error, as leverage is undefined.

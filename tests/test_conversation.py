@@ -274,14 +274,14 @@ def test_encode_failures(models, images) -> None:
     enc = encoder(models, "qwen2-vl")
     with pytest.raises(SampleFailure) as failure:
         enc.encode(sample(("user", "Hi"), ("assistant", "Yo"), images=0), [])
-    assert failure.value.reason == "no_vision_tokens"
+    assert (failure.value.reason, failure.value.detail) == ("no_vision_tokens", "the sample has no image")
     with pytest.raises(SampleFailure) as failure:
         enc.encode(sample(("assistant", "Yo")), images[:1])
     assert failure.value.reason == "no_user_turn"
     # An extreme aspect ratio is refused by the Qwen image processor.
     with pytest.raises(SampleFailure) as failure:
         enc.encode(sample(("user", "<image>Hi"), ("assistant", "Yo")), [Image.new("RGB", (2000, 4))])
-    assert failure.value.reason == "processor_error"
+    assert failure.value.reason == "processor_error" and failure.value.detail.startswith("ValueError: ")
     # A template that renders nothing but the images and the answers.
     bare = encoder(models, "qwen3-vl")
     bare.processor.chat_template = (
@@ -291,7 +291,8 @@ def test_encode_failures(models, images) -> None:
     )
     with pytest.raises(SampleFailure) as failure:
         bare.encode(sample(("user", "<image>"), ("assistant", "Yo")), images[:1])
-    assert failure.value.reason == "no_instruction_tokens"
+    assert (failure.value.reason, failure.value.detail) == (
+        "no_instruction_tokens", "no token outside images and answers")
 
 
 def test_encoder_pickles_and_collate_pads_left(models, images) -> None:

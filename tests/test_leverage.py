@@ -280,11 +280,6 @@ def test_a_shard_given_twice_is_an_error(tmp_path: Path) -> None:
         leverage.leverage_scores(leverage.open_sources(dirs + dirs), Preprocessing(), 0.9, Backend("numpy"))
 
 
-def test_npz_mixed_with_shards_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(LeverageError, match="only --features path"):
-        leverage.open_sources([tmp_path / "a.npz", tmp_path / "extract"])
-
-
 def test_fewer_than_two_rows_is_an_error(tmp_path: Path) -> None:
     dirs = write_shards(tmp_path, representations(n=3, d=4), [0, 1, 2], [], failed={0, 2})
     with pytest.raises(LeverageError, match="at least 2 representations to score, got 1"):

@@ -271,6 +271,19 @@ def test_configuration_errors(tmp_path: Path) -> None:
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
     with pytest.raises(UserError, match="dtype"):
         resolve_dtype("int8", torch.device("cpu"))
+    with pytest.raises(UserError, match=re.escape("dtype 'float48' is not a floating-point torch dtype")):
+        resolve_dtype("float48", torch.device("cpu"))
+    with pytest.raises(UserError, match=re.escape(
+            f"{path} is a 'qwen3_vl' checkpoint, not a 'llava' one (expected model_type llava)")):
+        FirstLayerModel(path, "llava")
+    llava = build_tiny_model("llava", tmp_path / "l")
+    with pytest.raises(UserError, match=re.escape(
+            f"{llava} is a 'llava' checkpoint, not a 'qwen' one"
+            " (expected model_type qwen2_vl or qwen2_5_vl or qwen3_vl)")):
+        Encoder(llava, "qwen")
+    FirstLayerModel(path, "qwen", attention_threshold=1.0)
+    with pytest.raises(UserError, match=re.escape("attention threshold 1.5 is not in (0, 1]")):
+        FirstLayerModel(path, "qwen", attention_threshold=1.5)
 
 
 def test_missing_weights_are_an_error(tmp_path: Path) -> None:
@@ -282,6 +295,20 @@ def test_missing_weights_are_an_error(tmp_path: Path) -> None:
     save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(UserError, match="visual.blocks.0.attn.qkv.weight"):
         FirstLayerModel(path, "qwen")
+    del weights["model.visual.blocks.0.attn.proj.weight"]
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError, match=re.escape(
+            f"{path}: weights missing or mis-shaped: model.visual.blocks.0.attn.proj.weight, "
+            "model.visual.blocks.0.attn.qkv.weight")):
+        FirstLayerModel(path, "qwen")
+    # Many missing weights: the first ten, sorted, are named.
+    for name in sorted(name for name in weights if name.startswith("model.visual."))[:12]:
+        del weights[name]
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError) as error:
+        FirstLayerModel(path, "qwen")
+    named = str(error.value).split("weights missing or mis-shaped: ")[1].split(", ")
+    assert len(named) == 10 and named == sorted(named)
 
 
 # bfloat16 keeps 8 significant bits (relative step 2**-8 = 3.9e-3). Measured against the
@@ -487,19 +514,13 @@ def test_encoder_defaults_and_budget_bounds(tmp_path: Path) -> None:
 
 
 def test_encoder_failure_details(images, tmp_path: Path) -> None:
+    """Image-count and length failures (the others: test_conversation's test_encode_failures)."""
     from scalselect.conversation import SampleFailure
 
-    path = build_tiny_model("qwen2-vl", tmp_path / "q")
-    encoder = Encoder(path, "qwen", min_image_tokens=8, max_image_tokens=48)
-    text_only = Sample(0, 0, (Message("user", "Hi"), Message("assistant", "Yo")), (), "x")
-    with pytest.raises(SampleFailure) as failure:
-        encoder.encode(text_only, [])
-    assert (failure.value.reason, failure.value.detail) == ("no_vision_tokens", "the sample has no image")
+    encoder = Encoder(build_tiny_model("qwen2-vl", tmp_path / "q"), "qwen", min_image_tokens=8,
+                      max_image_tokens=48)
     with pytest.raises(ValueError, match=re.escape("2 images given for 1 image paths")):
         encoder.encode(conversations()[0], images[1])
-    with pytest.raises(SampleFailure) as failure:
-        encoder.encode(conversations()[0], [Image.new("RGB", (2000, 4))])
-    assert failure.value.reason == "processor_error" and failure.value.detail.startswith("ValueError: ")
     # Nothing to drop from a lone instruction; a round can be dropped from the others.
     instruction = Sample(0, 0, (Message("user", "<image>\nDescribe this image."),), ("a",), "x")
     encoder.max_length = 10
@@ -511,15 +532,6 @@ def test_encoder_failure_details(images, tmp_path: Path) -> None:
         encoder.encode(conversations()[1], images[1])
     assert failure.value.detail.endswith(
         "> max_length 10, even with only the images and the first instruction")
-    bare = Encoder(path, "qwen", min_image_tokens=8, max_image_tokens=48)
-    bare.processor.chat_template = (
-        "{% for m in messages %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
-        "<|image_pad|>{% elif m['role'] == 'assistant' %}"
-        "{{ p['text'] }}{% endif %}{% endfor %}{% endfor %}"
-    )
-    with pytest.raises(SampleFailure) as failure:
-        bare.encode(Sample(0, 0, (Message("user", "<image>"), Message("assistant", "Yo")), ("a",), "x"), images[0])
-    assert failure.value.detail == "no token outside images and answers"
 
 
 def test_collate_pads_with_the_pad_token_and_int8_roles(images, tmp_path: Path) -> None:
@@ -543,39 +555,3 @@ def test_select_tokens_keeps_ties_in_sequence_order_at_scale() -> None:
                              0.15272623787792838, 0.0], [1.0, 1.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
     _, keep, n_kept = select_tokens(weights, torch.ones(2, 5, dtype=torch.bool), 1.0)
     assert n_kept.tolist() == [4, 5]
-
-
-def test_model_errors_name_the_problem(images, tmp_path: Path) -> None:
-    from safetensors.torch import load_file, save_file
-
-    path = build_tiny_model("qwen3-vl", tmp_path / "q")
-    with pytest.raises(UserError, match=re.escape(
-            f"{path} is a 'qwen3_vl' checkpoint, not a 'llava' one (expected model_type llava)")):
-        FirstLayerModel(path, "llava")
-    llava = build_tiny_model("llava", tmp_path / "l")
-    with pytest.raises(UserError, match=re.escape(
-            f"{llava} is a 'llava' checkpoint, not a 'qwen' one"
-            " (expected model_type qwen2_vl or qwen2_5_vl or qwen3_vl)")):
-        Encoder(llava, "qwen")
-    FirstLayerModel(path, "qwen", attention_threshold=1.0)
-    with pytest.raises(UserError, match=re.escape("attention threshold 1.5 is not in (0, 1]")):
-        FirstLayerModel(path, "qwen", attention_threshold=1.5)
-    with pytest.raises(UserError, match=re.escape("dtype 'float48' is not a floating-point torch dtype")):
-        resolve_dtype("float48", torch.device("cpu"))
-    weights = load_file(path / "model.safetensors")
-    for name in ("model.visual.blocks.0.attn.qkv.weight", "model.visual.blocks.0.attn.proj.weight"):
-        del weights[name]
-    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(UserError, match=re.escape(
-            f"{path}: weights missing or mis-shaped: model.visual.blocks.0.attn.proj.weight, "
-            "model.visual.blocks.0.attn.qkv.weight")):
-        FirstLayerModel(path, "qwen")
-    # Many missing weights: the first ten, sorted, are named.
-    visual = sorted(name for name in weights if name.startswith("model.visual."))[:12]
-    for name in visual:
-        del weights[name]
-    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(UserError) as error:
-        FirstLayerModel(path, "qwen")
-    named = str(error.value).split("weights missing or mis-shaped: ")[1].split(", ")
-    assert len(named) == 10 and named == sorted(named)
