@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scalselect import features  # noqa: E402
-from scalselect.tinymodels import build_tiny_model  # noqa: E402
+from scalselect.demo.tinymodels import build_tiny_model  # noqa: E402
 
 # config.json overrides on top of the tiny model of the family (which provides the
 # tokenizer, processor and special-token ids).
@@ -201,16 +201,14 @@ def run_ours(model_dir: Path, model_type: str, dataset: Path, n: int, args: argp
              out: Path) -> dict:
     """Our pipeline over the whole dataset (one shard, fresh cache)."""
     from scalselect.extraction import Job, extract_shard
+    from scalselect.settings import Settings
 
     stamps = _Stamps()
     logger = logging.getLogger("scalselect.extraction")
     logger.addHandler(stamps)
     logger.setLevel(logging.INFO)
     job = Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(model_dir),
-              out=str(out), settings_requested={
-                  "model_type": model_type, "attention_threshold": 0.9, "dtype": "auto",
-                  "max_length": 4096, "min_image_tokens": 256, "max_image_tokens": 576,
-                  "trust_remote_code": False},
+              out=str(out), settings=Settings(model_type),
               batch_size=args.batch_size, num_workers=args.num_workers,
               chunk_size=args.chunk_size, cache_dir=str(out.parent / "cache"))
     began = time.perf_counter()

@@ -4,7 +4,7 @@ Three sections, printed as tables and written as one Markdown block ready to pas
 the end of ``bench/RESULTS.md``:
 
 1. **Fidelity** on the device: the tiny models of the four families
-   (``scalselect.tinymodels``), eight samples in one left-padded batch. The fast path in
+   (``scalselect.demo.tinymodels``), eight samples in one left-padded batch. The fast path in
    float32 on the device against the original recipe in float32 on the CPU (pass: max
    abs difference <= 1e-5 and the same kept vision tokens for every sample not within
    float noise of the threshold; the workflow's settings, i.e. PyTorch's defaults), the
@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from extract import ARCHS, build_model, run_ours, run_reference, write_dataset  # noqa: E402
 
-from scalselect.tinymodels import FAMILIES, build_tiny_model  # noqa: E402
+from scalselect.demo.tinymodels import FAMILIES, build_tiny_model  # noqa: E402
 
 TOLERANCE = 1e-5  # float32 fast path against the original recipe (README, tests)
 # A sample whose sorted cumulative weights come this close to the threshold could flip

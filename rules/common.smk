@@ -14,6 +14,8 @@ from scalselect.config import (
     run_problems,
     schema_problems,
 )
+from scalselect.methods import BASELINES
+from scalselect.settings import RESULT_KEYS
 
 # Run sections override the global stage sections key by key; keep what the user wrote
 # before schema validation fills defaults into them.
@@ -173,9 +175,6 @@ def random_seeds(run):
     return values["random_seeds"] if "random" in values["methods"] else []
 
 
-BASELINES = ("kcenter", "kmeans")
-
-
 def baseline_picks(wildcards):
     """Input function of `plots_methods`: the picks of the run's baseline selectors
     (`select.methods`) for each budget."""
@@ -332,15 +331,6 @@ def comparison_runs(wildcards, input):
 
 # Stage sections of a run entry (compared through `settings`, overrides applied).
 STAGES = ("validate", "filter", "extract", "score", "select", "plots")
-# Extraction settings that change speed only: runs differing in them alone are alike.
-EXTRACT_SPEED_KEYS = (
-    "shards",
-    "batch_size",
-    "num_workers",
-    "gpus",
-    "chunk_size",
-    "cache_dir",
-)
 
 
 def layer_groups():
@@ -349,11 +339,7 @@ def layer_groups():
     groups = {}
     for run in RUNS:
         entry = {k: v for k, v in run_config(run).items() if k not in STAGES}
-        extract = {
-            k: v
-            for k, v in settings(run, "extract").items()
-            if k not in EXTRACT_SPEED_KEYS + ("layer",)
-        }
+        extract = {k: settings(run, "extract")[k] for k in RESULT_KEYS if k != "layer"}
         stages = [settings(run, s) for s in ("validate", "filter", "score", "select")]
         groups.setdefault(repr((entry, extract, stages)), []).append(run)
     return {

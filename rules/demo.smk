@@ -5,8 +5,8 @@
 rule demo:
     input:
         # The builders: editing them rebuilds the demo (and reruns what depends on it).
-        builder="scalselect/demo.py",
-        models="scalselect/tinymodels.py",
+        builder="scalselect/demo/build.py",
+        models="scalselect/demo/tinymodels.py",
     output:
         dataset="resources/demo/dataset.json",
         dataset_llava="resources/demo/dataset_llava.json",

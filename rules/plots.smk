@@ -105,16 +105,7 @@ rule plots_gallery:
         model_type=model_value("type"),
         image_root=run_value("image_root"),
         dataset=run_options("format"),
-        extract=cli_options(
-            "extract",
-            "attention_threshold",
-            "dtype",
-            "max_length",
-            "min_image_tokens",
-            "max_image_tokens",
-            "trust_remote_code",
-            "layer",
-        ),
+        extract=cli_options("extract", *RESULT_KEYS),
     shell:
         "python -m scalselect plot gallery --dataset {input.dataset} {params.dataset}"
         " --image-root {params.image_root} --scores {input.scores}"

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalselect.cli import UserError
+from scalselect.errors import UserError
 from scalselect.leverage import BLOCK_ROWS, Backend, Model, open_sources
 
 METHODS = ("scalselect", "random", "kcenter", "kmeans")

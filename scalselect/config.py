@@ -131,7 +131,7 @@ def checkpoint_config(path: str) -> Path | None:
 
 def model_problems(path: str, model_type: str) -> list[str]:
     """Whether the model at ``path`` exists and is of ``model_type`` (``llava``/``qwen``)."""
-    from scalselect.representation import MODEL_TYPES
+    from scalselect.settings import MODEL_TYPES
 
     config_file = checkpoint_config(path)
     if config_file is None:

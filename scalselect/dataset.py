@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scalselect.cli import UserError
+from scalselect.errors import UserError
 from scalselect.io import atomic_write
 
 TEXT_ONLY = "text-only"

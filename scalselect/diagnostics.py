@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from scalselect import comparison, composition
+from scalselect.methods import SCALSELECT
 
 # Above this many multiply-adds, coverage is measured on a fixed sample of query samples.
 COVERAGE_EXACT_MACS = 10**12
@@ -163,12 +164,12 @@ def methods_table(
     measures, then the share of each data source (columns ``share:<source>``).
 
     ``subsets`` maps (N, label) to dataset indices; each budget must hold a subset
-    labelled ``"ScalSelect"`` (the overlap reference).
+    labelled :data:`scalselect.methods.SCALSELECT` (the overlap reference).
     """
     rows = []
     for (n, label), indices in subsets.items():
         row = {"budget": n, "method": label}
-        row.update(measures(space, np.sort(indices), np.sort(subsets[(n, "ScalSelect")])))
+        row.update(measures(space, np.sort(indices), np.sort(subsets[(n, SCALSELECT)])))
         rows.append(row)
     table = pd.DataFrame(rows)
     named = {f"{n}|{label}": idx for (n, label), idx in subsets.items()}

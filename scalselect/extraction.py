@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -51,22 +50,46 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from PIL import Image
+from torch.utils.data import DataLoader
 
 from scalselect import features
-from scalselect.dataset import FORMATS, Sample, detect_format, inspect_record, resolve_image
+from scalselect.dataset import (
+    FORMATS,
+    DatasetError,
+    Sample,
+    detect_format,
+    inspect_record,
+    load_dataset,
+    resolve_image,
+)
+from scalselect.errors import UserError
 from scalselect.io import atomic_write, write_json
-from scalselect.store import PACK_COLUMNS, FeatureStore, Location, sample_key, settings_key
+from scalselect.representation import SampleFailure, collate, load_model, resolve_dtype
+from scalselect.settings import Settings
+from scalselect.store import (
+    DEFAULT_CACHE_DIR,
+    PACK_COLUMNS,
+    FeatureStore,
+    Location,
+    file_digest,
+    model_digest,
+    resolve_model_dir,
+    settings_key,
+    shard_keys,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = "results/.cache/extract"
 DEFAULT_CHUNK_SIZE = 512
 # How long ranks wait for each other (the slowest rank's share of a shard, at most).
 RANK_TIMEOUT = timedelta(hours=48)
@@ -80,27 +103,8 @@ OUT_OF_MEMORY = "out_of_memory"
 
 # Characters per text token in the length estimate (only the order of samples uses it).
 _CHARS_PER_TOKEN = 4
-_HASH_BLOCK = 1 << 20
 ROW_TYPES = {"index": "int64", "id": "str", "status": "str", "n_vision": "int64",
              "n_kept": "int64", "seq_len": "int64", "truncated": "bool", "detail": "str"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """The settings that determine a shard's numbers (and hence its cache key).
-
-    ``dtype`` is resolved (never ``"auto"``): the same configuration gives bfloat16 on a
-    GPU and float32 on a CPU, which are different results.
-    """
-
-    model_type: str
-    attention_threshold: float
-    dtype: str
-    max_length: int
-    min_image_tokens: int
-    max_image_tokens: int
-    trust_remote_code: bool
-    layer: int = 1  # decoder layer L of the representation
 
 
 def shard_range(num_samples: int, shard: int, num_shards: int) -> range:
@@ -169,78 +173,6 @@ def split_batches(chunk: np.ndarray, batch_size: int) -> list[list[int]]:
     return [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
 
 
-# ---------------------------------------------------------------------------------------
-# Digests of the inputs (the parts of the store keys)
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _image_digest(path: Path) -> str:
-    try:
-        return file_digest(path)
-    except OSError as error:
-        # An unreadable image is a recorded failure; its key part names the file and why.
-        return f"unreadable:{path}:{type(error).__name__}:{error.errno}"
-
-
-def image_digests(paths: Sequence[Path], threads: int = 8) -> list[str]:
-    """Digests of image files, in order, hashed on ``threads`` threads (hashlib releases
-    the GIL); a file that cannot be read gets a marker naming the error instead."""
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(_image_digest, paths))
-
-
-def resolve_model_dir(model: str) -> Path:
-    """The local directory of a model: ``model`` itself, or its Hugging Face cache snapshot.
-
-    Raises ``UserError`` when the model is neither a directory nor in the local cache.
-    """
-    from scalselect.cli import UserError
-
-    if Path(model).is_dir():
-        return Path(model)
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception as error:  # noqa: BLE001 - any lookup failure means "not available"
-        raise UserError(
-            f"model {model!r} is not a local directory nor in the local Hugging Face cache"
-            f" ({type(error).__name__}); download it first"
-        ) from None
-
-
-def model_digest(model_dir: Path, memo_dir: Path) -> str:
-    """Digest of every file of a model directory (names and bytes; dot-files skipped).
-
-    Each file's digest is memoised in ``memo_dir`` under its real path, size and
-    modification time, so multi-gigabyte weights are read once, not on every job.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        relative = path.relative_to(model_dir)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        stat = path.stat()
-        stamp = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
-        memo = memo_dir / hashlib.sha256(stamp.encode()).hexdigest()
-        try:
-            value = memo.read_text().strip()
-        except FileNotFoundError:
-            value = file_digest(path)
-            with atomic_write(memo) as handle:
-                handle.write(value + "\n")
-        digest.update(f"{relative.as_posix()}\0{value}\n".encode())
-    return digest.hexdigest()
-
-
 def _record_offsets(path: Path) -> array | None:
     """Byte offsets of the record lines of a one-record-per-line file.
 
@@ -286,8 +218,6 @@ def read_shard_records(path: str | os.PathLike, shard: int, num_shards: int) -> 
     the shard, not the dataset; any other layout is read whole (correct, not lean).
     Raises ``DatasetError`` for an unreadable file, invalid JSON or an empty dataset.
     """
-    from scalselect.dataset import DatasetError, load_dataset
-
     path = Path(path)
     try:
         offsets = _record_offsets(path)
@@ -449,10 +379,6 @@ class ShardSamples:
         return len(self.shard.samples)
 
     def __getitem__(self, position: int) -> Item:
-        from PIL import Image
-
-        from scalselect.representation import SampleFailure
-
         sample = self.shard.samples[position]
         if sample is None:
             return Item(position, status=MALFORMED_RECORD, detail=self.shard.problems[position])
@@ -474,8 +400,6 @@ class ShardSamples:
 
 def collate_items(items: list[Item]) -> LoadedBatch:
     """DataLoader ``collate_fn``: collate the encoded items (left padding), keep failures."""
-    from scalselect.representation import collate
-
     encoded = [item.encoded for item in items if item.status == OK]
     return LoadedBatch(items, collate(encoded) if encoded else None)
 
@@ -522,10 +446,6 @@ def represent(model: Any, loaded: LoadedBatch) -> list[tuple[Item, Any]]:
     A batch that does not fit in GPU memory is split in halves; a single sample that
     does not fit gets ``None`` (recorded as ``out_of_memory``).
     """
-    import torch
-
-    from scalselect.representation import collate
-
     items = loaded.encoded
     if not items:
         return []
@@ -600,13 +520,17 @@ _packs_stored = 0
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One extraction job: what to read, what to compute, where to write."""
+    """One extraction job: what to read, what to compute, where to write.
+
+    ``settings`` are as requested (``dtype`` may be ``"auto"``); the job resolves them
+    for its device. The other fields change speed, never results.
+    """
 
     dataset: str
     image_root: str
     model: str
     out: str
-    settings_requested: dict[str, Any]
+    settings: Settings
     shard: int = 0
     num_shards: int = 1
     batch_size: int = 8
@@ -616,12 +540,16 @@ class Job:
     record_format: str = "auto"
 
 
-def shard_keys(shard: ShardInput, records: Sequence[Any], image_root: str) -> list[str]:
-    """The store key of every sample of a shard (image files hashed on threads)."""
-    paths = [resolve_image(image_root, p) for s in shard.samples if s for p in s.images]
-    digests = iter(image_digests(paths))
-    return [sample_key(sample, record, [next(digests) for _ in sample.images] if sample else [])
-            for sample, record in zip(shard.samples, records, strict=True)]
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    """Rank 0's plan of a shard: every position's store key, what the store holds, and
+    the chunks of positions to compute (in plan order)."""
+
+    store_key: str
+    keys: list[str]
+    found: dict[str, Location]
+    scanned: list[str]  # the packs the look-up read
+    pending: list[np.ndarray]
 
 
 def extract_shard(job: Job) -> dict[str, int] | None:
@@ -630,105 +558,105 @@ def extract_shard(job: Job) -> dict[str, int] | None:
     Returns the counts per status (and ``samples_computed`` / ``samples_reused``) on
     rank 0, ``None`` on the other ranks.
     """
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
-
-    from scalselect.representation import resolve_dtype
-
     began = time.perf_counter()
     # A rank may wait long for slower ranks before rank 0 assembles the shard.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=RANK_TIMEOUT)
-    requested = job.settings_requested
-    settings = Settings(
-        model_type=requested["model_type"],
-        attention_threshold=float(requested["attention_threshold"]),
-        dtype=str(resolve_dtype(requested["dtype"], state.device)).removeprefix("torch."),
-        max_length=int(requested["max_length"]),
-        min_image_tokens=int(requested["min_image_tokens"]),
-        max_image_tokens=int(requested["max_image_tokens"]),
-        trust_remote_code=bool(requested["trust_remote_code"]),
-        layer=int(requested.get("layer", 1)),
-    )
-    indices, records = read_shard_records(job.dataset, job.shard, job.num_shards)
-    if not indices:
-        from scalselect.cli import UserError
-
-        raise UserError(
-            f"shard {job.shard} of {job.num_shards} is empty: the dataset has only"
-            f" {indices.stop} samples; use fewer shards"
-        )
-    record_format = (detect_format(records, job.dataset) if job.record_format == "auto"
-                     else job.record_format)
-    shard = ShardInput.read(records, indices.start, record_format)
+    settings = job.settings.resolved(
+        str(resolve_dtype(job.settings.dtype, state.device)).removeprefix("torch."))
+    shard, records, record_format = load_shard(job)
     model_dir = resolve_model_dir(job.model)
-
-    # Rank 0 keys the samples, looks them up and tells the others what to compute.
-    shared: list[Any] = [None, None, None]
-    if state.is_main_process:
-        hashed = time.perf_counter()
-        model_key = model_digest(model_dir, Path(job.cache_dir) / "digests")
-        store_key, description = settings_key(model_key, settings)
-        store = FeatureStore(job.cache_dir, store_key)
-        store.describe({**description, "model_path": job.model})
-        keys = shard_keys(shard, records, job.image_root)
-        found, scanned = store.lookup(keys)
-        # Identical samples are computed once: the first position of each missing key.
-        missing = {}
-        for position, key in enumerate(keys):
-            if key not in found:
-                missing.setdefault(key, position)
-        positions = list(missing.values())
-        chunks = plan_chunks([length_estimate(shard.samples[p], settings.max_image_tokens)
-                              for p in positions], job.chunk_size)
-        pending = [np.asarray(positions, dtype=np.int64)[c] for c in chunks]
-        log.info("shard %d of %d: samples %d-%d; %d stored, %d to compute in %d chunks;"
-                 " look-up in %d packs (%.1f s)", job.shard, job.num_shards, indices.start,
-                 indices.stop - 1, len(keys) - len(positions), len(positions), len(pending),
-                 len(scanned), time.perf_counter() - hashed)
-        shared = [store_key, keys, pending]
+    plan = plan_shard(job, settings, shard, records, model_dir) if state.is_main_process else None
+    # The other ranks need only the store, the keys and the chunks.
+    shared = [plan.store_key, plan.keys, plan.pending] if plan else [None, None, None]
     if state.num_processes > 1:
         broadcast_object_list(shared, from_process=0)
     store_key, keys, pending = shared
     store = FeatureStore(job.cache_dir, store_key)
     mine = list(enumerate(pending))[state.process_index :: state.num_processes]
     if mine:
-        _compute(job, settings, state, model_dir, shard, mine, keys, store)
+        compute_chunks(job, settings, state, model_dir, shard, mine, keys, store)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    computed = sum(len(p) for p in pending)
+    return finish_shard(job, settings, shard, record_format, plan, store, began)
+
+
+def load_shard(job: Job) -> tuple[ShardInput, list[Any], str]:
+    """The shard's normalised samples, its records as read and their record format.
+
+    Raises ``UserError`` when the shard is empty (more shards than samples).
+    """
+    indices, records = read_shard_records(job.dataset, job.shard, job.num_shards)
+    if not indices:
+        raise UserError(
+            f"shard {job.shard} of {job.num_shards} is empty: the dataset has only"
+            f" {indices.stop} samples; use fewer shards"
+        )
+    record_format = (detect_format(records, job.dataset) if job.record_format == "auto"
+                     else job.record_format)
+    return ShardInput.read(records, indices.start, record_format), records, record_format
+
+
+def plan_shard(job: Job, settings: Settings, shard: ShardInput, records: Sequence[Any],
+               model_dir: Path) -> ShardPlan:
+    """Key every sample, look the keys up in the store, and chunk what is missing.
+
+    Identical samples are one key, computed once: at the first position holding it.
+    """
+    hashed = time.perf_counter()
+    model_key = model_digest(model_dir, Path(job.cache_dir) / "digests")
+    store_key, description = settings_key(model_key, settings)
+    store = FeatureStore(job.cache_dir, store_key)
+    store.describe({**description, "model_path": job.model})
+    keys = shard_keys(shard, records, job.image_root)
+    found, scanned = store.lookup(keys)
+    missing: dict[str, int] = {}
+    for position, key in enumerate(keys):
+        if key not in found:
+            missing.setdefault(key, position)
+    positions = np.asarray(list(missing.values()), dtype=np.int64)
+    chunks = plan_chunks([length_estimate(shard.samples[p], settings.max_image_tokens)
+                          for p in positions], job.chunk_size)
+    pending = [positions[c] for c in chunks]
+    log.info("shard %d of %d: samples %d-%d; %d stored, %d to compute in %d chunks;"
+             " look-up in %d packs (%.1f s)", job.shard, job.num_shards, shard.start,
+             shard.start + len(keys) - 1, len(keys) - len(positions), len(positions),
+             len(pending), len(scanned), time.perf_counter() - hashed)
+    return ShardPlan(store_key, keys, found, scanned, pending)
+
+
+def finish_shard(job: Job, settings: Settings, shard: ShardInput, record_format: str,
+                 plan: ShardPlan, store: FeatureStore, began: float) -> dict[str, int]:
+    """Find the computed samples, assemble the shard directory and count its statuses."""
+    computed = sum(len(p) for p in plan.pending)
+    found = dict(plan.found)
     if computed:
-        found.update(store.lookup(set(keys) - set(found), skip=scanned)[0])
-    lost = len(set(keys) - set(found))
+        found.update(store.lookup(set(plan.keys) - set(found), skip=plan.scanned)[0])
+    lost = len(set(plan.keys) - set(found))
     if lost:
         raise RuntimeError(f"{lost} computed samples are missing from the store {store.path}"
                            " (was it pruned while this job ran?)")
+    reused = len(plan.keys) - computed
     manifest = {
-        "shard": job.shard,
-        "num_shards": job.num_shards,
-        "start": indices.start,
-        "stop": indices.stop,
-        "model": job.model,
-        "settings": dataclasses.asdict(settings),
+        "shard": job.shard, "num_shards": job.num_shards,
+        "start": shard.start, "stop": shard.start + len(plan.keys),
+        "model": job.model, "settings": dataclasses.asdict(settings),
         "dataset_format": record_format,
-        "samples_computed": computed,
-        "samples_reused": len(keys) - computed,
+        "samples_computed": computed, "samples_reused": reused,
         # The fingerprint of the dataset the shard's indices refer to (the bytes of the
         # filtered file, hashed as a stream: the job still holds only its shard).
         "dataset_sha256": file_digest(job.dataset),
     }
-    rows = assemble_shard(store, [found[k] for k in keys], shard, job.out, manifest)
+    rows = assemble_shard(store, [found[k] for k in plan.keys], shard, job.out, manifest)
     counts = Counter(rows["status"])
     counts["truncated"] = int(rows["truncated"].sum())
     log.info("shard %d of %d done in %.1f s: %d samples computed, %d reused from the store;"
-             " %s", job.shard, job.num_shards, time.perf_counter() - began, computed,
-             len(keys) - computed,
+             " %s", job.shard, job.num_shards, time.perf_counter() - began, computed, reused,
              ", ".join(f"{status} {n}" for status, n in sorted(counts.items())))
-    return {**counts, "samples_computed": computed, "samples_reused": len(keys) - computed}
+    return {**counts, "samples_computed": computed, "samples_reused": reused}
 
 
-def _compute(
+def compute_chunks(
     job: Job,
     settings: Settings,
     state: Any,
@@ -739,19 +667,7 @@ def _compute(
     store: FeatureStore,
 ) -> None:
     """Run the model over this rank's chunks ``mine`` (number, positions) into ``store``."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from scalselect.representation import Encoder, FirstLayerModel
-
-    encoder = Encoder(str(model_dir), settings.model_type, max_length=settings.max_length,
-                      min_image_tokens=settings.min_image_tokens,
-                      max_image_tokens=settings.max_image_tokens,
-                      trust_remote_code=settings.trust_remote_code)
-    model = FirstLayerModel(str(model_dir), settings.model_type, dtype=settings.dtype,
-                            device=state.device, attention_threshold=settings.attention_threshold,
-                            trust_remote_code=settings.trust_remote_code,
-                            layer=settings.layer)
+    encoder, model = load_model(str(model_dir), settings, device=state.device)
     dim = int(model.model.config.get_text_config().hidden_size)
     batches, chunk_of_batch = [], []
     for chunk, positions in mine:

@@ -38,6 +38,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from PIL import Image
 
 from scalselect import style
+from scalselect.methods import METHODS
 
 IMPORTANCE_LABEL = "Importance score π"
 PANELS = ("histogram", "ranking", "cumulative", "violin")
@@ -600,7 +601,7 @@ def methods_comparison(table: pd.DataFrame) -> Figure:
     (columns ``share:<source>``). ``table`` is :func:`scalselect.diagnostics.methods_table`'s."""
     methods = list(dict.fromkeys(table["method"]))
     budgets = sorted(set(table["budget"].astype(int)))
-    colors = {m: style.RANDOM if m.startswith("Random") else style.PALETTE[i % 7]
+    colors = {m: style.RANDOM if m.startswith(METHODS["random"].label) else style.PALETTE[i % 7]
               for i, m in enumerate(methods)}
     fig, axes = style.new_figure(style.DOUBLE_COLUMN, 4.6, nrows=2, ncols=3)
     positions = np.arange(len(budgets))

@@ -19,36 +19,22 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from scalselect.cli import UserError
 from scalselect.dataset import Dataset, resolve_image
+from scalselect.errors import UserError
 from scalselect.figures import GalleryEntry
+from scalselect.representation import SampleFailure, collate, load_model
+from scalselect.settings import Settings
 
 log = logging.getLogger("scalselect.gallery")
 
 # Longest side of a gallery image: enough for print at the panel size, small PDFs.
 MAX_SIDE = 512
-
-
-@dataclass(frozen=True)
-class GalleryModel:
-    """The run's model and the extraction settings that decide the kept tokens."""
-
-    path: str
-    model_type: str
-    attention_threshold: float = 0.9
-    max_length: int = 4096
-    min_image_tokens: int = 256
-    max_image_tokens: int = 576
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    layer: int = 1
 
 
 def model_view(image: Image.Image, image_processor: Any) -> Image.Image:
@@ -94,28 +80,18 @@ def gallery_entries(
     image_root: str | os.PathLike,
     scores: pd.DataFrame,
     count: int,
-    settings: GalleryModel,
+    model_path: str,
+    settings: Settings,
 ) -> tuple[list[GalleryEntry], list[GalleryEntry]]:
     """The ``count`` highest-scored and ``count`` lowest-scored samples (lowest first)
     with their kept vision tokens.
 
     ``scores`` is the ranked score table (``index``, ``importance``, ``rank``). A
     sample whose image cannot be read or whose encoding fails now is skipped with a
-    logged reason and the next one in rank order is taken.
+    logged reason and the next one in rank order is taken. ``settings`` are the run's
+    extraction settings (``dtype`` as requested).
     """
-    from scalselect.representation import Encoder, FirstLayerModel, SampleFailure, collate
-
-    encoder = Encoder(
-        settings.path, settings.model_type, max_length=settings.max_length,
-        min_image_tokens=settings.min_image_tokens,
-        max_image_tokens=settings.max_image_tokens,
-        trust_remote_code=settings.trust_remote_code,
-    )
-    model = FirstLayerModel(
-        settings.path, settings.model_type, dtype=settings.dtype,
-        attention_threshold=settings.attention_threshold,
-        trust_remote_code=settings.trust_remote_code, layer=settings.layer,
-    )
+    encoder, model = load_model(model_path, settings)
     image_processor = encoder.processor.image_processor
     rows: list[list[GalleryEntry]] = []
     shown: set[int] = set()

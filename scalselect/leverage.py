@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from scalselect import features
-from scalselect.cli import UserError
+from scalselect.errors import UserError
 from scalselect.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)

@@ -50,7 +50,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scalselect.cli import UserError
 from scalselect.conversation import (
     ASSISTANT,
     INSTRUCTION,
@@ -64,6 +63,8 @@ from scalselect.conversation import (
     truncation_points,
 )
 from scalselect.dataset import Sample
+from scalselect.errors import UserError
+from scalselect.settings import MODEL_TYPES, Settings
 
 if TYPE_CHECKING:
     import torch
@@ -85,11 +86,6 @@ __all__ = [
     "select_tokens",
 ]
 
-# --model-type values and the checkpoint model types each accepts.
-MODEL_TYPES = {
-    "llava": ("llava",),
-    "qwen": ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"),
-}
 # Per-token tensors of the processor output (left-padded in a batch); all other
 # tensors are per image and concatenated along their first dimension.
 TEXT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
@@ -199,10 +195,10 @@ class Encoder:
         model_path: str | os.PathLike,
         model_type: str,
         *,
-        max_length: int = 4096,
-        min_image_tokens: int = 256,
-        max_image_tokens: int = 576,
-        trust_remote_code: bool = False,
+        max_length: int = Settings.max_length,
+        min_image_tokens: int = Settings.min_image_tokens,
+        max_image_tokens: int = Settings.max_image_tokens,
+        trust_remote_code: bool = Settings.trust_remote_code,
     ) -> None:
         from transformers import AutoConfig, AutoProcessor
 
@@ -488,11 +484,11 @@ class FirstLayerModel:
         model_path: str | os.PathLike,
         model_type: str,
         *,
-        dtype: str = "auto",
+        dtype: str = Settings.dtype,
         device: "str | torch.device | None" = None,
-        attention_threshold: float = 0.9,
-        trust_remote_code: bool = False,
-        layer: int = 1,
+        attention_threshold: float = Settings.attention_threshold,
+        trust_remote_code: bool = Settings.trust_remote_code,
+        layer: int = Settings.layer,
     ) -> None:
         import torch
         import transformers
@@ -614,3 +610,18 @@ class FirstLayerModel:
                 result.detail = f"layer {self.layer}'s hidden states or attention are not finite"
             results.append(result)
         return results
+
+
+def load_model(
+    model_path: str | os.PathLike, settings: Settings, device: "str | torch.device | None" = None
+) -> tuple[Encoder, FirstLayerModel]:
+    """The encoder and the model that compute representations with ``settings``: the
+    extraction's, and the gallery's recomputation of a few samples."""
+    encoder = Encoder(model_path, settings.model_type, max_length=settings.max_length,
+                      min_image_tokens=settings.min_image_tokens,
+                      max_image_tokens=settings.max_image_tokens,
+                      trust_remote_code=settings.trust_remote_code)
+    model = FirstLayerModel(model_path, settings.model_type, dtype=settings.dtype, device=device,
+                            attention_threshold=settings.attention_threshold,
+                            trust_remote_code=settings.trust_remote_code, layer=settings.layer)
+    return encoder, model

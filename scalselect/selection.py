@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from scalselect import features
-from scalselect.cli import UserError
+from scalselect.errors import UserError
 from scalselect.io import atomic_write
 
 SUMMARY_COLUMNS = ("budget", "n", "fraction", "score_threshold")

@@ -12,7 +12,7 @@ Keys
   of its image files, in order. Not its id, its position, its shard or the chunk size.
   A record that cannot be normalised is keyed by its JSON text.
 - The *settings key* (:func:`settings_key`) is a SHA-256 of the model's files
-  (:func:`scalselect.extraction.model_digest`), every field of the extraction
+  (:func:`model_digest`), every field of the extraction
   ``Settings`` (through :func:`dataclasses.asdict`, so a new field joins the key by
   itself), the torch and transformers versions (they may round differently) and
   :data:`STORE_FORMAT`.
@@ -49,13 +49,20 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from huggingface_hub import snapshot_download
 
+from scalselect.dataset import resolve_image
+from scalselect.errors import UserError
 from scalselect.io import atomic_write, write_json
 
+if TYPE_CHECKING:
+    from scalselect.extraction import ShardInput
+
+DEFAULT_CACHE_DIR = "results/.cache/extract"
 # Bump when a change of this package changes the numbers a stored row holds.
 STORE_FORMAT = 2
 FEATURES_DIR = "features"
@@ -64,6 +71,7 @@ PACKS_DIR = "packs"
 PACK_COLUMNS = ("key", "status", "detail", "n_vision", "n_kept", "seq_len", "truncated")
 PACK_TYPES = {"key": "str", "status": "str", "detail": "str", "n_vision": "int64",
               "n_kept": "int64", "seq_len": "int64", "truncated": "bool"}
+_HASH_BLOCK = 1 << 20
 # Threads reading pack key columns (I/O bound on a network filesystem; pyarrow frees the GIL).
 _LOOKUP_THREADS = 8
 
@@ -114,6 +122,86 @@ def settings_key(model_key: str, settings: Any) -> tuple[str, dict[str, Any]]:
     }
     text = json.dumps(description, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest(), description
+
+
+# ---------------------------------------------------------------------------------------
+# The parts of the keys: digests of files, images and models; the keys of a shard
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _image_digest(path: Path) -> str:
+    try:
+        return file_digest(path)
+    except OSError as error:
+        # An unreadable image is a recorded failure; its key part names the file and why.
+        return f"unreadable:{path}:{type(error).__name__}:{error.errno}"
+
+
+def image_digests(paths: Sequence[Path], threads: int = 8) -> list[str]:
+    """Digests of image files, in order, hashed on ``threads`` threads (hashlib releases
+    the GIL); a file that cannot be read gets a marker naming the error instead."""
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return list(pool.map(_image_digest, paths))
+
+
+def resolve_model_dir(model: str) -> Path:
+    """The local directory of a model: ``model`` itself, or its Hugging Face cache snapshot.
+
+    Raises ``UserError`` when the model is neither a directory nor in the local cache.
+    """
+    if Path(model).is_dir():
+        return Path(model)
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception as error:  # noqa: BLE001 - any lookup failure means "not available"
+        raise UserError(
+            f"model {model!r} is not a local directory nor in the local Hugging Face cache"
+            f" ({type(error).__name__}); download it first"
+        ) from None
+
+
+def model_digest(model_dir: Path, memo_dir: Path) -> str:
+    """Digest of every file of a model directory (names and bytes; dot-files skipped).
+
+    Each file's digest is memoised in ``memo_dir`` under its real path, size and
+    modification time, so multi-gigabyte weights are read once, not on every job.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        relative = path.relative_to(model_dir)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        stat = path.stat()
+        stamp = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+        memo = memo_dir / hashlib.sha256(stamp.encode()).hexdigest()
+        try:
+            value = memo.read_text().strip()
+        except FileNotFoundError:
+            value = file_digest(path)
+            with atomic_write(memo) as handle:
+                handle.write(value + "\n")
+        digest.update(f"{relative.as_posix()}\0{value}\n".encode())
+    return digest.hexdigest()
+
+
+def shard_keys(shard: ShardInput, records: Sequence[Any], image_root: str) -> list[str]:
+    """The store key of every sample of a shard (image files hashed on threads)."""
+    paths = [resolve_image(image_root, p) for s in shard.samples if s for p in s.images]
+    digests = iter(image_digests(paths))
+    return [sample_key(sample, record, [next(digests) for _ in sample.images] if sample else [])
+            for sample, record in zip(shard.samples, records, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------
+# Packs
 
 
 def _pack_name() -> str:

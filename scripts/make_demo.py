@@ -2,7 +2,7 @@
 
     python scripts/make_demo.py --out resources/demo
 
-All logic lives in :mod:`scalselect.demo`.
+All logic lives in :mod:`scalselect.demo.build`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scalselect.demo import DEFAULT_SEED, build_demo  # noqa: E402
+from scalselect.demo.build import DEFAULT_SEED, build_demo  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

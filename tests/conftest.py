@@ -94,7 +94,7 @@ def simulated_auto_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
         return
     import torch
 
-    from scalselect import reference, representation
+    from scalselect import extraction, reference, representation
 
     original = representation.resolve_dtype
 
@@ -103,3 +103,4 @@ def simulated_auto_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(representation, "resolve_dtype", resolve)
     monkeypatch.setattr(reference, "resolve_dtype", resolve)
+    monkeypatch.setattr(extraction, "resolve_dtype", resolve)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from scalselect import baselines, features, leverage
-from scalselect.cli import UserError, main
+from scalselect.cli import main
+from scalselect.errors import UserError
 from scalselect.leverage import Backend, Preprocessing
 
 

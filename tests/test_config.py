@@ -18,7 +18,7 @@ from scalselect.config import (
     run_problems,
     schema_problems,
 )
-from scalselect.tinymodels import build_tiny_model
+from scalselect.demo.tinymodels import build_tiny_model
 
 SCHEMA = yaml.safe_load((REPO / "config/schema.yaml").read_text())
 DEMO = yaml.safe_load((REPO / "config/config.yaml").read_text())

@@ -25,7 +25,7 @@ from scalselect.conversation import (
 )
 from scalselect.dataset import Message, Sample
 from scalselect.representation import PADDING, Encoder, collate
-from scalselect.tinymodels import build_tiny_model
+from scalselect.demo.tinymodels import build_tiny_model
 
 FAMILIES = {"llava": "llava", "qwen2-vl": "qwen", "qwen3-vl": "qwen"}
 

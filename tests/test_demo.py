@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import REPO
 from scalselect.dataset import load_dataset
-from scalselect.demo import BREAKAGES, DEMO_MODELS, GROUPS, build_dataset, build_demo
+from scalselect.demo.build import BREAKAGES, DEMO_MODELS, GROUPS, build_dataset, build_demo
 from scalselect.validation import validate_dataset
 
 

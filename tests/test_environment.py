@@ -16,7 +16,7 @@ import yaml
 
 from conftest import REPO, copy_workflow, tracked_files
 from scalselect.dataset import write_records
-from scalselect.demo import build_dataset, build_models
+from scalselect.demo.build import build_dataset, build_models
 
 # The shared environment this test runs in (bootstrap_venv.sh writes the marker).
 SHARED_MARKER = Path(sys.prefix) / ".scalselect-shared"

@@ -1,6 +1,6 @@
 """The extraction pipeline: shards, length-grouped batches, failures, checkpoints, cache, ranks.
 
-Real tiny models (scalselect.tinymodels), real JPEG/PNG files decoded with Pillow, real
+Real tiny models (scalselect.demo.tinymodels), real JPEG/PNG files decoded with Pillow, real
 shard files. The model math itself is tested in test_representation.py.
 """
 
@@ -27,18 +27,23 @@ from scalselect import features
 from scalselect.dataset import write_records
 from scalselect.extraction import (
     Job,
-    Settings,
     extract_shard,
-    image_digests,
     length_estimate,
-    model_digest,
     plan_chunks,
     read_shard_records,
     shard_range,
     split_batches,
 )
-from scalselect.store import FeatureStore, sample_key, settings_dirs, settings_key
-from scalselect.tinymodels import build_tiny_model
+from scalselect.settings import Settings
+from scalselect.store import (
+    FeatureStore,
+    image_digests,
+    model_digest,
+    sample_key,
+    settings_dirs,
+    settings_key,
+)
+from scalselect.demo.tinymodels import build_tiny_model
 
 PYTHON = sys.executable
 QWEN_BUDGET = {"min_image_tokens": 4, "max_image_tokens": 48}
@@ -79,7 +84,7 @@ def job(models: dict[str, Path], dataset: Path, out: Path, cache: Path, family: 
     settings.update({k: kw.pop(k) for k in list(kw) if k in settings or k == "trust_remote_code"})
     settings.setdefault("trust_remote_code", False)
     return Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(models[family]),
-               out=str(out), settings_requested=settings, cache_dir=str(cache),
+               out=str(out), settings=Settings(**settings), cache_dir=str(cache),
                **{"num_workers": 0, **kw})
 
 

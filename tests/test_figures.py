@@ -18,6 +18,7 @@ from pypdf import PdfReader
 from scalselect import comparison, composition, features, figures, gallery, style, tables
 from scalselect.cli import main
 from scalselect.dataset import load_dataset, write_records
+from scalselect.settings import Settings
 
 SOURCES = ("coco", "gqa", "ocr_vqa", "textvqa", "vg")
 DPI = 80
@@ -405,7 +406,7 @@ def write_image_dataset(root: Path, n: int) -> Path:
 def test_model_view_is_the_processor_crop(tmp_path: Path) -> None:
     from transformers import AutoProcessor
 
-    from scalselect.tinymodels import build_tiny_model
+    from scalselect.demo.tinymodels import build_tiny_model
 
     processor = AutoProcessor.from_pretrained(build_tiny_model("llava", tmp_path / "llava"))
     image = Image.new("RGB", (640, 480))
@@ -423,7 +424,7 @@ def test_model_view_is_the_processor_crop(tmp_path: Path) -> None:
 def test_gallery_shows_the_tokens_extraction_kept(
     tmp_path: Path, family: str, model_type: str
 ) -> None:
-    from scalselect.tinymodels import build_tiny_model
+    from scalselect.demo.tinymodels import build_tiny_model
 
     model = build_tiny_model(family, tmp_path / family)
     dataset = write_image_dataset(tmp_path / "data", 10)
@@ -439,7 +440,7 @@ def test_gallery_shows_the_tokens_extraction_kept(
     rows = features.load_rows(shard).set_index("index")
     highest, lowest = gallery.gallery_entries(
         load_dataset(dataset), dataset.parent, scores, 3,
-        gallery.GalleryModel(str(model), model_type, min_image_tokens=16, max_image_tokens=64))
+        str(model), Settings(model_type, min_image_tokens=16, max_image_tokens=64))
     assert [e.rank for e in highest] == [1, 2, 3]
     assert [e.rank for e in lowest] == [10, 9, 8]
     for entry in highest + lowest:

@@ -2,7 +2,7 @@
 fault injection, device placement at the model's entry, and the GPU readiness script
 (``bench/gpu_check.py``) in its CPU smoke mode.
 
-Real tiny models (scalselect.tinymodels), real JPEG files decoded with Pillow, real shard
+Real tiny models (scalselect.demo.tinymodels), real JPEG files decoded with Pillow, real shard
 files; the only thing injected is the ``torch.cuda.OutOfMemoryError`` a GPU would raise.
 """
 
@@ -22,12 +22,13 @@ import torch
 from conftest import REPO
 from PIL import Image
 
-from scalselect import features
+from scalselect import extraction, features
 from scalselect.conversation import PADDING
 from scalselect.dataset import load_dataset
 from scalselect.extraction import OUT_OF_MEMORY, Job, extract_shard
 from scalselect.representation import Batch, Encoder, FirstLayerModel, collate
-from scalselect.tinymodels import build_tiny_model
+from scalselect.settings import Settings
+from scalselect.demo.tinymodels import build_tiny_model
 
 QWEN_BUDGET = {"min_image_tokens": 4, "max_image_tokens": 48}
 
@@ -62,7 +63,7 @@ def qwen_job(model: Path, dataset: Path, out: Path, batch_size: int) -> Job:
     settings = {"model_type": "qwen", "attention_threshold": 0.9, "dtype": "float32",
                 "max_length": 4096, "trust_remote_code": False, **QWEN_BUDGET}
     return Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(model),
-               out=str(out), settings_requested=settings, batch_size=batch_size, num_workers=0,
+               out=str(out), settings=Settings(**settings), batch_size=batch_size, num_workers=0,
                chunk_size=4, cache_dir=str(out.parent / f"{out.name}-cache"))
 
 
@@ -204,7 +205,7 @@ def test_every_tensor_reaches_the_model_on_its_device(models, family: str, tmp_p
         return real_represent(model, batch)
 
     monkeypatch.setattr(FirstLayerModel, "represent", represent)
-    monkeypatch.setattr(torch.utils.data, "DataLoader", PinnedLoader)
+    monkeypatch.setattr(extraction, "DataLoader", PinnedLoader)
     monkeypatch.setattr(PinnedLoader, "requested", [])
     # The model loop of a real job, DataLoader workers included; bfloat16 on the CPU, so
     # the image tensors must be cast as on a GPU. Chunks of 3 in batches of 2 and 1.
@@ -212,7 +213,7 @@ def test_every_tensor_reaches_the_model_on_its_device(models, family: str, tmp_p
                 "dtype": "bfloat16", "max_length": 4096, "trust_remote_code": False, **QWEN_BUDGET}
     counts = extract_shard(Job(dataset=str(dataset), image_root=str(dataset.parent),
                                model=str(models[family]), out=str(tmp_path / "out"),
-                               settings_requested=settings, batch_size=2, num_workers=1,
+                               settings=Settings(**settings), batch_size=2, num_workers=1,
                                chunk_size=3, cache_dir=str(tmp_path / "cache")))
 
     assert counts == {"ok": 6, "truncated": 0, "samples_computed": 6, "samples_reused": 0}

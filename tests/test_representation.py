@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from scalselect.cli import UserError
+from scalselect.errors import UserError
 from scalselect.conversation import chat_messages
 from scalselect.dataset import Message, Sample
 from scalselect.reference import ReferenceModel, plain_selection
@@ -25,7 +25,7 @@ from scalselect.representation import (
     resolve_dtype,
     select_tokens,
 )
-from scalselect.tinymodels import FAMILIES, build_tiny_model
+from scalselect.demo.tinymodels import FAMILIES, build_tiny_model
 
 TOLERANCE = 1e-5
 # Differences between the fast path's and the reference's weights are ~1e-7; a sample

@@ -364,7 +364,7 @@ def scored_workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
     scoring and selection rules ran."""
     from PIL import Image
 
-    from scalselect.tinymodels import build_tiny_model
+    from scalselect.demo.tinymodels import build_tiny_model
 
     workdir = copy_workflow(tmp_path_factory.mktemp("select") / "workflow")
     data = workdir / "data"

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from scalselect import extraction, store
+from scalselect import store
 from scalselect.dataset import Message, Sample
 from scalselect.extraction import ShardInput
+from scalselect.settings import Settings
 
-SETTINGS = extraction.Settings(
+SETTINGS = Settings(
     model_type="llava", attention_threshold=0.9, dtype="float32", max_length=4096,
     min_image_tokens=256, max_image_tokens=576, trust_remote_code=False, layer=1,
 )
@@ -93,9 +94,9 @@ def test_settings_key_covers_every_setting_the_model_and_the_versions(monkeypatc
 
 
 def test_file_digest_is_the_sha256_of_the_bytes(tmp_path: Path) -> None:
-    data = os.urandom(extraction._HASH_BLOCK * 2 + 17)  # more than one read block
+    data = os.urandom(store._HASH_BLOCK * 2 + 17)  # more than one read block
     (tmp_path / "f.bin").write_bytes(data)
-    assert extraction.file_digest(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
+    assert store.file_digest(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
 
 
 def test_image_digests_in_order_with_a_marker_for_unreadable_files(tmp_path: Path) -> None:
@@ -107,7 +108,7 @@ def test_image_digests_in_order_with_a_marker_for_unreadable_files(tmp_path: Pat
     expected = [hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else
                 f"unreadable:{p}:FileNotFoundError:2" for p in paths]
     for threads in (0, 1, 3):
-        assert extraction.image_digests(paths, threads=threads) == expected
+        assert store.image_digests(paths, threads=threads) == expected
 
 
 def test_model_digest_depends_on_names_and_bytes_not_on_dot_files(tmp_path: Path) -> None:
@@ -116,22 +117,22 @@ def test_model_digest_depends_on_names_and_bytes_not_on_dot_files(tmp_path: Path
     memo.mkdir()
     (model / "config.json").write_text("{}")
     (model / "sub" / "weights.bin").write_bytes(b"\x00" * 100)
-    first = extraction.model_digest(model, memo)
+    first = store.model_digest(model, memo)
     assert len(list(memo.iterdir())) == 2  # one memo per file
     (model / ".cache").mkdir()
     (model / ".cache" / "lock").write_text("x")
     (model / ".hidden").write_text("x")
-    assert extraction.model_digest(model, memo) == first
+    assert store.model_digest(model, memo) == first
     (model / "sub" / "weights.bin").write_bytes(b"\x01" * 100)  # same size, new bytes
     os.utime(model / "sub" / "weights.bin", ns=(1, 1))
-    changed = extraction.model_digest(model, memo)
+    changed = store.model_digest(model, memo)
     (model / "sub" / "weights.bin").rename(model / "sub" / "other.bin")
-    renamed = extraction.model_digest(model, memo)
+    renamed = store.model_digest(model, memo)
     assert len({first, changed, renamed}) == 3
     # The memo is what is read for an unchanged file: weights are hashed once.
     for entry in memo.iterdir():
         entry.write_text("memoised\n")
-    assert extraction.model_digest(model, memo) != renamed
+    assert store.model_digest(model, memo) != renamed
 
 
 def test_shard_keys_use_each_samples_images_and_the_record_when_unreadable(tmp_path: Path) -> None:
@@ -147,11 +148,11 @@ def test_shard_keys_use_each_samples_images_and_the_record_when_unreadable(tmp_p
     shard = ShardInput.read(records, 0, "sharegpt")
     digest = {n: hashlib.sha256(n.encode()).hexdigest() for n in ("a.jpg", "b.jpg")}
     assert shard.samples[1] is None
-    assert extraction.shard_keys(shard, records, str(tmp_path)) == [
+    assert store.shard_keys(shard, records, str(tmp_path)) == [
         store.sample_key(shard.samples[0], None, [digest["a.jpg"]]),
         store.sample_key(None, records[1], []),
         store.sample_key(shard.samples[2], None, [digest["b.jpg"], digest["a.jpg"]]),
         store.sample_key(shard.samples[3], None, []),
     ]
     with pytest.raises(ValueError):  # records and samples out of step
-        extraction.shard_keys(shard, records[:-1], str(tmp_path))
+        store.shard_keys(shard, records[:-1], str(tmp_path))

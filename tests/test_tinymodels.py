@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scalselect.tinymodels import FAMILIES, build_tiny_model
+from scalselect.demo.tinymodels import FAMILIES, build_tiny_model
 
 
 def digests(directory: Path) -> dict[str, str]:

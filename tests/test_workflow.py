@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO, copy_workflow, planned_jobs, snakemake
-from scalselect.tinymodels import build_tiny_model
+from scalselect.demo.tinymodels import build_tiny_model
 
 SNAKEMAKE_BIN = Path(sys.executable).parent
 

@@ -13,6 +13,8 @@ import importlib
 import logging
 import sys
 
+from scalselect.errors import UserError
+
 # Command name -> module under scalselect.cli, in workflow order.
 COMMANDS = {
     "validate": "validate",
@@ -34,10 +36,6 @@ COMMANDS = {
     "plot-methods": "plot_methods",
     "plot-layers": "plot_layers",
 }
-
-
-class UserError(Exception):
-    """An error caused by the input or the configuration, reported without a traceback."""
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

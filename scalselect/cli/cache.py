@@ -17,7 +17,7 @@ HELP = "Show (info) or clean up (prune) the extraction feature store."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from scalselect.extraction import DEFAULT_CACHE_DIR
+    from scalselect.store import DEFAULT_CACHE_DIR
 
     parser.add_argument("action", choices=["info", "prune"], help="info: list the store; prune: delete what no shard references.")
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="The store (extract.cache_dir; default: %(default)s).")
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"total: {sum(e['samples'] for e in entries)} samples, {_size(total)}")
         return 0
     if not Path(args.results).is_dir():
-        from scalselect.cli import UserError
+        from scalselect.errors import UserError
 
         raise UserError(f"--results {args.results} is not a directory: nothing tells which packs are in use")
     drop = unreferenced(args.cache_dir, args.results)

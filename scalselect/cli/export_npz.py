@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect.cli import UserError
+    from scalselect.errors import UserError
     from scalselect.features import export_npz
 
     try:

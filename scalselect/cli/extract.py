@@ -20,64 +20,43 @@ HELP = "Extract the representations (first decoder layer by default) of one shar
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from scalselect.extraction import DEFAULT_CACHE_DIR, DEFAULT_CHUNK_SIZE
+    from scalselect import settings
+    from scalselect.extraction import DEFAULT_CHUNK_SIZE, Job
+    from scalselect.store import DEFAULT_CACHE_DIR
 
     parser.add_argument("--model", required=True, help="Model directory (or a name in the local Hugging Face cache).")
-    parser.add_argument("--model-type", required=True, choices=["llava", "qwen"], help="Model family (qwen: Qwen2-VL, Qwen2.5-VL, Qwen3-VL).")
     parser.add_argument("--dataset", required=True, help="The filtered dataset (JSON array or JSON Lines).")
     parser.add_argument("--image-root", default=".", help="Directory relative image paths are joined to.")
     parser.add_argument("--out", required=True, help="Shard directory to write.")
     parser.add_argument("--shard", type=int, default=0, help="Which shard (0-based) of --num-shards.")
     parser.add_argument("--num-shards", type=int, default=1, help="Number of contiguous shards the dataset is cut into.")
     parser.add_argument("--format", default="auto", choices=["auto", "sharegpt", "llava", "llava_images"], help="Record format (auto: detected from the shard's records).")
-    results = parser.add_argument_group("settings that change results (part of the store key)")
-    results.add_argument("--attention-threshold", type=float, default=0.9, help="Attention mass tau of the kept vision tokens.")
-    results.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Model dtype; auto = bfloat16 on GPU, float32 on CPU.")
-    results.add_argument("--max-length", type=int, default=4096, help="Longest sequence; longer conversations lose trailing turns.")
-    results.add_argument("--min-image-tokens", type=int, default=256, help="Qwen-VL: fewest vision tokens per image.")
-    results.add_argument("--max-image-tokens", type=int, default=576, help="Qwen-VL: most vision tokens per image.")
-    results.add_argument("--layer", type=int, default=1, help="Decoder layer L (1-based) of the representation; 1 = the method's first layer.")
-    results.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction, default=False, help="Let the model repository run its own code.")
+    settings.add_arguments(parser.add_argument_group("settings that change results (part of the store key)"))
     speed = parser.add_argument_group("settings that do not change results")
-    speed.add_argument("--batch-size", type=int, default=8, help="Samples per forward pass.")
-    speed.add_argument("--num-workers", type=int, default=2, help="DataLoader processes decoding and encoding samples.")
+    speed.add_argument("--batch-size", type=int, default=Job.batch_size, help="Samples per forward pass.")
+    speed.add_argument("--num-workers", type=int, default=Job.num_workers, help="DataLoader processes decoding and encoding samples.")
     speed.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="Samples per checkpoint chunk (at most this much work is lost when killed).")
     speed.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="Feature store: every sample's result, by content key (default: %(default)s).")
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect.cli import UserError
+    from scalselect import settings
+    from scalselect.errors import UserError
     from scalselect.extraction import Job, extract_shard
 
-    for name in ("batch_size", "chunk_size", "num_shards", "max_length", "layer"):
+    for name in ("batch_size", "chunk_size", "num_shards"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be at least 0, got {args.num_workers}")
     if not 0 <= args.shard < args.num_shards:
         raise UserError(f"--shard {args.shard} is not in 0..{args.num_shards - 1}")
-    if not 0.0 < args.attention_threshold <= 1.0:
-        raise UserError(f"--attention-threshold must be in (0, 1], got {args.attention_threshold}")
-    if not 1 <= args.min_image_tokens <= args.max_image_tokens:
-        raise UserError(
-            f"need 1 <= --min-image-tokens ({args.min_image_tokens})"
-            f" <= --max-image-tokens ({args.max_image_tokens})"
-        )
     job = Job(
         dataset=args.dataset,
         image_root=args.image_root,
         model=args.model,
         out=args.out,
-        settings_requested={
-            "model_type": args.model_type,
-            "attention_threshold": args.attention_threshold,
-            "dtype": args.dtype,
-            "max_length": args.max_length,
-            "min_image_tokens": args.min_image_tokens,
-            "max_image_tokens": args.max_image_tokens,
-            "trust_remote_code": args.trust_remote_code,
-            "layer": args.layer,
-        },
+        settings=settings.from_arguments(args),
         shard=args.shard,
         num_shards=args.num_shards,
         batch_size=args.batch_size,

@@ -34,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect.cli import UserError
     from scalselect.config import count_budget_problems
     from scalselect.dataset import load_dataset, write_records
+    from scalselect.errors import UserError
     from scalselect.validation import filter_indices, load_report
 
     report = load_report(args.report)

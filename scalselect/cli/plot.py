@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from scalselect.cli import UserError
+from scalselect import settings
+from scalselect.errors import UserError
 
 HELP = "Draw a run's paper figures and tables (score distribution, spectrum, composition, gallery)."
 log = logging.getLogger("scalselect.plot")
@@ -76,24 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gallery.add_argument("--image-root", required=True, type=Path)
     gallery.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")
     gallery.add_argument("--model", required=True, help="Model directory.")
-    gallery.add_argument("--model-type", required=True, choices=["llava", "qwen"])
     gallery.add_argument("--samples", type=int, default=4,
                          help="Samples per row (highest and lowest), default 4.")
-    gallery.add_argument("--attention-threshold", type=float, default=0.9,
-                         help="As extracted: attention mass of the kept tokens (tau).")
-    gallery.add_argument("--max-length", type=int, default=4096,
-                         help="As extracted: longest rendered sequence.")
-    gallery.add_argument("--min-image-tokens", type=int, default=256,
-                         help="As extracted (Qwen-VL): fewest vision tokens per image.")
-    gallery.add_argument("--max-image-tokens", type=int, default=576,
-                         help="As extracted (Qwen-VL): most vision tokens per image.")
-    gallery.add_argument("--dtype", default="auto",
-                         choices=["auto", "float32", "bfloat16", "float16"],
-                         help="Model dtype (auto: bfloat16 on GPU, float32 on CPU).")
-    gallery.add_argument("--layer", type=int, default=1,
-                         help="As extracted: decoder layer L of the representation.")
-    gallery.add_argument("--trust-remote-code", action=argparse.BooleanOptionalAction,
-                         default=False, help="Let the model repository run its own code.")
+    settings.add_arguments(gallery.add_argument_group("the run's extraction settings"))
     add_output_arguments(gallery)
 
 
@@ -208,11 +194,6 @@ def _gallery(args: argparse.Namespace) -> list[Path]:
     scores = read_ranked_scores(args.scores)
     highest, lowest = gallery.gallery_entries(
         load_dataset(args.dataset, args.format), args.image_root, scores, args.samples,
-        gallery.GalleryModel(
-            args.model, args.model_type, attention_threshold=args.attention_threshold,
-            max_length=args.max_length, min_image_tokens=args.min_image_tokens,
-            max_image_tokens=args.max_image_tokens, dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code, layer=args.layer,
-        ),
+        args.model, settings.from_arguments(args),
     )
     return _save(figures.attention_gallery(highest, lowest), args, GALLERY)

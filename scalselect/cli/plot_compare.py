@@ -13,8 +13,8 @@ import hashlib
 import logging
 from pathlib import Path
 
-from scalselect.cli import UserError
 from scalselect.cli.plot import add_output_arguments, read_ranked_scores
+from scalselect.errors import UserError
 
 HELP = "Compare runs on the same dataset: top-N overlap (Jaccard) and score rank correlation (Spearman)."
 log = logging.getLogger("scalselect.plot")

@@ -14,8 +14,8 @@ import json
 import logging
 from pathlib import Path
 
-from scalselect.cli import UserError
 from scalselect.cli.plot import add_output_arguments, read_ranked_scores
+from scalselect.errors import UserError
 
 HELP = "Layer ablation: spectra and top-N overlap of runs that differ only in extract.layer."
 log = logging.getLogger("scalselect.plot")

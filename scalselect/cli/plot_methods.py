@@ -17,7 +17,6 @@ from scalselect.cli.plot import add_output_arguments
 
 HELP = "Compare a run's selection methods per budget (overlap, composition, subspace retention, coverage)."
 log = logging.getLogger("scalselect.plot")
-LABELS = {"kcenter": "k-center", "kmeans": "k-means"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from scalselect import baselines, composition, diagnostics, figures, selection, style, tables
-    from scalselect.cli import UserError
     from scalselect.dataset import load_dataset
+    from scalselect.errors import UserError
     from scalselect.leverage import Model
+    from scalselect.methods import METHODS, SCALSELECT, random_label
 
     began = time.perf_counter()
     scores = selection.read_scores(args.scores)
@@ -57,12 +57,12 @@ def run(args: argparse.Namespace) -> int:
     picks = {}
     for path in args.picks:
         method, _, n = path.stem.rpartition("-")
-        picks[(int(n), LABELS.get(method, method))] = pd.read_parquet(path, columns=["index"])["index"].to_numpy()
+        picks[(int(n), METHODS[method].label)] = pd.read_parquet(path, columns=["index"])["index"].to_numpy()
     subsets = {}
     for n in sorted({selection.resolve_budget(b, len(scores)) for b in args.budgets}):
-        subsets[(n, "ScalSelect")] = selection.top_indices(scores, n)
+        subsets[(n, SCALSELECT)] = selection.top_indices(scores, n)
         for seed in args.random_seeds:
-            subsets[(n, f"Random (seed {seed})")] = selection.random_indices(scores, n, seed)
+            subsets[(n, random_label(seed))] = selection.random_indices(scores, n, seed)
         for (size, label), indices in picks.items():
             if size == n:
                 subsets[(n, label)] = indices

@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scalselect.methods import BASELINES
+
 HELP = "Select N samples with a baseline selector (k-center or k-means) on the representations."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, choices=["kcenter", "kmeans"], help="The selector.")
+    parser.add_argument("--method", required=True, choices=BASELINES, help="The selector.")
     parser.add_argument("--dataset", required=True, type=Path, help="The (filtered) dataset.")
     parser.add_argument("--scores", required=True, type=Path, help="score/scores.parquet (k-center starts at rank 1).")
     parser.add_argument("--features", nargs="+", type=Path, help="k-center: extraction shard directories.")
@@ -30,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from scalselect import baselines, selection
-    from scalselect.cli import UserError
     from scalselect.dataset import load_dataset, write_records
+    from scalselect.errors import UserError
     from scalselect.io import atomic_write
     from scalselect.leverage import Model
 

@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect.cli import UserError
     from scalselect.dataset import load_dataset
+    from scalselect.errors import UserError
     from scalselect.io import write_json
     from scalselect.validation import Settings, format_summary, validate_dataset
 

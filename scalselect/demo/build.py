@@ -16,7 +16,7 @@
 - ``EXPECTED_INVALID.json``: dataset index -> the validate reason code that each
   deliberately broken sample must be reported with;
 - ``models/tiny-llava`` and ``models/tiny-qwen3-vl``: tiny random VLMs
-  (:func:`scalselect.tinymodels.build_tiny_model`).
+  (:func:`scalselect.demo.tinymodels.build_tiny_model`).
 
 Conversations have 1-4 rounds of questions and answers that fit the image; some carry a
 system message, some place the ``<image>`` tag mid-text or leave it out (both allowed);
@@ -796,7 +796,7 @@ def build_dataset(out: str | Path, *, seed: int = DEFAULT_SEED) -> dict[str, Any
 
 def build_models(out: str | Path, *, seed: int = DEFAULT_SEED) -> list[Path]:
     """Save the demo's tiny models under ``out/models/`` (see :data:`DEMO_MODELS`)."""
-    from scalselect.tinymodels import build_tiny_model
+    from scalselect.demo.tinymodels import build_tiny_model
 
     return [
         build_tiny_model(family, Path(out) / "models" / name, seed=seed)
