@@ -250,8 +250,9 @@ def _image_url(path: Path, page_dir: Path) -> str:
     return quote(Path(relative).as_posix())
 
 
-class _Thumbnails:
-    """Thumbnails written once per image file, named by a hash of its path."""
+class Thumbnails:
+    """Thumbnails (``THUMB_SIDE`` px JPEGs) in ``folder``, written once per image file and
+    named by a hash of its path."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -338,7 +339,7 @@ def build_browser(
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "data").mkdir(parents=True)
     (partial / "thumbs").mkdir()
-    thumbs = _Thumbnails(partial / "thumbs")
+    thumbs = Thumbnails(partial / "thumbs")
     codes: dict[str, int] = {}
     source = np.zeros(n, dtype=np.int64)
     offsets = np.zeros(n, dtype=np.int64)
@@ -389,7 +390,7 @@ def build_browser(
     # Sources by name; codes as small as their number allows.
     names = sorted(codes)
     remap = np.array([names.index(name) for name in codes], dtype=np.int64)
-    source = remap[source] if len(remap) else source
+    source = remap[source]
     source_type = np.uint8 if len(names) <= 256 else np.uint16
     columns = {
         "score": _b64(scores["importance"].to_numpy(dtype="<f4")),
@@ -402,7 +403,7 @@ def build_browser(
     (partial / "data" / "ids.js").write_text(
         _script("ids", [None if t == "null" else i for i, t in zip(ids, id_types)]),
         encoding="utf-8")
-    counts = np.bincount(source, minlength=len(names)) if n else np.zeros(0, dtype=np.int64)
+    counts = np.bincount(source, minlength=len(names))
     config = {
         "run": run, "n": n, "unscored": unscored, "pageSize": page_size, "pages": pages,
         "sources": [{"name": name, "count": int(c)} for name, c in zip(names, counts)],
