@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -121,26 +120,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=FULL)
     parser.add_argument("--work", type=Path, default=Path("/tmp/browse-scale"))
+    parser.add_argument("--reuse", action="store_true", help="Reuse the inputs of an earlier run in --work.")
     args = parser.parse_args()
     work = args.work
     (work / "select").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    write_inputs(work, args.n)
+    if not args.reuse:
+        write_inputs(work, args.n)
     print(f"inputs: {time.perf_counter() - start:.1f} s; dataset "
           f"{size(work / 'filter/dataset.json') / 2**20:.0f} MiB")
 
+    # Baseline: the dataset read whole (`load_dataset`, as other stages read it).
+    start = time.perf_counter()
+    baseline_rss = float(subprocess.run(
+        [sys.executable, "-c", "import resource, sys; from scalselect.dataset import load_dataset;"
+         " load_dataset(sys.argv[1]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
+         str(work / "filter/dataset.json")], cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout) / 2**20
+    print(f"baseline, load_dataset of the whole file: {time.perf_counter() - start:.1f} s wall,"
+          f" peak RSS {baseline_rss:.2f} GiB")
+
     out = work / "browse"
-    command = [sys.executable, "-m", "scalselect", "browse", "--dataset", str(work / "filter/dataset.json"),
+    # `python -m scalselect browse ...`, reporting its own peak RSS.
+    command = ["browse", "--dataset", str(work / "filter/dataset.json"),
                "--image-root", str(work / "images"), "--scores", str(work / "score/scores.parquet"),
                "--budgets", *budgets(args.n), "--random-seeds", "0",
                "--picks", *map(str, sorted((work / "select").glob("*.parquet"))),
                "--run", "bench", "--out", str(out)]
     start = time.perf_counter()
-    subprocess.run(command, cwd=REPO, check=True)
+    rss = float(subprocess.run(
+        [sys.executable, "-c", "import resource, sys; from scalselect.cli import main; main(sys.argv[1:]);"
+         " print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)", *command],
+        cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout.split()[-1]) / 2**20
     wall = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     pages = list((out / "data").glob("page-*.js"))
-    print(f"browse: {wall:.1f} s wall, peak RSS {rss:.2f} GiB")
+    print(f"browse: {wall:.1f} s wall, peak RSS {rss:.2f} GiB"
+          f" ({rss / baseline_rss:.2f}x the baseline's)")
     print(f"on disk: total {size(out) / 2**20:.1f} MiB; samples.js {size(out / 'data/samples.js') / 2**20:.2f} MiB;"
           f" ids.js {size(out / 'data/ids.js') / 2**20:.2f} MiB; {len(pages)} page files"
           f" {sum(map(size, pages)) / 2**20:.1f} MiB (largest {max(map(size, pages)) / 2**10:.0f} KiB);"

@@ -181,6 +181,16 @@ def test_scores_of_another_dataset_are_named(tmp_path: Path) -> None:
                              tmp_path / "browse", image_root=run["images"], run="unit")
 
 
+def test_picks_that_do_not_fit_the_run_are_named(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    scores = selection.read_scores(run["scores"])
+    with pytest.raises(UserError, match=r"picks of budgets not in --budgets: \[\('kmeans', 5\)\]"):
+        browse.run_subsets(scores, BUDGETS, SEEDS, {("kmeans", 5): np.array([0, 1, 2, 3, 4])})
+    subsets = browse.run_subsets(scores, BUDGETS, [], {("kcenter", 4): np.array([0, 1, UNSCORED, 7])})
+    with pytest.raises(UserError, match=f"k-center 4 holds dataset index {UNSCORED}, which has no score"):
+        browse.membership(browse.positions(scores), subsets, len(scores))
+
+
 def test_stream_records_reads_filter_layout_and_names_bad_lines(tmp_path: Path) -> None:
     records = [{"id": i, "messages": [], "note": "a\u2028b"} for i in range(3)]
     for name in ("d.json", "d.jsonl"):
