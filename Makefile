@@ -31,7 +31,7 @@ lock:
 	  /tmp/scalselect-lock/bin/pip freeze; } > requirements.lock
 
 clean:
-	rm -rf results logs .snakemake report.html
+	rm -rf results logs .snakemake report.html report.zip
 
 # Mutation testing (not in CI; about 20 minutes on 2 cores): one mutmut run over the
 # mutants bench/mutation_rates.py names, against the fast tests ([tool.mutmut] in

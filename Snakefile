@@ -1,4 +1,4 @@
-# ScalSelect: validate -> filter -> extract -> cur -> select -> plots, once per configured run.
+# ScalSelect: validate -> filter -> extract -> cur -> select -> plots and browse, once per configured run.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -23,6 +23,7 @@ include: "rules/extract.smk"
 include: "rules/cur.smk"
 include: "rules/select.smk"
 include: "rules/plots.smk"
+include: "rules/browse.smk"
 
 
 rule all:

@@ -423,6 +423,7 @@ def all_targets():
             f"results/{run}/score/importance_scores.jsonl",
             f"results/{run}/select/summary.csv",
             *plot_targets(run),
+            f"results/{run}/browse",
         ]
     formats = config["plots"]["formats"]
     for group in layer_groups():

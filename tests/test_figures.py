@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import zipfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -496,9 +497,16 @@ def test_demo_produces_every_figure_and_the_report(demo_workflow: Path, tmp_path
     for name in ("overlap", "rank_agreement"):
         check_pdf(compare / f"{name}.pdf")
     assert len(pd.read_csv(compare / "comparison.csv")) == 1
-    snakemake(demo_workflow, "--report", str(tmp_path / "report.html"))
-    html = (tmp_path / "report.html").read_text()
+    # A zip: the selection browsers are folders (report(directory(...), htmlindex=...)),
+    # which a single-file HTML report cannot hold.
+    snakemake(demo_workflow, "--report", str(tmp_path / "report.zip"))
+    with zipfile.ZipFile(tmp_path / "report.zip") as report:
+        names = report.namelist()
+        (index,) = [name for name in names if name.endswith("/report.html")]
+        html = report.read(index).decode()
     assert "score_distribution.png" in html and "attention_gallery.png" in html
+    browsers = [name for name in names if name.endswith("/data/samples.js")]
+    assert len(browsers) == len(config["runs"]), browsers
     # Every caption rendered: no reStructuredText error messages in the report.
     assert "system-message" not in html
 
@@ -520,7 +528,7 @@ def test_new_budget_redraws_only_budget_figures(demo_workflow: Path, tmp_path: P
     assert jobs.get("select_kcenter") == jobs.get("select_kmeans") == runs, jobs
     assert set(jobs) <= {"select", "select_random", "select_summary", "select_kcenter",
                          "select_kmeans", "plots", "plots_methods", "plots_compare",
-                         "plots_layers", "all"}, jobs
+                         "plots_layers", "browse", "all"}, jobs
 
 
 def test_svg_is_vector_with_editable_text(tmp_path: Path) -> None:

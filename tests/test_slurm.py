@@ -52,7 +52,7 @@ GPU_RULES = {"extract", "plots_gallery"}
 FEATURE_SIZED_RULES = {"select_kcenter", "select_kmeans_clusters", "plots_methods"}
 SELECTION_RULES = {
     "select", "select_random", "select_summary", "select_kcenter", "select_kmeans", "plots",
-    "plots_compare", "plots_methods",
+    "plots_compare", "plots_methods", "browse",
 }
 
 

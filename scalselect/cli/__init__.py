@@ -35,6 +35,7 @@ COMMANDS = {
     "plot-compare": "plot_compare",
     "plot-methods": "plot_methods",
     "plot-layers": "plot_layers",
+    "browse": "browse",
 }
 
 

@@ -1,0 +1,437 @@
+"""The selection browser: one static page per run to look at what each selection kept and
+dropped before training on it.
+
+``results/<run>/browse/`` holds ``index.html``, its script and style sheet, and:
+
+- ``data/samples.js``: the small per-sample columns that filtering and sorting need, for
+  every scored sample in rank order (position ``p`` is rank ``p + 1``): the score
+  (float32), a source code and one membership bit per selection (each budget of each
+  method: ScalSelect's top-N, every random-N seed, k-center, k-means), base64-encoded.
+  About 7 bytes per sample: 4.6 MB at 665K samples.
+- ``data/page-NNNNN.js``: the conversations and image references of ``PAGE_SIZE``
+  consecutive ranks, loaded only when a row of that page is shown.
+- ``data/ids.js``: every sample id in rank order, loaded on the first search by id.
+- ``thumbs/``: JPEG thumbnails of a bounded set of samples (:func:`thumbnail_positions`:
+  the best and worst ranked, and the samples where ScalSelect and random differ most
+  visibly); every other image is referenced where it lies, relative to the page.
+
+Browsers do not let a page opened from ``file://`` read files with ``fetch``, so the data
+files are scripts that hand their content to the page's ``ScalBrowse`` object; the page
+adds their ``<script>`` tags on demand. It needs no server and no network.
+
+The job holds only per-sample numbers and ids: the dataset is streamed record by record
+(:func:`stream_records`) and each sample's page entry is parked in a temporary file, then
+copied into the page files in rank order.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from scalselect import features
+from scalselect.cli import UserError
+from scalselect.dataset import FORMATS, DatasetError, detect_format, inspect_record, resolve_image
+from scalselect.selection import random_indices, resolve_budget, top_indices
+
+log = logging.getLogger("scalselect.browse")
+
+# Samples per page file: at LLaVA-665K's ~1 kB of text per sample, ~0.5 MB per file.
+PAGE_SIZE = 500
+# Thumbnails per group of :func:`thumbnail_positions` (the page shows 50 rows at a time).
+THUMBNAILS = 500
+# Longest side of a thumbnail, in pixels.
+THUMB_SIDE = 192
+# The page's global object that the data files call.
+CALLBACK = "ScalBrowse"
+METHOD_LABELS = {"scalselect": "ScalSelect", "random": "Random", "kcenter": "k-center",
+                 "kmeans": "k-means"}
+ASSETS = ("browse.js", "browse.css")
+
+
+@dataclass(frozen=True)
+class Subset:
+    """One selection of a run: a method at a budget (and a seed for random).
+
+    ``method`` is the key the page filters by: ``scalselect``, ``random-seed<S>``,
+    ``kcenter`` or ``kmeans``.
+    """
+
+    method: str
+    budget: int
+    label: str
+    count: int
+
+
+def run_subsets(
+    scores: pd.DataFrame,
+    budgets: Sequence[int | str],
+    seeds: Sequence[int],
+    picks: Mapping[tuple[str, int], np.ndarray],
+) -> list[tuple[Subset, np.ndarray]]:
+    """Every selection of a run with its dataset indices, budget by budget: ScalSelect's
+    top-N and each random-N seed (recomputed from the scores with the functions that
+    ``select`` writes them with), then the baselines' picks.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Ranked scores (:func:`scalselect.selection.read_scores`).
+    budgets : sequence of int or str
+        Budgets as configured (counts or percentages of the scored samples).
+    seeds : sequence of int
+        Seeds of the random subsets (none when random is not a method of the run).
+    picks : mapping
+        ``(method, N)`` -> dataset indices of a baseline's picks (``select/<method>-<N>.parquet``).
+
+    Raises
+    ------
+    UserError
+        Picks of a budget that is not among ``budgets``.
+    """
+    counts = sorted({resolve_budget(b, len(scores)) for b in budgets})
+    unused = sorted(key for key in picks if key[1] not in counts)
+    if unused:
+        raise UserError(f"picks of budgets not in --budgets: {unused}")
+    subsets = []
+    for n in counts:
+        found = [("scalselect", top_indices(scores, n))]
+        found += [(f"random-seed{s}", random_indices(scores, n, s)) for s in seeds]
+        found += [(method, indices) for (method, size), indices in sorted(picks.items())
+                  if size == n]
+        subsets += [(Subset(method, n, method_label(method, n), len(indices)), np.asarray(indices))
+                    for method, indices in found]
+    return subsets
+
+
+def method_label(method: str, budget: int | None = None) -> str:
+    """The page's name of a :class:`Subset` method key, at a budget if given.
+
+    Examples
+    --------
+    >>> method_label("random-seed3")
+    'Random (seed 3)'
+    >>> method_label("random-seed3", 32)
+    'Random 32 (seed 3)'
+    >>> method_label("kcenter", 32)
+    'k-center 32'
+    """
+    name, _, seed = method.partition("-seed")
+    label = METHOD_LABELS.get(name, name) + ("" if budget is None else f" {budget}")
+    return label + (f" (seed {seed})" if seed else "")
+
+
+def positions(scores: pd.DataFrame) -> np.ndarray:
+    """Dataset index -> rank position (``rank - 1``), ``-1`` for unscored indices."""
+    index = scores["index"].to_numpy()
+    if not np.array_equal(scores["rank"].to_numpy(), np.arange(1, len(scores) + 1)):
+        raise UserError("the scores' ranks are not 1..N (a scores table from another tool?)")
+    position = np.full(int(index.max()) + 1 if len(index) else 0, -1, dtype=np.int64)
+    position[index] = np.arange(len(index))
+    return position
+
+
+def membership(position: np.ndarray, subsets: Sequence[tuple[Subset, np.ndarray]],
+               n: int) -> np.ndarray:
+    """Membership bits, ``uint8`` of shape ``(n, ceil(len(subsets) / 8))``: bit ``c % 8`` of
+    byte ``c // 8`` of row ``p`` is set when the sample at rank position ``p`` is in
+    subset ``c``.
+
+    Raises ``UserError`` when a subset holds a dataset index that was not scored.
+    """
+    mask = np.zeros((n, max(1, math.ceil(len(subsets) / 8))), dtype=np.uint8)
+    for column, (subset, indices) in enumerate(subsets):
+        inside = (indices >= 0) & (indices < len(position))
+        where = np.where(inside, position[np.where(inside, indices, 0)], -1)
+        if (where < 0).any():
+            raise UserError(f"{subset.label} holds dataset index {indices[where < 0][0]},"
+                            " which has no score: picks and scores do not belong together")
+        mask[where, column // 8] |= np.uint8(1 << (column % 8))
+    return mask
+
+
+def member(mask: np.ndarray, column: int) -> np.ndarray:
+    """Whether each rank position is in subset ``column`` (:func:`membership`)."""
+    return (mask[:, column // 8] >> (column % 8)) & 1 == 1
+
+
+def differences(mask: np.ndarray, subsets: Sequence[tuple[Subset, np.ndarray]]
+                ) -> list[dict[str, Any]]:
+    """ScalSelect against each random seed at each budget: the subset columns compared
+    and how many samples only one of them holds, and both hold."""
+    columns = {(s.method, s.budget): c for c, (s, _) in enumerate(subsets)}
+    pairs = []
+    for (method, budget), column in columns.items():
+        if not method.startswith("random-seed") or ("scalselect", budget) not in columns:
+            continue
+        ours = member(mask, columns[("scalselect", budget)])
+        theirs = member(mask, column)
+        pairs.append({
+            "budget": budget, "random": method, "scalselect_column": columns[("scalselect", budget)],
+            "random_column": column, "only_scalselect": int((ours & ~theirs).sum()),
+            "only_random": int((theirs & ~ours).sum()), "both": int((ours & theirs).sum()),
+        })
+    return pairs
+
+
+def thumbnail_positions(mask: np.ndarray, pairs: Sequence[Mapping[str, Any]],
+                        count: int = THUMBNAILS) -> np.ndarray:
+    """Rank positions that get a thumbnail, sorted: the ``count`` best ranked, the
+    ``count`` worst ranked (the "dropped" view), and for each ScalSelect-random pair
+    (:func:`differences`) the ``count`` best ranked samples only ScalSelect keeps and
+    only random keeps (the first screens of the difference views)."""
+    n = len(mask)
+    chosen = [np.arange(min(count, n)), np.arange(max(n - count, 0), n)]
+    for pair in pairs:
+        ours = member(mask, pair["scalselect_column"])
+        theirs = member(mask, pair["random_column"])
+        chosen += [np.flatnonzero(ours & ~theirs)[:count], np.flatnonzero(theirs & ~ours)[:count]]
+    return np.unique(np.concatenate(chosen))
+
+
+def stream_records(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """``(dataset index, record)`` of a dataset written by ``filter``, one at a time.
+
+    A minimal reader of ``filter``'s layout, one record per line (a JSON array with
+    ``[`` and ``]`` on lines of their own, or JSON Lines; blank lines skipped), holding
+    one record at a time. Raises ``DatasetError`` naming the file and record when a line
+    is not one JSON record (another layout, or invalid JSON).
+    """
+    path = Path(path)
+    index = 0
+    try:
+        with open(path, "rb") as handle:
+            for lineno, line in enumerate(handle, 1):
+                text = line.strip()
+                if lineno == 1:
+                    text = text.removeprefix(b"\xef\xbb\xbf")
+                if text in (b"", b"[", b"]"):
+                    continue
+                try:
+                    record = json.loads(text.removesuffix(b","))
+                except ValueError as error:
+                    raise DatasetError(
+                        f"{path}: line {lineno} (record {index}) is not one JSON record"
+                        f" ({error}); the browser reads the one-record-per-line files that"
+                        " filter writes") from None
+                yield index, record
+                index += 1
+    except OSError as error:
+        raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+
+
+def _b64(values: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(values).tobytes()).decode("ascii")
+
+
+def _script(call: str, value: Any) -> str:
+    """A data file: one call of the page's callback with ``value`` as JSON."""
+    return f"{CALLBACK}.{call}({json.dumps(value, ensure_ascii=False, separators=(',', ':'))});\n"
+
+
+def _image_url(path: Path, page_dir: Path) -> str:
+    """``path`` as a URL relative to the page (works from file:// on the same filesystem)."""
+    relative = os.path.relpath(path.absolute(), page_dir.absolute())
+    return quote(Path(relative).as_posix())
+
+
+class Thumbnails:
+    """Thumbnails (``THUMB_SIDE`` px JPEGs) in ``folder``, written once per image file and
+    named by a hash of its path."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.made: dict[Path, str | None] = {}
+        self.failed = 0
+
+    def get(self, image: Path, index: int) -> str | None:
+        """The thumbnail's path relative to the page, or None when the image cannot be
+        read (logged with the sample's dataset index, and counted)."""
+        if image not in self.made:
+            name = hashlib.sha1(str(image).encode()).hexdigest()[:16] + ".jpg"
+            try:
+                with Image.open(image) as opened:
+                    thumb = opened.convert("RGB")
+                thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BICUBIC)
+                thumb.save(self.folder / name, quality=80)
+                self.made[image] = f"thumbs/{name}"
+            except (OSError, ValueError) as error:
+                log.warning("no thumbnail for dataset index %d (%s): %s", index, image, error)
+                self.failed += 1
+                self.made[image] = None
+        return self.made[image]
+
+
+def build_browser(
+    dataset: str | os.PathLike,
+    scores: pd.DataFrame,
+    subsets: Sequence[tuple[Subset, np.ndarray]],
+    out_dir: str | os.PathLike,
+    *,
+    image_root: str | os.PathLike,
+    run: str,
+    fmt: str = "auto",
+    source_field: str | None = None,
+    thumbnails: int = THUMBNAILS,
+    page_size: int = PAGE_SIZE,
+) -> dict[str, Any]:
+    """Write the browser of one run into ``out_dir`` (replaced as a whole at the end).
+
+    Parameters
+    ----------
+    dataset : str or PathLike
+        The filtered dataset the scores index (one record per line, as ``filter`` writes).
+    scores : DataFrame
+        Ranked scores (:func:`scalselect.selection.read_scores`).
+    subsets : sequence
+        The run's selections (:func:`run_subsets`).
+    out_dir : str or PathLike
+        The browser's folder, ``results/<run>/browse``.
+    image_root : str or PathLike
+        The run's image root (relative image paths are joined to it).
+    run : str
+        The run's name, shown in the title.
+    fmt : str
+        Record format (``auto`` detects it record by record).
+    source_field : str, optional
+        Record field holding the source label.
+    thumbnails : int
+        Samples per thumbnail group (:func:`thumbnail_positions`).
+    page_size : int
+        Samples per page file.
+
+    Returns
+    -------
+    stats : dict
+        Samples shown, unscored samples left out, page files, thumbnails made and failed.
+
+    Raises
+    ------
+    UserError
+        A record that is malformed or holds another id than the scores say (scores of
+        another dataset), or scored indices beyond the dataset.
+    """
+    out_dir = Path(out_dir)
+    n = len(scores)
+    position = positions(scores)
+    mask = membership(position, subsets, n)
+    pairs = differences(mask, subsets)
+    wanted = np.zeros(n, dtype=bool)
+    wanted[thumbnail_positions(mask, pairs, thumbnails)] = True
+    ids, id_types = scores["id"].tolist(), scores["id_type"].tolist()
+
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "data").mkdir(parents=True)
+    (partial / "thumbs").mkdir()
+    thumbs = Thumbnails(partial / "thumbs")
+    codes: dict[str, int] = {}
+    source = np.zeros(n, dtype=np.int64)
+    offsets = np.zeros(n, dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int64)
+    seen = unscored = 0
+    with open(partial / "entries.tmp", "w+b") as parked:
+        for index, record in stream_records(dataset):
+            pos = int(position[index]) if index < len(position) else -1
+            if pos < 0:
+                unscored += 1
+                continue
+            seen += 1
+            spec = FORMATS[detect_format([record], dataset) if fmt == "auto" else fmt]
+            sample, problems = inspect_record(record, index, spec, source_field)
+            if sample is None:
+                raise DatasetError(f"{dataset}: record {index} is malformed: "
+                                   + "; ".join(p.detail for p in problems))
+            expected = None if id_types[pos] == "null" else ids[pos]
+            if features.id_text(sample.id) != expected:
+                raise UserError(f"the scores do not belong to {dataset}: dataset index {index}"
+                                f" holds id {sample.id!r} but the scores have id {expected!r}")
+            source[pos] = codes.setdefault(sample.source, len(codes))
+            images = []
+            for image in sample.images:
+                file = resolve_image(image_root, image)
+                entry = {"src": _image_url(file, out_dir)}
+                thumb = thumbs.get(file, index) if wanted[pos] else None
+                if thumb:
+                    entry["thumb"] = thumb
+                images.append(entry)
+            entry = {"index": index, "id": sample.id, "images": images,
+                     "messages": [[m.role, m.content] for m in sample.messages]}
+            offsets[pos] = parked.tell()
+            lengths[pos] = parked.write(json.dumps(entry, ensure_ascii=False).encode())
+        if seen != n:
+            raise UserError(f"the scores rank {n} samples but {dataset} holds only {seen} of"
+                            " their dataset indices: scores of another dataset")
+        pages = math.ceil(n / page_size)
+        for page in range(pages):
+            entries = []
+            for pos in range(page * page_size, min((page + 1) * page_size, n)):
+                parked.seek(offsets[pos])
+                entries.append(parked.read(lengths[pos]).decode())
+            (partial / "data" / f"page-{page:05d}.js").write_text(
+                f"{CALLBACK}.page({page},[{','.join(entries)}]);\n", encoding="utf-8")
+    (partial / "entries.tmp").unlink()
+
+    # Sources by name; codes as small as their number allows.
+    names = sorted(codes)
+    remap = np.array([names.index(name) for name in codes], dtype=np.int64)
+    source = remap[source]
+    source_type = np.uint8 if len(names) <= 256 else np.uint16
+    columns = {
+        "score": _b64(scores["importance"].to_numpy(dtype="<f4")),
+        "source": _b64(source.astype(np.dtype(source_type).newbyteorder("<"))),
+        "sourceBytes": np.dtype(source_type).itemsize,
+        "mask": _b64(mask),
+        "maskBytes": mask.shape[1],
+    }
+    (partial / "data" / "samples.js").write_text(_script("samples", columns), encoding="utf-8")
+    (partial / "data" / "ids.js").write_text(
+        _script("ids", [None if t == "null" else i for i, t in zip(ids, id_types)]),
+        encoding="utf-8")
+    counts = np.bincount(source, minlength=len(names))
+    config = {
+        "run": run, "n": n, "unscored": unscored, "pageSize": page_size, "pages": pages,
+        "sources": [{"name": name, "count": int(c)} for name, c in zip(names, counts)],
+        "subsets": [asdict(s) for s, _ in subsets],
+        "budgets": sorted({s.budget for s, _ in subsets}),
+        "differences": pairs,
+        "thumbnails": {"perGroup": thumbnails, "samples": int(wanted.sum()),
+                       "files": sum(1 for v in thumbs.made.values() if v), "failed": thumbs.failed},
+    }
+    _write_page(partial, config)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(partial, out_dir)
+    return {"samples": n, "unscored": unscored, "pages": pages,
+            "thumbnails": config["thumbnails"]["files"], "thumbnails_failed": thumbs.failed}
+
+
+def _write_page(folder: Path, config: dict[str, Any]) -> None:
+    """``index.html`` from the Jinja2 template, and the script and style sheet beside it."""
+    import jinja2
+
+    templates = resources.files("scalselect") / "templates" / "browse"
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("scalselect", "templates/browse"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )
+    methods = {s["method"]: method_label(s["method"]) for s in config["subsets"]}
+    html = environment.get_template("index.html.j2").render(
+        config=config, methods=methods, callback=CALLBACK)
+    (folder / "index.html").write_text(html, encoding="utf-8")
+    for name in ASSETS:
+        (folder / name).write_bytes((templates / name).read_bytes())
