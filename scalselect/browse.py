@@ -45,8 +45,9 @@ import pandas as pd
 from PIL import Image
 
 from scalselect import features
-from scalselect.cli import UserError
 from scalselect.dataset import FORMATS, DatasetError, detect_format, inspect_record, resolve_image
+from scalselect.errors import UserError
+from scalselect.methods import METHODS
 from scalselect.selection import random_indices, resolve_budget, top_indices
 
 log = logging.getLogger("scalselect.browse")
@@ -59,8 +60,6 @@ THUMBNAILS = 500
 THUMB_SIDE = 192
 # The page's global object that the data files call.
 CALLBACK = "ScalBrowse"
-METHOD_LABELS = {"scalselect": "ScalSelect", "random": "Random", "kcenter": "k-center",
-                 "kmeans": "k-means"}
 ASSETS = ("browse.js", "browse.css")
 
 
@@ -132,7 +131,7 @@ def method_label(method: str, budget: int | None = None) -> str:
     'k-center 32'
     """
     name, _, seed = method.partition("-seed")
-    label = METHOD_LABELS.get(name, name) + ("" if budget is None else f" {budget}")
+    label = METHODS[name].label + ("" if budget is None else f" {budget}")
     return label + (f" (seed {seed})" if seed else "")
 
 

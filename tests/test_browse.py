@@ -20,8 +20,9 @@ import pytest
 from PIL import Image
 
 from scalselect import browse, leverage, selection
-from scalselect.cli import UserError, main
+from scalselect.cli import main
 from scalselect.dataset import DatasetError, load_dataset, write_records
+from scalselect.errors import UserError
 
 SOURCES = ("coco", "gqa", "vg")
 N_RECORDS, UNSCORED = 14, 5
