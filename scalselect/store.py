@@ -82,7 +82,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from huggingface_hub import snapshot_download
 
 from scalselect.dataset import resolve_image
 from scalselect.errors import UserError
@@ -209,6 +208,8 @@ def resolve_model_dir(model: str) -> Path:
     """
     if Path(model).is_dir():
         return Path(model)
+    from huggingface_hub import snapshot_download  # slow to import; `cache` commands never need it
+
     try:
         return Path(snapshot_download(model, local_files_only=True))
     except Exception as error:  # noqa: BLE001 - any lookup failure means "not available"
