@@ -26,7 +26,9 @@ How a shard is processed
 6. The shard directory is assembled from the stored rows in dataset order
    (:func:`assemble_shard`) in the :mod:`scalselect.features` format; its
    ``manifest.json`` (written last) says how many samples were computed in this job and
-   how many were reused, and names the packs it used (``cache prune`` keeps those).
+   how many were reused (and how many were computed again because their stored copy was
+   damaged), and names the packs it used (``cache prune`` keeps those). A job that
+   finds many packs no index covers then indexes the store (:mod:`scalselect.store_index`).
 
 A reused row holds the bits stored when it was computed: a reassembled shard equals
 the shard it was taken from bit for bit; against a cold run with a different batch

@@ -445,12 +445,11 @@ class FeatureStore:
 
     def pack_names(self) -> list[str]:
         """Names of the complete packs of every directory, in look-up order (first wins)."""
-        names = []
+        self._home = {}
         for root in reversed(self.roots):  # a name in two directories: the first one's
             for name in pack_names(root / PACKS_DIR):
                 self._home[name] = root / PACKS_DIR
-                names.append(name)
-        return sorted(set(names))
+        return sorted(self._home)
 
     def _warn(self, path: Path, problem: str, consequence: str) -> None:
         if str(path) not in self._warned:
@@ -491,7 +490,7 @@ class FeatureStore:
         considered: list[str] = []
         for root in self.roots:
             packs = root / PACKS_DIR
-            present = {n for n in pack_names(packs) if n not in skipped and self._home.get(n) == packs}
+            present = {n for n, home in self._home.items() if home == packs and n not in skipped}
             considered += present
             covered = self._candidates(root, wanted, present, candidates) if wanted else set()
             for name, pack_keys, problem in _scan(packs, sorted(present - covered)):
@@ -603,8 +602,14 @@ class FeatureStore:
         """Index the packs of the first writable directory that no index covers, when
         there are at least ``min_new``; see :func:`compact_folder`."""
         for root in self.roots:
-            if root not in self._readonly and root != self.scratch:
+            if root in self._readonly or root == self.scratch:
+                continue
+            try:
                 return compact_folder(root, min_new)[0]
+            except OSError as error:
+                if error.errno not in _WRITE_REFUSED:
+                    raise
+                self._readonly.add(root)
         return None
 
 
@@ -754,7 +759,8 @@ def unreferenced(cache_dir: str | os.PathLike, results_dir: str | os.PathLike) -
     safe order to delete: whole settings folders nobody uses; in the others, the indexes
     (they cover packs about to go; ``cache compact`` or the next jobs rebuild them), then
     the unused packs' tables, then their matrices and leftovers of killed writes.
-    ``damaged/`` folders (``cache verify --fix``) are left to the user."""
+    The ``damaged/`` folder (``cache verify --fix``) of a folder still used is left to
+    the user."""
     refs = referenced_packs(results_dir)
     drop: list[Path] = []
     for folder in settings_dirs(cache_dir):
