@@ -210,7 +210,7 @@ def run_ours(model_dir: Path, model_type: str, dataset: Path, n: int, args: argp
     job = Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(model_dir),
               out=str(out), settings=Settings(model_type),
               batch_size=args.batch_size, num_workers=args.num_workers,
-              chunk_size=args.chunk_size, cache_dir=str(out.parent / "cache"))
+              chunk_size=args.chunk_size, cache_dirs=(str(out.parent / "cache"),))
     began = time.perf_counter()
     extract_shard(job)
     done = time.perf_counter()

@@ -252,6 +252,14 @@ def extract_setting(key):
     return value
 
 
+def extract_cache_dirs(wildcards):
+    """Resources function: the `--cache-dir` arguments of `extract` (the feature stores,
+    quoted for the shell); a resource, so changing the stores does not rerun shards."""
+    return " ".join(
+        shlex.quote(d) for d in settings(wildcards.run, "extract")["cache_dirs"]
+    )
+
+
 def figure_files(stem, caption_file, subcategory):
     """Output files of one figure, `stem.<format>` for each configured format. The PNG
     (else the first format) goes into the report, captioned by `report/<caption>`."""

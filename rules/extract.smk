@@ -2,7 +2,7 @@
 # shard. Only result-affecting settings are params; batch size, workers, GPUs, chunk size
 # and the feature store are resources, so changing them does not rerun finished shards.
 # Each job reads only its shard's lines of the filtered file and runs the model only on
-# samples the store (cache_dir, keyed by sample content) does not hold yet.
+# samples the stores (cache_dirs, keyed by sample content) do not hold yet.
 
 
 rule extract:
@@ -29,7 +29,7 @@ rule extract:
         batch_size=extract_setting("batch_size"),
         num_workers=extract_setting("num_workers"),
         chunk_size=extract_setting("chunk_size"),
-        cache_dir=extract_setting("cache_dir"),
+        cache_dirs=extract_cache_dirs,
     params:
         model=model_value("path"),
         model_type=model_value("type"),
@@ -46,5 +46,5 @@ rule extract:
         " --image-root {params.image_root} --out {output.shard}"
         " --shard {wildcards.i} --num-shards {wildcards.n} {params.options}"
         " --batch-size {resources.batch_size} --num-workers {resources.num_workers}"
-        " --chunk-size {resources.chunk_size} --cache-dir {resources.cache_dir}"
+        " --chunk-size {resources.chunk_size} --cache-dir {resources.cache_dirs}"
         " >> {log} 2>&1"

@@ -26,7 +26,9 @@ How a shard is processed
 6. The shard directory is assembled from the stored rows in dataset order
    (:func:`assemble_shard`) in the :mod:`scalselect.features` format; its
    ``manifest.json`` (written last) says how many samples were computed in this job and
-   how many were reused, and names the packs it used (``cache prune`` keeps those).
+   how many were reused (and how many were computed again because their stored copy was
+   damaged), and names the packs it used (``cache prune`` keeps those). A job that
+   finds many packs no index covers then indexes the store (:mod:`scalselect.store_index`).
 
 A reused row holds the bits stored when it was computed: a reassembled shard equals
 the shard it was taken from bit for bit; against a cold run with a different batch
@@ -45,7 +47,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import time
 from array import array
 from collections import Counter
@@ -73,10 +74,11 @@ from scalselect.dataset import (
     resolve_image,
 )
 from scalselect.errors import UserError
-from scalselect.io import atomic_write, write_json
+from scalselect.io import atomic_write, kill_point, write_json
 from scalselect.representation import SampleFailure, collate, load_model, resolve_dtype
 from scalselect.settings import Settings
 from scalselect.store import (
+    COMPACT_AFTER,
     DEFAULT_CACHE_DIR,
     PACK_COLUMNS,
     FeatureStore,
@@ -93,6 +95,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE = 512
 # How long ranks wait for each other (the slowest rank's share of a shard, at most).
 RANK_TIMEOUT = timedelta(hours=48)
+# A job's private store in its output folder, used when no cache directory can be written.
+SCRATCH_DIR = ".store"
 
 OK = "ok"
 # Failure reasons recorded by this module (the model side adds its own).
@@ -300,6 +304,7 @@ def assemble_shard(
     rows = pd.DataFrame({c: columns[c] for c in features.ROW_COLUMNS}).astype(ROW_TYPES)
     with atomic_write(out_dir / features.ROWS, "wb") as handle:
         rows.to_parquet(handle, index=False)
+    store.discard_scratch()
     write_json(out_dir / features.MANIFEST,
                {"rows": len(rows), "dim": dim, **manifest,
                 "store": {"settings_key": store.key, "packs": sorted(by_pack)}})
@@ -500,22 +505,7 @@ def run_chunks(
             name = store.write_pack(buffer.table(), buffer.matrix)
             del buffers[chunk]
             log.info("chunk %d stored (%d samples, pack %s)", chunk, len(buffer.slot), name)
-            _after_chunk_hook()
-
-
-def _after_chunk_hook() -> None:
-    # Tests kill the job at a known point: SCALSELECT_TEST_KILL_AFTER_PACKS=k makes the
-    # process SIGKILL itself right after storing its k-th pack.
-    limit = os.environ.get("SCALSELECT_TEST_KILL_AFTER_PACKS")
-    if limit is None:
-        return
-    global _packs_stored
-    _packs_stored += 1
-    if _packs_stored >= int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_packs_stored = 0
+            kill_point("SCALSELECT_TEST_KILL_AFTER_PACKS")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -536,8 +526,13 @@ class Job:
     batch_size: int = 8
     num_workers: int = 2
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    cache_dir: str = DEFAULT_CACHE_DIR
+    cache_dirs: tuple[str, ...] = (DEFAULT_CACHE_DIR,)
     record_format: str = "auto"
+
+    def store(self, key: str) -> FeatureStore:
+        """The job's view of the feature store of settings key ``key``: its cache
+        directories, and a private folder in its output for when none can be written."""
+        return FeatureStore(self.cache_dirs, key, scratch=Path(self.out) / SCRATCH_DIR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -550,6 +545,7 @@ class ShardPlan:
     found: dict[str, Location]
     scanned: list[str]  # the packs the look-up read
     pending: list[np.ndarray]
+    damaged: int = 0  # samples to compute because their only stored copies are damaged
 
 
 def extract_shard(job: Job) -> dict[str, int] | None:
@@ -571,7 +567,7 @@ def extract_shard(job: Job) -> dict[str, int] | None:
     if state.num_processes > 1:
         broadcast_object_list(shared, from_process=0)
     store_key, keys, pending = shared
-    store = FeatureStore(job.cache_dir, store_key)
+    store = job.store(store_key)
     mine = list(enumerate(pending))[state.process_index :: state.num_processes]
     if mine:
         compute_chunks(job, settings, state, model_dir, shard, mine, keys, store)
@@ -604,12 +600,13 @@ def plan_shard(job: Job, settings: Settings, shard: ShardInput, records: Sequenc
     Identical samples are one key, computed once: at the first position holding it.
     """
     hashed = time.perf_counter()
-    model_key = model_digest(model_dir, Path(job.cache_dir) / "digests")
+    model_key = model_digest(model_dir, Path(job.cache_dirs[0]) / "digests")
     store_key, description = settings_key(model_key, settings)
-    store = FeatureStore(job.cache_dir, store_key)
+    store = job.store(store_key)
     store.describe({**description, "model_path": job.model})
     keys = shard_keys(shard, records, job.image_root)
-    found, scanned = store.lookup(keys)
+    lookup = store.lookup(keys)
+    found = lookup.found
     missing: dict[str, int] = {}
     for position, key in enumerate(keys):
         if key not in found:
@@ -621,8 +618,11 @@ def plan_shard(job: Job, settings: Settings, shard: ShardInput, records: Sequenc
     log.info("shard %d of %d: samples %d-%d; %d stored, %d to compute in %d chunks;"
              " look-up in %d packs (%.1f s)", job.shard, job.num_shards, shard.start,
              shard.start + len(keys) - 1, len(keys) - len(positions), len(positions),
-             len(pending), len(scanned), time.perf_counter() - hashed)
-    return ShardPlan(store_key, keys, found, scanned, pending)
+             len(pending), len(lookup.scanned), time.perf_counter() - hashed)
+    if lookup.lost:
+        log.warning("%d samples of this shard were stored only in damaged packs: computed again",
+                    len(lookup.lost))
+    return ShardPlan(store_key, keys, found, lookup.scanned, pending, len(lookup.lost))
 
 
 def finish_shard(job: Job, settings: Settings, shard: ShardInput, record_format: str,
@@ -631,11 +631,11 @@ def finish_shard(job: Job, settings: Settings, shard: ShardInput, record_format:
     computed = sum(len(p) for p in plan.pending)
     found = dict(plan.found)
     if computed:
-        found.update(store.lookup(set(plan.keys) - set(found), skip=plan.scanned)[0])
+        found.update(store.lookup(set(plan.keys) - set(found), skip=plan.scanned).found)
     lost = len(set(plan.keys) - set(found))
     if lost:
-        raise RuntimeError(f"{lost} computed samples are missing from the store {store.path}"
-                           " (was it pruned while this job ran?)")
+        raise RuntimeError(f"{lost} computed samples are missing from the store"
+                           f" {', '.join(map(str, store.roots))} (was it pruned while this job ran?)")
     reused = len(plan.keys) - computed
     manifest = {
         "shard": job.shard, "num_shards": job.num_shards,
@@ -643,11 +643,16 @@ def finish_shard(job: Job, settings: Settings, shard: ShardInput, record_format:
         "model": job.model, "settings": dataclasses.asdict(settings),
         "dataset_format": record_format,
         "samples_computed": computed, "samples_reused": reused,
+        "samples_recomputed_damaged": plan.damaged,
         # The fingerprint of the dataset the shard's indices refer to (the bytes of the
         # filtered file, hashed as a stream: the job still holds only its shard).
         "dataset_sha256": file_digest(job.dataset),
     }
     rows = assemble_shard(store, [found[k] for k in plan.keys], shard, job.out, manifest)
+    try:
+        store.compact(min_new=COMPACT_AFTER)
+    except OSError as error:  # the index only saves later look-ups time
+        log.warning("could not index the feature store: %s", error)
     counts = Counter(rows["status"])
     counts["truncated"] = int(rows["truncated"].sum())
     log.info("shard %d of %d done in %.1f s: %d samples computed, %d reused from the store;"

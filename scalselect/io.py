@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,3 +47,17 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> 
     with atomic_write(path) as handle:
         json.dump(obj, handle, indent=indent, ensure_ascii=False)
         handle.write("\n")
+
+
+_kill_counts: dict[str, int] = {}
+
+
+def kill_point(variable: str) -> None:
+    """For crash tests: with the environment variable ``variable`` set to ``k``, the
+    process SIGKILLs itself at the ``k``-th call naming that variable (no polling race)."""
+    limit = os.environ.get(variable)
+    if limit is None:
+        return
+    _kill_counts[variable] = _kill_counts.get(variable, 0) + 1
+    if _kill_counts[variable] >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -84,7 +84,7 @@ def job(models: dict[str, Path], dataset: Path, out: Path, cache: Path, family: 
     settings.update({k: kw.pop(k) for k in list(kw) if k in settings or k == "trust_remote_code"})
     settings.setdefault("trust_remote_code", False)
     return Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(models[family]),
-               out=str(out), settings=Settings(**settings), cache_dir=str(cache),
+               out=str(out), settings=Settings(**settings), cache_dirs=(str(cache),),
                **{"num_workers": 0, **kw})
 
 
@@ -620,7 +620,7 @@ def test_speed_settings_do_not_rerun_finished_shards(demo_workflow: Path, tmp_pa
     shards = [str(p.relative_to(demo_workflow)) for p in demo_workflow.glob("results/*/extract/shard-*")]
     assert len(shards) >= 8
     speed = tmp_path / "speed.yaml"
-    speed.write_text("extract: {batch_size: 3, num_workers: 0, chunk_size: 7, gpus: 1, cache_dir: x}\n")
+    speed.write_text("extract: {batch_size: 3, num_workers: 0, chunk_size: 7, gpus: 1, cache_dirs: [x]}\n")
     # `--configfile=X`: the option takes several files, the targets must not follow it bare.
     assert "extract" not in planned_jobs(demo_workflow, f"--configfile={speed}", *shards)
     tau = tmp_path / "tau.yaml"
@@ -656,7 +656,7 @@ def test_demo_reshard_and_format_change_compute_nothing(demo_workflow: Path, tmp
     assert "0 samples computed" in log
     # (4) The LLaVA-format run after the ShareGPT run, into an empty store: nothing computed.
     config = tmp_path / "fresh.yaml"
-    config.write_text(f"extract: {{cache_dir: {tmp_path / 'fresh-store'}}}\n")
+    config.write_text(f"extract: {{cache_dirs: [{tmp_path / 'fresh-store'}]}}\n")
     for run in ("demo-llava", "demo-llava-format"):
         for shard in demo_shards(workdir, run, 4):
             shutil.rmtree(shard)

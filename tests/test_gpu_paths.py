@@ -64,7 +64,7 @@ def qwen_job(model: Path, dataset: Path, out: Path, batch_size: int) -> Job:
                 "max_length": 4096, "trust_remote_code": False, **QWEN_BUDGET}
     return Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(model),
                out=str(out), settings=Settings(**settings), batch_size=batch_size, num_workers=0,
-               chunk_size=4, cache_dir=str(out.parent / f"{out.name}-cache"))
+               chunk_size=4, cache_dirs=(str(out.parent / f"{out.name}-cache"),))
 
 
 def shard_files(directory: Path) -> dict[str, Any]:
@@ -214,7 +214,7 @@ def test_every_tensor_reaches_the_model_on_its_device(models, family: str, tmp_p
     counts = extract_shard(Job(dataset=str(dataset), image_root=str(dataset.parent),
                                model=str(models[family]), out=str(tmp_path / "out"),
                                settings=Settings(**settings), batch_size=2, num_workers=1,
-                               chunk_size=3, cache_dir=str(tmp_path / "cache")))
+                               chunk_size=3, cache_dirs=(str(tmp_path / "cache"),)))
 
     assert counts == {"ok": 6, "truncated": 0, "samples_computed": 6, "samples_reused": 0}
     assert len(PinnedLoader.requested) == 1 and len(checks) == 1

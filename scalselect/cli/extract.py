@@ -4,10 +4,12 @@ Writes a complete shard directory in the :mod:`scalselect.features` format
 (``features.npy``, ``rows.parquet``, then ``manifest.json``) with one row per sample of
 the shard, failures included with their reason, and logs the counts per status.
 Only the shard's records are read. Every sample's result is kept in the feature store
-under ``--cache-dir`` (:mod:`scalselect.store`), keyed by the sample's content
+under ``--cache-dir`` (:mod:`scalselect.store`; several directories: look-ups search
+them all, new results go to the first one that can be written), keyed by the sample's content
 (messages, image bytes) and the model's files and result-affecting settings: samples
 already stored are reused whatever their shard or position, a killed job resumes where
-it stopped, and the manifest counts ``samples_computed`` and ``samples_reused``.
+it stopped, and the manifest counts ``samples_computed`` and ``samples_reused`` (and
+``samples_recomputed_damaged``: computed again because their stored copy was damaged).
 Several processes (``accelerate launch --multi_gpu --num_processes N -m
 scalselect extract ...``) share the work of one shard.
 """
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--batch-size", type=int, default=Job.batch_size, help="Samples per forward pass.")
     speed.add_argument("--num-workers", type=int, default=Job.num_workers, help="DataLoader processes decoding and encoding samples.")
     speed.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="Samples per checkpoint chunk (at most this much work is lost when killed).")
-    speed.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="Feature store: every sample's result, by content key (default: %(default)s).")
+    speed.add_argument("--cache-dir", nargs="+", default=[DEFAULT_CACHE_DIR], metavar="DIR", help="Feature store(s): every sample's result, by content key; look-ups search every DIR, new results go to the first writable one (default: %(default)s).")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         chunk_size=args.chunk_size,
-        cache_dir=args.cache_dir,
+        cache_dirs=tuple(args.cache_dir),
         record_format=args.format,
     )
     extract_shard(job)
