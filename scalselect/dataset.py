@@ -904,55 +904,100 @@ def write_records(path: str | os.PathLike, records: Iterable[Any]) -> None:
 def copy_records(
     source: str | os.PathLike,
     out: str | os.PathLike,
-    keep: np.ndarray,
+    *,
+    keep: Sequence[int] | np.ndarray | None = None,
+    drop: Sequence[int] | np.ndarray | None = None,
     check: Callable[[int, Any], None] | None = None,
+    finish: Callable[[int, str | None], None] | None = None,
 ) -> int:
-    """Stream ``source`` and write the records at the dataset indices ``keep`` (sorted,
-    distinct) to ``out``, unchanged and in dataset order; returns the number of records
-    in ``source``.
+    """Stream ``source`` and write some of its records to ``out`` as they come,
+    unchanged and in dataset order: those at the dataset indices ``keep``, or all but
+    those at ``drop`` (sorted, distinct). Returns the number of records of ``source``.
 
     ``check(index, id)`` sees the id of every record of ``source`` (``None`` when it has
-    none) and may raise to refuse the copy: nothing is written then. A parquet
-    ``source`` gives a parquet ``out`` with the same schema; JSON kinds may be written
-    as either JSON kind.
+    none), ``finish(count, sha256)`` the number of records and the digest of the bytes
+    (``None`` for parquet) once all were read; either may raise to refuse the copy, and
+    nothing is written then. A parquet ``source`` gives a parquet ``out`` with the same
+    schema; JSON kinds may be written as either JSON kind. Memory: one block or row
+    batch, and the indices.
 
     Raises ``DatasetError`` when ``keep`` names an index beyond the records of
     ``source``, or for parquet written from (or to) another kind.
     """
-    keep = np.asarray(keep, dtype=np.int64)
+    if (keep is None) == (drop is None):
+        raise ValueError("give exactly one of keep and drop")
+    chosen = np.asarray(keep if drop is None else drop, dtype=np.int64)
+    wanted = drop is None
     if (file_kind(source) == "parquet") != (file_kind(out) == "parquet"):
         raise DatasetError(
             f"{out}: a parquet dataset is written as parquet, and only a parquet dataset"
             f" (the dataset is {source})"
         )
+    stats = ReadStats()
     count = 0
     with RecordWriter(out, schema_of=source) as writer:
         if writer.kind == "parquet":
             for first, batch in _parquet_batches(Path(source), 0, None, None):
+                rows = batch.num_rows
                 if check is not None:
-                    names = batch.schema.names
-                    ids = (batch.column("id").to_pylist() if "id" in names
-                           else [None] * batch.num_rows)
+                    ids = (batch.column("id").to_pylist() if "id" in batch.schema.names
+                           else [None] * rows)
                     for number, value in enumerate(ids, first):
                         check(number, value)
-                lo, hi = np.searchsorted(keep, [first, first + batch.num_rows])
-                if hi > lo:
-                    writer.write_rows(batch.take(keep[lo:hi] - first))
-                count = first + batch.num_rows
+                lo, hi = np.searchsorted(chosen, [first, first + rows])
+                mask = np.full(rows, not wanted)
+                mask[chosen[lo:hi] - first] = wanted
+                if mask.any():
+                    writer.write_rows(batch.filter(mask))
+                count = first + rows
         else:
             position = 0
-            for number, record in iter_records(source):
+            for number, record in iter_records(source, stats=stats):
                 if check is not None:
                     check(number, record.get("id") if isinstance(record, dict) else None)
-                if position < len(keep) and keep[position] == number:
+                listed = position < len(chosen) and chosen[position] == number
+                position += listed
+                if listed == wanted:
                     writer.write(record)
-                    position += 1
                 count = number + 1
-        if len(keep) and keep[-1] >= count:
+        if finish is not None:
+            finish(count, stats.sha256)
+        if len(chosen) and (chosen[0] < 0 or chosen[-1] >= count):
+            outside = chosen[0] if chosen[0] < 0 else chosen[-1]
             raise DatasetError(
-                f"dataset index {keep[-1]} is not in {source}, which has {count} records"
+                f"dataset index {outside} is not in {source}, which has {count} records"
             )
     return count
+
+
+def iter_samples(
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    *,
+    source_field: str | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[tuple[int, Sample | None, list[Problem]]]:
+    """The normalised view of each record as the file streams by.
+
+    With ``fmt="auto"`` each record is read in the format its keys fit (every format a
+    record fits reads it the same way) and a :class:`FormatVote` refuses files mixing
+    formats; a record that does not vote is read as ShareGPT (it has no sample either
+    way). Parquet files are read with only the columns a sample needs.
+
+    Raises ``DatasetError`` as :func:`iter_records` and :class:`FormatVote`.
+    """
+    check_format_name(fmt)
+    vote = FormatVote(path)
+    forced = None if fmt == "auto" else FORMATS[fmt]
+    columns = ["id", "messages", "conversations", "image", "images", source_field]
+    for number, record in iter_records(path, start, stop, columns=columns):
+        spec = forced
+        if spec is None:
+            formats = vote.add(number, record)
+            spec = FORMATS[min(formats) if formats else "sharegpt"]
+        sample, problems = inspect_record(record, number, spec, source_field)
+        yield number, sample, problems
 
 
 def _json_type(value: Any) -> str:

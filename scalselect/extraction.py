@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -280,24 +281,29 @@ def _record_offsets(path: Path) -> array | None:
 
 
 def read_shard_records(path: str | os.PathLike, shard: int, num_shards: int) -> tuple[range, list[Any]]:
-    """The dataset indices of a shard and its records, reading only the shard's lines.
+    """The dataset indices of a shard and its records, reading only the shard's lines
+    (or, parquet, its row groups).
 
-    A file written by ``filter`` (one record per line) costs memory in proportion to
-    the shard, not the dataset; any other layout is read whole (correct, not lean).
-    Raises ``DatasetError`` for an unreadable file, invalid JSON or an empty dataset.
+    A file written by ``filter`` (one record per line, or parquet) costs memory in
+    proportion to the shard, not the dataset; any other layout is streamed twice (once
+    to index it), never held whole. Raises ``DatasetError`` for an unreadable file,
+    invalid JSON or an empty dataset.
     """
-    from scalselect.dataset import DatasetError, load_dataset
+    from scalselect.dataset import DatasetError, build_index, file_kind, iter_records
 
     path = Path(path)
-    try:
-        offsets = _record_offsets(path)
-    except OSError as error:
-        raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+    offsets = None
+    if file_kind(path) != "parquet":
+        try:
+            offsets = _record_offsets(path)
+        except OSError as error:
+            raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+        if offsets is None:
+            log.info("%s is not one record per line: indexing it first", path)
     if offsets is None:
-        log.info("%s is not one record per line: reading it whole", path)
-        records = load_dataset(path).records
-        indices = shard_range(len(records), shard, num_shards)
-        return indices, records[indices.start : indices.stop]
+        index = build_index(path)
+        indices = shard_range(index.count, shard, num_shards)
+        return indices, [r for _, r in iter_records(path, indices.start, indices.stop, index=index)]
     if not offsets:
         raise DatasetError(f"{path}: the dataset is empty (no records)")
     indices = shard_range(len(offsets), shard, num_shards)
@@ -457,10 +463,11 @@ class ShardSamples:
         if sample is None:
             return Item(position, status=MALFORMED_RECORD, detail=self.shard.problems[position])
         images = []
-        for path in sample.images:
-            file = resolve_image(self.image_root, path)
+        for number, path in enumerate(sample.images):
+            data = sample.image_bytes(number)
+            file = resolve_image(self.image_root, path) if data is None else path
             try:
-                with Image.open(file) as image:
+                with Image.open(file if data is None else io.BytesIO(data)) as image:
                     images.append(image.convert("RGB"))
             except Exception as error:  # noqa: BLE001 - Pillow raises many types for bad files
                 return Item(position, status=IMAGE_UNREADABLE, detail=f"{file}: {error}")
@@ -617,11 +624,35 @@ class Job:
 
 
 def shard_keys(shard: ShardInput, records: Sequence[Any], image_root: str) -> list[str]:
-    """The store key of every sample of a shard (image files hashed on threads)."""
-    paths = [resolve_image(image_root, p) for s in shard.samples if s for p in s.images]
-    digests = iter(image_digests(paths))
-    return [sample_key(sample, record, [next(digests) for _ in sample.images] if sample else [])
+    """The store key of every sample of a shard (image files hashed on threads; an
+    embedded image's digest is that of its bytes, as a file holding them would get)."""
+    paths = [resolve_image(image_root, p) for s in shard.samples if s
+             for n, p in enumerate(s.images) if s.image_bytes(n) is None]
+    hashed = iter(image_digests(paths))
+    digests = iter([next(hashed) if s.image_bytes(n) is None
+                    else hashlib.sha256(s.image_bytes(n)).hexdigest()
+                    for s in shard.samples if s for n in range(len(s.images))])
+    return [sample_key(sample, record if sample or not _embeds(record) else _keyable(record),
+                       [next(digests) for _ in sample.images] if sample else [])
             for sample, record in zip(shard.samples, records, strict=True)]
+
+
+def _embeds(value: Any) -> bool:
+    """Whether a record holds bytes (a malformed parquet record is keyed by its JSON)."""
+    if isinstance(value, dict):
+        return any(_embeds(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_embeds(v) for v in value)
+    return isinstance(value, bytes)
+
+
+def _keyable(value: Any) -> Any:
+    """The record with each bytes value replaced by its SHA-256 (JSON has no bytes)."""
+    if isinstance(value, dict):
+        return {k: _keyable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keyable(v) for v in value]
+    return {"sha256": hashlib.sha256(value).hexdigest()} if isinstance(value, bytes) else value
 
 
 def extract_shard(job: Job) -> dict[str, int] | None:

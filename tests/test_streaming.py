@@ -176,12 +176,78 @@ def test_copy_records_keeps_parquet_schema_and_bytes(tmp_path: Path) -> None:
     schema = pa.Table.from_pylist(rows).schema.with_metadata({b"huggingface": b"{}"})
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), source, row_group_size=3)
     out = tmp_path / "out.parquet"
-    assert copy_records(source, out, [0, 4, 5]) == 7
+    assert copy_records(source, out, keep=[0, 4, 5]) == 7
     written = pq.read_table(out)
     assert written.schema == schema and written.schema.metadata == schema.metadata
     assert written.to_pylist() == [rows[0], rows[4], rows[5]]
     with pytest.raises(DatasetError, match="dataset index 9 is not in"):
-        copy_records(source, tmp_path / "bad.parquet", [1, 9])
+        copy_records(source, tmp_path / "bad.parquet", keep=[1, 9])
     assert not (tmp_path / "bad.parquet").exists()
     with pytest.raises(DatasetError, match="a parquet dataset is written as parquet"):
-        copy_records(source, tmp_path / "x.json", [1])
+        copy_records(source, tmp_path / "x.json", keep=[1])
+
+
+# ------------------------------------------------------ the stages on the demo, byte for byte
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scalselect.demo import build_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    build_dataset(root)
+    records = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    (root / "dataset.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8"
+    )
+    return root
+
+
+def _expected_bytes(records: list[Any], suffix: str) -> bytes:
+    """A dataset file as the stages write one, from plain json."""
+    texts = [json.dumps(r, ensure_ascii=False) for r in records]
+    if suffix == ".jsonl":
+        return "".join(t + "\n" for t in texts).encode()
+    return ("[" + "".join(("," if i else "") + "\n" + t for i, t in enumerate(texts)) + "\n]\n").encode()
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_filter_and_select_write_what_plain_json_gives(demo: Path, tmp_path: Path, suffix: str) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from scalselect.cli import main
+
+    source = demo / f"dataset{suffix}"
+    text = source.read_text(encoding="utf-8")
+    records = json.loads(text) if suffix == ".json" else [json.loads(line) for line in text.splitlines()]
+    report = tmp_path / "report.json"
+    assert main(["validate", "--dataset", str(source), "--image-root", str(demo / "images"),
+                 "--out", str(report), "--no-progress", "--workers", "1"]) == 0
+    findings = json.loads(report.read_text())
+    dropped = {e["index"] for e in findings["invalid"]} | set(findings["text_only"])
+    kept = [r for i, r in enumerate(records) if i not in dropped]
+    filtered = tmp_path / f"filtered{suffix}"
+    assert main(["filter", "--dataset", str(source), "--report", str(report),
+                 "--out", str(filtered)]) == 0
+    assert filtered.read_bytes() == _expected_bytes(kept, suffix)
+    # Scores with a tie, as scoring writes them (ranked by importance, then index).
+    importance = np.random.default_rng(5).random(len(kept))
+    importance[3] = importance[7]
+    ranked = sorted(range(len(kept)), key=lambda i: (-importance[i], i))
+    scores = tmp_path / "scores.parquet"
+    pd.DataFrame({
+        "index": ranked, "id": [str(kept[i]["id"]) for i in ranked],
+        "id_type": ["int" if isinstance(kept[i]["id"], int) else "str" for i in ranked],
+        "importance": importance[ranked], "rank": range(1, len(kept) + 1),
+    }).to_parquet(scores)
+    for n in (1, 32, 200):
+        out = tmp_path / f"top-{n}{suffix}"
+        assert main(["select", "--dataset", str(filtered), "--scores", str(scores),
+                     "--num", str(n), "--out", str(out)]) == 0
+        assert out.read_bytes() == _expected_bytes([kept[i] for i in sorted(ranked[:n])], suffix)
+        out = tmp_path / f"random-{n}{suffix}"
+        assert main(["select", "--dataset", str(filtered), "--scores", str(scores),
+                     "--num", str(n), "--random", "--seed", "3", "--out", str(out)]) == 0
+        drawn = np.random.default_rng(3).permutation(len(kept))[:n]
+        assert out.read_bytes() == _expected_bytes([kept[i] for i in sorted(drawn)], suffix)

@@ -15,7 +15,9 @@ import sys
 
 # Command name -> module under scalselect.cli, in workflow order.
 COMMANDS = {
+    "validate-index": "validate_index",
     "validate": "validate",
+    "validate-merge": "validate_merge",
     "filter": "filter",
     "extract": "extract",
     "export-npz": "export_npz",
