@@ -251,3 +251,96 @@ def test_filter_and_select_write_what_plain_json_gives(demo: Path, tmp_path: Pat
                      "--num", str(n), "--random", "--seed", "3", "--out", str(out)]) == 0
         drawn = np.random.default_rng(3).permutation(len(kept))[:n]
         assert out.read_bytes() == _expected_bytes([kept[i] for i in sorted(drawn)], suffix)
+
+
+def _demo_parquet(demo: Path) -> Path:
+    """The demo's LLaVA-format records as a LLaVA-OneVision-style parquet file: each
+    image embedded as {"bytes", "path"} where its file exists, else given by path."""
+    path = demo / "dataset.parquet"
+    if path.exists():
+        return path
+    rows = []
+    for record in json.loads((demo / "dataset_llava.json").read_text(encoding="utf-8")):
+        if not (isinstance(record, dict) and isinstance(record.get("conversations"), list)
+                and isinstance(record.get("image"), (str, type(None)))
+                and isinstance(record.get("id"), (int, str))):
+            continue  # rows of one schema only
+        image = record.get("image")
+        file = demo / "images" / image if image else None
+        rows.append({
+            "id": str(record["id"]),
+            "image": None if image is None else {
+                "bytes": file.read_bytes() if file.is_file() else None, "path": image},
+            "conversations": [{"from": str(t.get("from")), "value": str(t.get("value"))}
+                              for t in record["conversations"]],
+        })
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=50)
+    return path
+
+
+@pytest.mark.parametrize("name", ["dataset.json", "dataset.jsonl", "parquet"])
+def test_sharded_validation_gives_the_same_report_bytes(demo: Path, tmp_path: Path, name: str) -> None:
+    from scalselect.cli import main
+
+    source = _demo_parquet(demo) if name == "parquet" else demo / name
+    common = ["--dataset", str(source), "--image-root", str(demo / "images")]
+    whole = tmp_path / "whole.json"
+    assert main(["validate", *common, "--out", str(whole), "--no-progress", "--workers", "1"]) == 0
+    index = tmp_path / "index.npz"
+    assert main(["validate-index", "--dataset", str(source), "--out", str(index)]) == 0
+    parts = [str(tmp_path / f"part-{i}.npz") for i in range(3)]
+    for i, part in enumerate(parts):
+        assert main(["validate", *common, "--index", str(index), "--shard", str(i),
+                     "--num-shards", "3", "--out", part, "--no-progress", "--workers", "2"]) == 0
+    merged = tmp_path / "merged.json"
+    assert main(["validate-merge", *common, "--index", str(index), "--parts", *parts,
+                 "--out", str(merged)]) == 0
+    assert merged.read_bytes() == whole.read_bytes()
+    report = json.loads(merged.read_text())
+    # The repeated id sits in two shards (records 4 and 127 of 266 in the JSON files).
+    assert report["duplicate_ids"] and report["counts"]["duplicate_id"] == 2
+    if name != "parquet":
+        assert report["duplicate_ids"] == [{"id": 227, "indices": [4, 127]}]
+
+
+def test_parquet_dataset_through_validate_filter_and_select(demo: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from scalselect.cli import main
+
+    source = _demo_parquet(demo)
+    rows = pq.read_table(source).to_pylist()
+    report_path = tmp_path / "report.json"
+    assert main(["validate", "--dataset", str(source), "--image-root", str(demo / "images"),
+                 "--out", str(report_path), "--no-progress", "--workers", "1"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["format"] == "llava" and report["num_samples"] == len(rows)
+    # Embedded images are checked like their files: the same defects, found in the bytes.
+    json_report = tmp_path / "json-report.json"
+    assert main(["validate", "--dataset", str(demo / "dataset_llava.json"), "--image-root",
+                 str(demo / "images"), "--out", str(json_report), "--no-progress",
+                 "--workers", "1"]) == 0
+    json_reasons = {str(e["id"]): e["reasons"] for e in json.loads(json_report.read_text())["invalid"]}
+    for entry in report["invalid"]:
+        assert entry["reasons"] == json_reasons[entry["id"]], entry
+    embedded_failures = [e for e in report["invalid"] if rows[e["index"]]["image"]
+                         and rows[e["index"]]["image"]["bytes"] is not None
+                         and {"corrupt_image", "not_an_image"} & set(e["reasons"])]
+    assert embedded_failures
+    filtered = tmp_path / "filtered.parquet"
+    assert main(["filter", "--dataset", str(source), "--report", str(report_path),
+                 "--out", str(filtered)]) == 0
+    dropped = {e["index"] for e in report["invalid"]} | set(report["text_only"])
+    kept = [r for i, r in enumerate(rows) if i not in dropped]
+    table = pq.read_table(filtered)
+    assert table.schema == pq.read_schema(source) and table.to_pylist() == kept
+    importance = np.random.default_rng(2).random(len(kept))
+    ranked = sorted(range(len(kept)), key=lambda i: (-importance[i], i))
+    scores = tmp_path / "scores.parquet"
+    pd.DataFrame({"index": ranked, "id": [kept[i]["id"] for i in ranked], "id_type": "str",
+                  "importance": importance[ranked], "rank": range(1, len(kept) + 1)}).to_parquet(scores)
+    out = tmp_path / "top-20.parquet"
+    assert main(["select", "--dataset", str(filtered), "--scores", str(scores), "--num", "20",
+                 "--out", str(out)]) == 0
+    assert pq.read_table(out).to_pylist() == [kept[i] for i in sorted(ranked[:20])]
