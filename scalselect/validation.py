@@ -635,10 +635,11 @@ def merge_parts(
     again and their ids compared exactly), and counts the distinct images over all
     parts. The report is the same whatever the number of shards.
 
-    Raises ``DatasetError`` for parts that do not cover the dataset in order or whose
-    records mix formats.
+    Raises ``DatasetError`` for parts that do not cover the dataset (in any order) or
+    whose records mix formats.
     """
     path = Path(path)
+    parts = sorted(parts, key=lambda part: part.start)
     covered = 0
     vote = FormatVote(path)
     for part in parts:
@@ -714,16 +715,13 @@ def _duplicate_ids(
     each id's first record."""
     hashes = np.concatenate([part.id_hashes for part in parts])
     positions = np.concatenate([part.id_indices for part in parts])
-    order = np.argsort(hashes, kind="stable")
-    hashes, positions = hashes[order], positions[order]
-    repeated = np.zeros(len(hashes), dtype=bool)
-    if len(hashes) > 1:
-        same = hashes[1:] == hashes[:-1]
-        repeated[1:] |= same
-        repeated[:-1] |= same
+    ordered = np.sort(hashes)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    del ordered
+    numbers = np.sort(positions[np.isin(hashes, repeated)])
     # Equal digests are equal ids but for a rare collision: compare the ids themselves.
     groups: dict[tuple[str, Any], list[int]] = {}
-    for number, value in _ids_at(path, index, np.sort(positions[repeated])):
+    for number, value in _ids_at(path, index, numbers):
         groups.setdefault(_id_key(value), []).append(number)
     found = [(key[1], members) for key, members in groups.items() if len(members) > 1]
     return sorted(found, key=lambda item: item[1][0])

@@ -111,6 +111,10 @@ def test_json_lines_line_that_is_not_json_names_line_and_record(tmp_path: Path) 
     index = build_index(path)
     with pytest.raises(DatasetError, match=r"at byte 21, column 11: .* \(record 2\)"):
         list(iter_records(path, 2, index=index))
+    from scalselect.validation import validate_file
+
+    with pytest.raises(DatasetError, match=r"line 4, column 11: .* \(record 2\)"):
+        validate_file(path, tmp_path, workers=1, progress=False)
 
 
 def test_json_array_with_a_bad_record_names_line_column_and_record(tmp_path: Path) -> None:
@@ -293,7 +297,8 @@ def test_sharded_validation_gives_the_same_report_bytes(demo: Path, tmp_path: Pa
         assert main(["validate", *common, "--index", str(index), "--shard", str(i),
                      "--num-shards", "3", "--out", part, "--no-progress", "--workers", "2"]) == 0
     merged = tmp_path / "merged.json"
-    assert main(["validate-merge", *common, "--index", str(index), "--parts", *parts,
+    # Parts named in any order (a shell glob sorts part-10 before part-2).
+    assert main(["validate-merge", *common, "--index", str(index), "--parts", *parts[::-1],
                  "--out", str(merged)]) == 0
     assert merged.read_bytes() == whole.read_bytes()
     report = json.loads(merged.read_text())
