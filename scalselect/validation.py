@@ -225,22 +225,6 @@ class _Checker:
             yield from checks
 
 
-def check_images(
-    paths: list[str], settings: Settings, workers: int = 1, progress: bool = True
-) -> dict[str, ImageCheck]:
-    """Check distinct image files in parallel; returns path -> :class:`ImageCheck`."""
-    bar = tqdm(
-        total=len(paths),
-        desc="images",
-        unit="img",
-        file=sys.stderr,
-        disable=not progress,
-        mininterval=1.0,
-    )
-    with bar, _Checker(settings, workers) as checker:
-        return dict(zip(paths, checker.check(paths, bar)))
-
-
 def _id_key(value: Any) -> tuple[str, Any]:
     # 7 and "7" are different ids.
     return (type(value).__name__, value)

@@ -311,18 +311,15 @@ def test_report_header_and_reason_order(tmp_path: Path) -> None:
 def test_progress_bar_counts_images_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     for name in "abc":
         Image.new("RGB", (32, 32)).save(tmp_path / f"{name}.png")
-    paths = [str(tmp_path / f"{name}.png") for name in "abc"]
-    validation.check_images(paths, Settings())
-    bar = capsys.readouterr().err
-    assert "images: 100%" in bar and "3/3" in bar and "img/s" in bar
-    validation.check_images(paths, Settings(), progress=False)
-    assert capsys.readouterr().err == ""
     chat = [{"role": "user", "content": "<image> q"}, {"role": "assistant", "content": "a"}]
-    dataset = load_dataset(write_dataset(tmp_path / "d.json", [
-        {"id": 0, "messages": chat, "images": ["a.png"]}]))
-    validate_file(dataset.path, tmp_path)
-    assert "images: 1img" in capsys.readouterr().err  # counted as they stream (no total)
-    validate_file(dataset.path, tmp_path, progress=False)
+    # Four samples, three distinct images: each image is checked (and counted) once, as
+    # the records stream by (no total is known in advance).
+    dataset = write_dataset(tmp_path / "d.json", [
+        {"id": i, "messages": chat, "images": [f"{name}.png"]} for i, name in enumerate("abca")])
+    validate_file(dataset, tmp_path)
+    bar = capsys.readouterr().err
+    assert "images: 3img" in bar and "img/s" in bar
+    validate_file(dataset, tmp_path, progress=False)
     assert capsys.readouterr().err == ""
 
 
