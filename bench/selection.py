@@ -76,18 +76,16 @@ def write_inputs(tmp: Path, records: int) -> tuple[Path, Path]:
 
 def library_child(dataset: str, scores: str, out: str) -> dict:
     from scalselect import selection
-    from scalselect.dataset import load_dataset
+    from scalselect.dataset import copy_records
 
     timings = {}
     start = time.perf_counter()
-    records = load_dataset(dataset).records
     table = selection.read_scores(scores)
     timings["read"] = time.perf_counter() - start
     for budget in BUDGETS:
         begin = time.perf_counter()
         n = selection.resolve_budget(budget, len(table))
-        write_records(Path(out) / f"top-{n}.json",
-                      selection.pick_records(records, selection.top_indices(table, n)))
+        copy_records(dataset, Path(out) / f"top-{n}.json", keep=selection.top_indices(table, n))
         timings[f"top-{n}"] = time.perf_counter() - begin
     return {key: round(value, 1) for key, value in timings.items()}
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scalselect.dataset import load_dataset
-from scalselect.validation import Settings, validate_dataset
+from scalselect.validation import Settings, validate_file
 
 
 def make_images(folder: Path, count: int) -> list[str]:
@@ -69,9 +68,8 @@ def main() -> None:
     print(f"prepared {args.samples} images in {time.perf_counter() - started:.1f} s")
 
     started, cpu = time.perf_counter(), cpu_seconds()
-    dataset = load_dataset(dataset_path)
     settings = Settings(decode_images=args.decode)
-    report = validate_dataset(dataset, args.work / "images", settings, workers=args.workers)
+    report = validate_file(dataset_path, args.work / "images", settings, workers=args.workers)
     elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     assert (
         report["num_valid"] == args.samples and report["num_image_files"] == args.samples

@@ -112,6 +112,14 @@ def cli_options(stage, *keys):
     return options
 
 
+def validate_parts(wildcards):
+    """Input function of `validate`: the part of every validation shard, in order."""
+    n = settings(wildcards.run, "validate")["shards"]
+    return [
+        f"results/{wildcards.run}/validate/parts/shard-{i}-of-{n}.npz" for i in range(n)
+    ]
+
+
 def shard_names(run):
     """The run's extraction shards: `shard-{i}-of-{n}` for i = 0..n-1."""
     n = settings(run, "extract")["shards"]
@@ -207,16 +215,16 @@ def features_mem_mb(wildcards, input):
 
 
 def dataset_extension(run):
-    """`jsonl` when the run's dataset is JSON Lines, else `json`: the filtered dataset
-    and every selection keep the dataset's file format."""
-    from scalselect.dataset import JSONL_SUFFIXES
+    """`jsonl` when the run's dataset is JSON Lines, `parquet` when it is parquet, else
+    `json`: the filtered dataset and every selection keep the dataset's file format."""
+    from scalselect.dataset import file_kind
 
-    suffix = os.path.splitext(run_config(run)["dataset"])[1].lower()
-    return "jsonl" if suffix in JSONL_SUFFIXES else "json"
+    return file_kind(run_config(run)["dataset"])
 
 
 def filtered_path(run):
-    """The run's filtered dataset, `filter/dataset.json` or `.jsonl` (`dataset_extension`)."""
+    """The run's filtered dataset, `filter/dataset.json`, `.jsonl` or `.parquet`
+    (`dataset_extension`)."""
     return f"results/{run}/filter/dataset.{dataset_extension(run)}"
 
 
@@ -295,6 +303,15 @@ def gallery_gpus(wildcards):
     return min(settings(wildcards.run, "extract")["gpus"], 1)
 
 
+# Validation settings that change speed only.
+VALIDATE_SPEED_KEYS = ("shards",)
+
+
+def without(values, keys):
+    """A settings dict without `keys`."""
+    return {k: v for k, v in values.items() if k not in keys}
+
+
 def comparison_groups():
     """Runs whose filtered datasets are identical by construction (same dataset file,
     image root, format and data-stage settings), by group name `<run>_vs_<run>...`;
@@ -307,7 +324,7 @@ def comparison_groups():
                 entry["dataset"],
                 entry.get("image_root"),
                 entry.get("format"),
-                settings(run, "validate"),
+                without(settings(run, "validate"), VALIDATE_SPEED_KEYS),
                 settings(run, "filter"),
             )
         )
@@ -348,7 +365,8 @@ def layer_groups():
     for run in RUNS:
         entry = {k: v for k, v in run_config(run).items() if k not in STAGES}
         extract = {k: settings(run, "extract")[k] for k in RESULT_KEYS if k != "layer"}
-        stages = [settings(run, s) for s in ("validate", "filter", "score", "select")]
+        stages = [without(settings(run, "validate"), VALIDATE_SPEED_KEYS)]
+        stages += [settings(run, s) for s in ("filter", "score", "select")]
         groups.setdefault(repr((entry, extract, stages)), []).append(run)
     return {
         "_vs_".join(runs): runs

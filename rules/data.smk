@@ -1,15 +1,38 @@
 # Data stages: check every sample and image, then keep the valid samples.
 
 
-rule validate:
+# The dataset is indexed once (where each record starts), checked in `validate.shards`
+# jobs that seek to their records, and the parts merged into one report (the same bytes
+# whatever the number of shards; repeated ids are found across the whole dataset).
+rule validate_index:
     input:
         dataset=run_value("dataset"),
     output:
-        report="results/{run}/validate/report.json",
+        index="results/{run}/validate/index.npz",
     log:
-        "results/{run}/logs/validate.log",
+        "results/{run}/logs/validate/index.log",
     benchmark:
-        "results/{run}/benchmarks/validate.tsv"
+        "results/{run}/benchmarks/validate/index.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m scalselect validate-index --dataset {input.dataset}"
+        " --out {output.index} > {log} 2>&1"
+
+
+rule validate_shard:
+    input:
+        dataset=run_value("dataset"),
+        index="results/{run}/validate/index.npz",
+    output:
+        part="results/{run}/validate/parts/shard-{shard}-of-{shards}.npz",
+    log:
+        "results/{run}/logs/validate/shard-{shard}-of-{shards}.log",
+    benchmark:
+        "results/{run}/benchmarks/validate/shard-{shard}-of-{shards}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+        shards=r"\d+",
     conda:
         "../envs/data.yaml"
     threads: 8
@@ -21,12 +44,43 @@ rule validate:
             "decode_images",
             "min_image_side",
             "max_aspect_ratio",
+        ),
+    shell:
+        "python -m scalselect validate --dataset {input.dataset} --index {input.index}"
+        " --shard {wildcards.shard} --num-shards {wildcards.shards}"
+        " --image-root {params.image_root} --out {output.part}"
+        " {params.dataset_options} {params.options} --workers {threads}"
+        " --no-progress > {log} 2>&1"
+
+
+rule validate:
+    input:
+        dataset=run_value("dataset"),
+        index="results/{run}/validate/index.npz",
+        parts=validate_parts,
+    output:
+        report="results/{run}/validate/report.json",
+    log:
+        "results/{run}/logs/validate.log",
+    benchmark:
+        "results/{run}/benchmarks/validate.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        image_root=run_value("image_root"),
+        dataset_options=run_options("format"),
+        options=cli_options(
+            "validate",
+            "decode_images",
+            "min_image_side",
+            "max_aspect_ratio",
             "allow_duplicate_ids",
         ),
     shell:
-        "python -m scalselect validate --dataset {input.dataset}"
+        "python -m scalselect validate-merge --dataset {input.dataset}"
+        " --index {input.index} --parts {input.parts}"
         " --image-root {params.image_root} --out {output.report}"
-        " {params.dataset_options} {params.options} --workers {threads} > {log} 2>&1"
+        " {params.dataset_options} {params.options} > {log} 2>&1"
 
 
 rule filter:
@@ -34,14 +88,15 @@ rule filter:
         dataset=run_value("dataset"),
         report="results/{run}/validate/report.json",
     output:
-        # JSON Lines for a JSON Lines dataset, else a JSON array (`dataset_extension`).
+        # The dataset's file format: JSON Lines, parquet or a JSON array
+        # (`dataset_extension`).
         dataset="results/{run}/filter/dataset.{ext}",
     log:
         "results/{run}/logs/filter.{ext}.log",
     benchmark:
         "results/{run}/benchmarks/filter.{ext}.tsv"
     wildcard_constraints:
-        ext="jsonl?",
+        ext="jsonl?|parquet",
     conda:
         "../envs/data.yaml"
     resources:

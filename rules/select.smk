@@ -1,8 +1,8 @@
 # Selection (METHOD.md stage 3): any top-N, random-N, kcenter-N or kmeans-N file is a
 # target of its own, so new budgets or methods run only these rules (and the methods
 # comparison). Samples are matched by dataset index (scores.parquet).
-# A selection named .jsonl is JSON Lines, .json a JSON array (the run's dataset decides
-# which the default target asks for).
+# A selection named .jsonl is JSON Lines, .parquet parquet (from a parquet dataset), .json a
+# JSON array (the run's dataset decides which the default target asks for).
 
 
 rule select:
@@ -17,7 +17,7 @@ rule select:
         "results/{run}/benchmarks/select/top-{N}.{ext}.tsv"
     wildcard_constraints:
         N=r"[1-9]\d*",
-        ext="jsonl?",
+        ext="jsonl?|parquet",
     conda:
         "../envs/data.yaml"
     shell:
@@ -37,7 +37,7 @@ rule select_random:
         "results/{run}/benchmarks/select/random-{N}-seed{seed}.{ext}.tsv"
     wildcard_constraints:
         N=r"[1-9]\d*",
-        ext="jsonl?",
+        ext="jsonl?|parquet",
         seed=r"\d+",
     conda:
         "../envs/data.yaml"

@@ -20,7 +20,7 @@ files are scripts that hand their content to the page's ``ScalBrowse`` object; t
 adds their ``<script>`` tags on demand. It needs no server and no network.
 
 The job holds only per-sample numbers and ids: the dataset is streamed record by record
-(:func:`stream_records`) and each sample's page entry is parked in a temporary file, then
+(:func:`scalselect.dataset.iter_samples`) and each sample's page entry is parked in a temporary file, then
 copied into the page files in rank order.
 """
 
@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -45,7 +46,7 @@ import pandas as pd
 from PIL import Image
 
 from scalselect import features
-from scalselect.dataset import FORMATS, DatasetError, detect_format, inspect_record, resolve_image
+from scalselect.dataset import DatasetError, iter_samples, resolve_image
 from scalselect.errors import UserError
 from scalselect.methods import METHODS
 from scalselect.selection import random_indices, resolve_budget, top_indices
@@ -203,37 +204,6 @@ def thumbnail_positions(mask: np.ndarray, pairs: Sequence[Mapping[str, Any]],
     return np.unique(np.concatenate(chosen))
 
 
-def stream_records(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """``(dataset index, record)`` of a dataset written by ``filter``, one at a time.
-
-    A minimal reader of ``filter``'s layout, one record per line (a JSON array with
-    ``[`` and ``]`` on lines of their own, or JSON Lines; blank lines skipped), holding
-    one record at a time. Raises ``DatasetError`` naming the file and record when a line
-    is not one JSON record (another layout, or invalid JSON).
-    """
-    path = Path(path)
-    index = 0
-    try:
-        with open(path, "rb") as handle:
-            for lineno, line in enumerate(handle, 1):
-                text = line.strip()
-                if lineno == 1:
-                    text = text.removeprefix(b"\xef\xbb\xbf")
-                if text in (b"", b"[", b"]"):
-                    continue
-                try:
-                    record = json.loads(text.removesuffix(b","))
-                except ValueError as error:
-                    raise DatasetError(
-                        f"{path}: line {lineno} (record {index}) is not one JSON record"
-                        f" ({error}); the browser reads the one-record-per-line files that"
-                        " filter writes") from None
-                yield index, record
-                index += 1
-    except OSError as error:
-        raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
-
-
 def _b64(values: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(values).tobytes()).decode("ascii")
 
@@ -258,22 +228,26 @@ class Thumbnails:
         self.made: dict[Path, str | None] = {}
         self.failed = 0
 
-    def get(self, image: Path, index: int) -> str | None:
-        """The thumbnail's path relative to the page, or None when the image cannot be
-        read (logged with the sample's dataset index, and counted)."""
-        if image not in self.made:
-            name = hashlib.sha1(str(image).encode()).hexdigest()[:16] + ".jpg"
+    def get(self, image: Path | bytes, index: int) -> str | None:
+        """The thumbnail of an image file, or of image bytes embedded in the dataset: its
+        path relative to the page, or None when the image cannot be read (logged with the
+        sample's dataset index, and counted)."""
+        embedded = isinstance(image, bytes)
+        key = hashlib.sha1(image if embedded else str(image).encode()).hexdigest()[:16]
+        if key not in self.made:
+            name = key + ".jpg"
             try:
-                with Image.open(image) as opened:
+                with Image.open(io.BytesIO(image) if embedded else image) as opened:
                     thumb = opened.convert("RGB")
                 thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BICUBIC)
                 thumb.save(self.folder / name, quality=80)
-                self.made[image] = f"thumbs/{name}"
+                self.made[key] = f"thumbs/{name}"
             except (OSError, ValueError) as error:
-                log.warning("no thumbnail for dataset index %d (%s): %s", index, image, error)
+                shown = "embedded image" if embedded else image
+                log.warning("no thumbnail for dataset index %d (%s): %s", index, shown, error)
                 self.failed += 1
-                self.made[image] = None
-        return self.made[image]
+                self.made[key] = None
+        return self.made[key]
 
 
 def build_browser(
@@ -345,14 +319,12 @@ def build_browser(
     lengths = np.zeros(n, dtype=np.int64)
     seen = unscored = 0
     with open(partial / "entries.tmp", "w+b") as parked:
-        for index, record in stream_records(dataset):
+        for index, sample, problems in iter_samples(dataset, fmt, source_field=source_field):
             pos = int(position[index]) if index < len(position) else -1
             if pos < 0:
                 unscored += 1
                 continue
             seen += 1
-            spec = FORMATS[detect_format([record], dataset) if fmt == "auto" else fmt]
-            sample, problems = inspect_record(record, index, spec, source_field)
             if sample is None:
                 raise DatasetError(f"{dataset}: record {index} is malformed: "
                                    + "; ".join(p.detail for p in problems))
@@ -362,10 +334,15 @@ def build_browser(
                                 f" holds id {sample.id!r} but the scores have id {expected!r}")
             source[pos] = codes.setdefault(sample.source, len(codes))
             images = []
-            for image in sample.images:
-                file = resolve_image(image_root, image)
-                entry = {"src": _image_url(file, out_dir)}
-                thumb = thumbs.get(file, index) if wanted[pos] else None
+            for number, image in enumerate(sample.images):
+                data = sample.image_bytes(number)
+                if data is None:
+                    file = resolve_image(image_root, image)
+                    entry = {"src": _image_url(file, out_dir)}
+                    thumb = thumbs.get(file, index) if wanted[pos] else None
+                else:  # embedded in the dataset: shown by its thumbnail only
+                    thumb = thumbs.get(data, index) if wanted[pos] else None
+                    entry = {"src": thumb or "", "name": image}
                 if thumb:
                     entry["thumb"] = thumb
                 images.append(entry)

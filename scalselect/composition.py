@@ -8,21 +8,35 @@ frequent ones in the full set are pooled as ``other`` so that colours stay disti
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from scalselect import selection, style
-from scalselect.dataset import Dataset
+from scalselect.dataset import DatasetError, iter_samples
 
 OTHER = "other"
 FULL_SET = "Full set"
 
 
-def sample_sources(dataset: Dataset) -> np.ndarray:
-    """The source label of every record, by dataset index."""
-    return np.array([sample.source for sample in dataset], dtype=object)
+def sample_sources(
+    path: str | os.PathLike, fmt: str = "auto", source_field: str | None = None
+) -> np.ndarray:
+    """The source label of every record of a dataset file, by dataset index, read as
+    the file streams by (one shared string per label: 8 bytes a record).
+
+    Raises ``DatasetError`` naming a record that cannot be normalised.
+    """
+    labels: dict[str, str] = {}
+    sources = []
+    for index, sample, problems in iter_samples(path, fmt, source_field=source_field):
+        if sample is None:
+            details = "; ".join(p.detail for p in problems)
+            raise DatasetError(f"{path}: record {index} is malformed: {details}")
+        sources.append(labels.setdefault(sample.source, sample.source))
+    return np.array(sources, dtype=object)
 
 
 def selection_subsets(

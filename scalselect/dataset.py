@@ -32,23 +32,41 @@ field (``source_field``) when the record has it as a string or an integer.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import gc
 import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scalselect.errors import UserError
-from scalselect.io import atomic_write
+from scalselect.io import atomic_write, file_digest
 
 TEXT_ONLY = "text-only"
+# The path of an embedded image stored without one.
+EMBEDDED = "embedded"
 IMAGE_TAG = "<image>"
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-NON_SPACE = re.compile(r"\S")
+PARQUET_SUFFIXES = (".parquet",)
+NON_SPACE = re.compile(r"[^ \t\n\r]")
+BOM = b"\xef\xbb\xbf"
+# Bytes read at a time from a JSON file.
+READ_BLOCK = 1 << 22
+# A JSON parse error this close to the end of the text read so far may only mean that
+# the value goes on in the next block (the longest literal, -Infinity, has 9 characters).
+_CUT_MARGIN = 16
+# Rows per parquet batch (rows may embed images of a few hundred kilobytes).
+PARQUET_BATCH = 256
+# Bytes of rows buffered per row group of a parquet file written here.
+ROW_GROUP_BYTES = 64 << 20
 
 
 class DatasetError(UserError):
@@ -119,7 +137,10 @@ class Sample:
 
     ``index`` is the record's position in the file, ``id`` its id exactly as given
     (``None`` when absent), ``images`` the image paths as written (relative to the image
-    root unless absolute) and ``source`` its source label.
+    root unless absolute) and ``source`` its source label. ``embedded`` holds, for a
+    record that embeds image bytes (parquet), each image's bytes (``None`` for an image
+    given as a path) and is empty otherwise; an embedded image's path is the one stored
+    with it, or :data:`EMBEDDED` when there is none.
     """
 
     index: int
@@ -127,6 +148,11 @@ class Sample:
     messages: tuple[Message, ...]
     images: tuple[str, ...]
     source: str
+    embedded: tuple[bytes | None, ...] = ()
+
+    def image_bytes(self, number: int) -> bytes | None:
+        """The embedded bytes of image ``number``; ``None`` when it is a file."""
+        return self.embedded[number] if self.embedded else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,12 +225,15 @@ class Dataset:
 def load_dataset(
     path: str | os.PathLike, fmt: str = "auto", *, source_field: str | None = None
 ) -> Dataset:
-    """Read a dataset file (JSON array or JSON Lines) and determine its record format.
+    """Read a whole dataset file into memory and determine its record format.
+
+    For small files, tests and benchmarks; the workflow's stages stream the records
+    (:func:`iter_records`) and never hold them all.
 
     Parameters
     ----------
     path : str or PathLike
-        The dataset file.
+        The dataset file: a JSON array, JSON Lines or parquet (see :func:`file_kind`).
     fmt : str
         ``"auto"`` (detect from the records' keys) or one of :data:`FORMATS`.
     source_field : str, optional
@@ -217,101 +246,761 @@ def load_dataset(
     Raises
     ------
     DatasetError
-        Unreadable file, invalid JSON (with line and column), top level not a list,
-        empty dataset, or (``fmt="auto"``) records of mixed or unknown formats.
+        As :func:`iter_records`; an empty dataset; or (``fmt="auto"``) records of mixed
+        or unknown formats.
     """
     path = Path(path)
-    if fmt != "auto" and fmt not in FORMATS:
-        raise DatasetError(
-            f"unknown dataset format {fmt!r}; expected auto or one of {', '.join(FORMATS)}"
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    text = _decode(path, data)
-    del data
+    check_format_name(fmt)
+    stats = ReadStats()
     # Millions of new containers would trigger many pointless garbage collections.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        records = _parse(path, text)
+        records = [record for _, record in iter_records(path, stats=stats)]
     finally:
         if collecting:
             gc.enable()
     if not records:
         raise DatasetError(f"{path}: the dataset is empty (no records)")
     name = detect_format(records, path) if fmt == "auto" else fmt
-    return Dataset(path, name, records, digest, source_field)
+    return Dataset(path, name, records, stats.digest(path), source_field)
 
 
-def _decode(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+def check_format_name(fmt: str) -> None:
+    """Raise ``DatasetError`` unless ``fmt`` is ``"auto"`` or one of :data:`FORMATS`."""
+    if fmt != "auto" and fmt not in FORMATS:
         raise DatasetError(
-            f"{path}: not UTF-8 text at line {line}, column {column} (byte {error.start})"
-        ) from None
-
-
-def _parse(path: Path, text: str) -> list[Any]:
-    """Records of a JSON array or JSON Lines text."""
-    if path.suffix.lower() in JSONL_SUFFIXES:
-        return _parse_lines(path, text)
-    # A search, not text.lstrip(): that would copy a file-sized string.
-    first = NON_SPACE.search(text)
-    if first is None:
-        raise DatasetError(f"{path}: the dataset is empty (no records)")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        # Several objects one after another: JSON Lines under another name.
-        if first.group() == "{" and error.msg == "Extra data":
-            return _parse_lines(path, text)
-        raise DatasetError(
-            f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
-        ) from None
-    if not isinstance(value, list):
-        raise DatasetError(
-            f"{path}: the top level is a JSON {_json_type(value)}, not a list of records"
-            + (" (a JSON Lines file must be named *.jsonl)" if isinstance(value, dict) else "")
+            f"unknown dataset format {fmt!r}; expected auto or one of {', '.join(FORMATS)}"
         )
-    return value
 
 
-def _parse_lines(path: Path, text: str) -> list[Any]:
-    records = []
-    decode = json.JSONDecoder().decode
-    for lineno, line in enumerate(_lines(text), 1):
-        if not line.strip():
-            continue
+# ---------------------------------------------------------------------------------------
+# Streaming the records of a file
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """How a dataset file is read, from its name: ``"jsonl"`` (``.jsonl``, ``.ndjson``),
+    ``"parquet"`` (``.parquet``) or ``"json"`` (anything else: a JSON array, or JSON
+    Lines under another name).
+
+    Examples
+    --------
+    >>> file_kind("a.JSONL"), file_kind("b.parquet"), file_kind("c.json")
+    ('jsonl', 'parquet', 'json')
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    return "parquet" if suffix in PARQUET_SUFFIXES else "json"
+
+
+@dataclass
+class ReadStats:
+    """What a stream learns about its file as it reads it.
+
+    ``offsets`` (when given an array) receives the byte offset of every record read
+    (JSON and JSON Lines; parquet rows are found by number), ``count`` the number of
+    records read, ``sha256`` the digest of the file's bytes once a stream from the first
+    byte reached the end (JSON and JSON Lines), ``layout`` ``"array"`` or ``"lines"``.
+    """
+
+    offsets: array | None = None
+    count: int = 0
+    sha256: str | None = None
+    layout: str = "lines"
+
+    def digest(self, path: str | os.PathLike) -> str:
+        """The file's SHA-256: as streamed, else read now (parquet)."""
+        if self.sha256 is None:
+            self.sha256 = file_digest(path)
+        return self.sha256
+
+
+def iter_records(
+    path: str | os.PathLike,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    index: DatasetIndex | None = None,
+    columns: Sequence[str] | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[tuple[int, Any]]:
+    """The records of a dataset file, one at a time, with their dataset index.
+
+    JSON Lines are read line by line (blank lines are no records), a JSON array by an
+    incremental parser (``json.JSONDecoder.raw_decode``) over blocks of the file,
+    parquet by row batches. Memory is one block (or row batch) and the record being
+    read, whatever the size of the file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The dataset file (:func:`file_kind`).
+    start, stop : int
+        The range of dataset indices to read (``stop=None``: to the end).
+    index : DatasetIndex, optional
+        The file's index (:func:`build_index`): a JSON or JSON Lines stream then starts
+        at the byte offset of record ``start`` instead of parsing the records before it.
+    columns : sequence of str, optional
+        Parquet: read only these columns (those the file lacks are left out).
+    stats : ReadStats, optional
+        Filled as the stream goes.
+
+    Yields
+    ------
+    index : int
+    record : object
+        The record as parsed (parquet: the row as a dict, binary values as bytes).
+
+    Raises
+    ------
+    DatasetError
+        Unreadable file, text that is not UTF-8, invalid JSON, a truncated JSON array, a
+        top level that is not a list, an unreadable parquet file; the message names the
+        file and the record (JSON: line and column, or the byte offset when the stream
+        started at an index; parquet: the row).
+    """
+    path = Path(path)
+    stats = ReadStats() if stats is None else stats
+    kind = file_kind(path)
+    if kind == "parquet":
+        yield from _parquet_records(path, start, stop, columns, stats)
+        return
+    offset, layout = 0, "lines" if kind == "jsonl" else None
+    if index is not None and start:
+        if start >= index.count:
+            return
+        offset, layout = int(index.offsets[start]), index.layout
+    if layout is None:
+        layout = _json_layout(path)
+    stats.layout = layout
+    with _ByteReader(path, offset) as reader:
+        # Numbered from `start` when seeking to it, else from 0 and skipped up to it.
+        first = start if offset else 0
+        records = (_json_lines if layout == "lines" else _json_array)(reader, first, stats)
+        for number, record in records:
+            if stop is not None and number >= stop:
+                return
+            if number >= start:
+                yield number, record
+        if reader.digest is not None:
+            stats.sha256 = reader.digest.hexdigest()
+
+
+class _ByteReader:
+    """A dataset file read block by block from ``offset``: the position, and the digest
+    of the bytes when reading from the first one."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self.path = path
+        self.position = offset
+        self.from_start = offset == 0
+        self.digest = hashlib.sha256() if self.from_start else None
         try:
-            records.append(decode(line))
-        except json.JSONDecodeError as error:
+            self.handle = open(path, "rb")
+            self.handle.seek(offset)
+        except OSError as error:
+            raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+
+    def __enter__(self) -> _ByteReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+    def read(self, size: int = READ_BLOCK) -> bytes:
+        """The next block (at least ``size`` bytes unless at the end of the file)."""
+        try:
+            block = self.handle.read(size)
+        except OSError as error:
             raise DatasetError(
-                f"{path}: invalid JSON Lines record at line {lineno}, column {error.colno}:"
-                f" {error.msg}"
+                f"cannot read dataset {self.path}: {error.strerror or error}"
             ) from None
-    return records
+        if self.digest is not None:
+            self.digest.update(block)
+        self.position += len(block)
+        return block
+
+    def where(self, byte: int, characters: bool = False) -> str:
+        """``line L, column C`` of a byte offset (C counts bytes, or ``characters`` as
+        ``json`` does), or ``byte B`` when the stream did not start at the beginning of
+        the file (its line is not known). Reads the file up to ``byte`` again: for error
+        messages only."""
+        if not self.from_start:
+            return f"byte {byte}"
+        line, line_start, done = 1, 0, 0
+        with open(self.path, "rb") as handle:
+            while done < byte:
+                block = handle.read(min(READ_BLOCK, byte - done))
+                if not block:
+                    break
+                if b"\n" in block:
+                    line += block.count(b"\n")
+                    line_start = done + block.rfind(b"\n") + 1
+                done += len(block)
+            handle.seek(line_start)
+            head = handle.read(byte - line_start)
+        if line_start == 0:
+            head = head.removeprefix(BOM)
+        column = len(head.decode("utf-8", "replace")) if characters else len(head)
+        return f"line {line}, column {column + 1}"
+
+    def not_utf8(self, byte: int) -> DatasetError:
+        """The error for bytes that are not UTF-8 at offset ``byte``."""
+        return DatasetError(f"{self.path}: not UTF-8 text at {self.where(byte)} (byte {byte})")
 
 
-def _lines(text: str) -> Iterator[str]:
-    """The lines of ``text`` one by one (``split`` would hold a second copy of a big file;
-    ``splitlines`` would also split at U+2028 and friends, which JSON strings may hold)."""
-    start = 0
-    while start <= len(text):
-        end = text.find("\n", start)
-        if end < 0:
-            end = len(text)
-        yield text[start:end]
-        start = end + 1
+def _json_lines(
+    reader: _ByteReader, start: int, stats: ReadStats, parse: bool = True
+) -> Iterator[tuple[int, Any]]:
+    """Records of JSON Lines: one per non-blank line (``parse=False``: ``None`` for each,
+    the lines are only counted)."""
+    decode = json.JSONDecoder().decode
+    offsets = stats.offsets
+    number = start
+    position = reader.position
+    lineno = 0 if reader.from_start else None
+    rest = b""
+    while True:
+        block = reader.read()
+        lines = (rest + block).split(b"\n") if block else [rest]
+        rest = lines.pop() if block else b""
+        for line in lines:
+            at, position = position, position + len(line) + 1
+            if lineno is not None:
+                lineno += 1
+            skipped = 0
+            if at == 0 and line.startswith(BOM):
+                line, skipped = line[len(BOM):], len(BOM)
+            if not line.strip():
+                continue
+            if not parse:
+                if offsets is not None:
+                    offsets.append(at + skipped)
+                stats.count += 1
+                yield number, None
+                number += 1
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise reader.not_utf8(at + skipped + error.start) from None
+            try:
+                record = decode(text)
+            except json.JSONDecodeError as error:
+                where = f"line {lineno}" if lineno is not None else f"byte {at}"
+                raise DatasetError(
+                    f"{reader.path}: invalid JSON Lines record at {where}, column"
+                    f" {error.colno}: {error.msg} (record {number})"
+                ) from None
+            if offsets is not None:
+                offsets.append(at + skipped)
+            stats.count += 1
+            yield number, record
+            number += 1
+        if not block:
+            return
+
+
+class _JsonText:
+    """The decoded text of a JSON file read block by block: the unparsed part, the
+    parse position, and the byte offset in the file of any position in it."""
+
+    def __init__(self, reader: _ByteReader) -> None:
+        self.reader = reader
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text = ""
+        self.pos = 0
+        self.eof = False
+        # A position of `text` and its byte offset in the file (moved forward as needed).
+        self.mark_pos, self.mark_byte = 0, reader.position
+        self.more()
+
+    def more(self, minimum: int = READ_BLOCK) -> bool:
+        """Drop the consumed text and append at least ``minimum`` bytes' worth; False
+        at the end of the file."""
+        if self.eof:
+            return False
+        left = self.text[self.pos :]
+        # Bytes read so far, less those not decoded yet and those of the text kept.
+        self.mark_byte = (
+            self.reader.position - len(self.decoder.getstate()[0]) - _utf8_length(left)
+        )
+        block_start = self.reader.position
+        block = self.reader.read(max(minimum, READ_BLOCK))
+        if block_start == 0 and block.startswith(BOM):
+            block, block_start = block[len(BOM) :], len(BOM)
+            self.mark_byte = block_start
+        try:
+            new = self.decoder.decode(block, final=not block)
+        except UnicodeDecodeError as error:
+            raise self.reader.not_utf8(block_start + error.start) from None
+        self.text = left + new
+        self.pos = self.mark_pos = 0
+        self.eof = not block
+        return True
+
+    def byte(self, position: int) -> int:
+        """The byte offset in the file of ``text[position]`` (``position`` never goes
+        back before the last one asked for since the last block)."""
+        if self.text.isascii():
+            self.mark_byte += position - self.mark_pos
+        else:
+            self.mark_byte += _utf8_length(self.text[self.mark_pos : position])
+        self.mark_pos = position
+        return self.mark_byte
+
+    def where(self, position: int) -> str:
+        """Where ``text[position]`` is in the file, for messages."""
+        return self.reader.where(self.byte(position), characters=True)
+
+    def next_char(self) -> str:
+        """Move to the next non-space character and return it ('' at the end)."""
+        while True:
+            found = NON_SPACE.search(self.text, self.pos)
+            if found:
+                self.pos = found.start()
+                return found.group()
+            self.pos = len(self.text)
+            if not self.more():
+                return ""
+
+    def value(self, number: int, decode: Callable[[str, int], tuple[Any, int]]) -> Any:
+        """Parse the JSON value at the position (record ``number``), reading more text
+        while it is cut off by the end of the block."""
+        while True:
+            try:
+                value, end = decode(self.text, self.pos)
+            except json.JSONDecodeError as error:
+                # Cut off by the end of the text read so far, or a real error?
+                cut = error.msg.startswith("Unterminated string") or error.pos >= len(
+                    self.text
+                ) - _CUT_MARGIN
+                if cut and self.more(2 * (len(self.text) - self.pos)):
+                    continue
+                # The whole file is read: cut off only if the error is at its very end.
+                if error.msg.startswith("Unterminated string") or error.pos >= len(
+                    self.text.rstrip(" \t\n\r")
+                ):
+                    raise DatasetError(
+                        f"{self.reader.path}: the file ends inside record {number}, which"
+                        f" starts at {self.where(self.pos)}: truncated?"
+                    ) from None
+                raise DatasetError(
+                    f"{self.reader.path}: invalid JSON at {self.where(error.pos)}:"
+                    f" {error.msg} (record {number})"
+                ) from None
+            self.pos = end
+            return value
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def _json_layout(path: Path) -> str:
+    """``"array"`` for a JSON array, ``"lines"`` for several JSON objects one after
+    another (JSON Lines under another name); ``DatasetError`` for anything else."""
+    with _ByteReader(path, 0) as reader:
+        text = _JsonText(reader)
+        first = text.next_char()
+        if first == "[":
+            return "array"
+        if first == "":
+            raise DatasetError(f"{path}: the dataset is empty (no records)")
+        value = text.value(0, json.JSONDecoder().raw_decode)
+        if first == "{" and text.next_char():
+            return "lines"
+    raise DatasetError(
+        f"{path}: the top level is a JSON {_json_type(value)}, not a list of records"
+        + (" (a JSON Lines file must be named *.jsonl)" if isinstance(value, dict) else "")
+    )
+
+
+def _json_array(reader: _ByteReader, start: int, stats: ReadStats) -> Iterator[tuple[int, Any]]:
+    """Records of a JSON array, parsed one at a time; the reader is at the opening
+    bracket, or (reading from an index) at record ``start``."""
+    decode = json.JSONDecoder().raw_decode
+    offsets = stats.offsets
+    text = _JsonText(reader)
+    if reader.from_start:
+        text.next_char()
+        text.pos += 1  # the opening bracket (checked by _json_layout)
+    number = start
+    while True:
+        char = text.next_char()
+        if char == "]":
+            text.pos += 1
+            if text.next_char():
+                raise DatasetError(
+                    f"{reader.path}: invalid JSON at {text.where(text.pos)}: extra data after"
+                    " the array"
+                )
+            return
+        if char == "":
+            raise DatasetError(
+                f"{reader.path}: the file ends inside the array, after {number} records:"
+                " truncated?"
+            )
+        if number != start:
+            if char != ",":
+                raise DatasetError(
+                    f"{reader.path}: invalid JSON at {text.where(text.pos)}: expecting ',' or"
+                    f" ']' after record {number - 1}"
+                )
+            text.pos += 1
+            text.next_char()
+        if offsets is not None:
+            offsets.append(text.byte(text.pos))
+        stats.count += 1
+        yield number, text.value(number, decode)
+        number += 1
+
+
+def _parquet_file(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except OSError as error:
+        if isinstance(error, FileNotFoundError) or not path.exists():
+            raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+        raise DatasetError(f"{path}: not a readable parquet file ({error})") from None
+    except pa.ArrowException as error:
+        raise DatasetError(f"{path}: not a readable parquet file ({error})") from None
+
+
+def _parquet_batches(
+    path: Path, start: int, stop: int | None, columns: Sequence[str] | None
+) -> Iterator[tuple[int, Any]]:
+    """``(dataset index of the first row, arrow record batch)`` of the row groups that
+    hold rows ``start`` to ``stop``, projected on ``columns``."""
+    import pyarrow as pa
+
+    file = _parquet_file(path)
+    names = file.schema_arrow.names
+    wanted = None if columns is None else [c for c in columns if c in names]
+    groups, first, row = [], None, 0
+    for group in range(file.metadata.num_row_groups):
+        rows = file.metadata.row_group(group).num_rows
+        if row + rows > start and (stop is None or row < stop):
+            groups.append(group)
+            first = row if first is None else first
+        row += rows
+    if not groups:
+        return
+    row = first
+    batches = file.iter_batches(
+        batch_size=PARQUET_BATCH, row_groups=groups, columns=wanted, use_threads=False
+    )
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as error:
+            raise DatasetError(f"{path}: cannot read the rows from row {row} on: {error}") from None
+        yield row, batch
+        row += batch.num_rows
+
+
+def _parquet_records(
+    path: Path, start: int, stop: int | None, columns: Sequence[str] | None, stats: ReadStats
+) -> Iterator[tuple[int, Any]]:
+    """Rows of a parquet file as dicts."""
+    for first, batch in _parquet_batches(path, start, stop, columns):
+        for number, record in enumerate(batch.to_pylist(), first):
+            if number < start:
+                continue
+            if stop is not None and number >= stop:
+                return
+            stats.count += 1
+            yield number, record
+
+
+def parquet_columns(path: str | os.PathLike) -> list[str]:
+    """The column names of a parquet dataset file."""
+    return list(_parquet_file(Path(path)).schema_arrow.names)
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    """Where every record of a dataset file starts, found once (:func:`build_index`) so
+    that later jobs seek to their records instead of parsing the ones before them.
+
+    ``offsets[i]`` is the byte offset of record ``i`` (JSON, JSON Lines; empty for
+    parquet, whose rows are found by number); ``sha256`` and ``size`` identify the
+    file's content; ``layout`` is ``"array"`` or ``"lines"``.
+    """
+
+    count: int
+    sha256: str
+    size: int
+    layout: str
+    offsets: np.ndarray
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index (``.npz``), atomically."""
+        with atomic_write(path, "wb") as handle:
+            np.savez(
+                handle,
+                offsets=self.offsets,
+                meta=np.array(
+                    json.dumps(
+                        {"count": self.count, "sha256": self.sha256, "size": self.size,
+                         "layout": self.layout}
+                    )
+                ),
+            )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> DatasetIndex:
+        """Read an index written by :meth:`save`."""
+        try:
+            with np.load(path) as data:
+                meta = json.loads(str(data["meta"]))
+                offsets = data["offsets"]
+        except (OSError, ValueError, KeyError) as error:
+            raise DatasetError(f"cannot read dataset index {path}: {error}") from None
+        return cls(meta["count"], meta["sha256"], meta["size"], meta["layout"], offsets)
+
+    def check(self, path: str | os.PathLike) -> None:
+        """Raise ``DatasetError`` when ``path`` no longer has the indexed size."""
+        try:
+            size = os.stat(path).st_size
+        except OSError as error:
+            raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+        if size != self.size:
+            raise DatasetError(
+                f"{path} changed since it was indexed ({self.size} bytes then, {size} now)"
+            )
+
+
+def build_index(path: str | os.PathLike) -> DatasetIndex:
+    """Index a dataset file in one pass: the byte offset of every record, the count and
+    the SHA-256 of its bytes.
+
+    JSON Lines are scanned for line starts without parsing a record (their records are
+    parsed, and bad lines found, by whoever reads them); a JSON array is parsed once,
+    which finds its syntax errors; a parquet file gives its row count from its metadata.
+    Memory: 8 bytes per record.
+
+    Raises ``DatasetError`` as :func:`iter_records`, or for an empty dataset.
+    """
+    path = Path(path)
+    stats = ReadStats(offsets=array("q"))
+    if file_kind(path) == "parquet":
+        count = _parquet_file(path).metadata.num_rows
+        offsets = np.zeros(0, dtype=np.int64)
+    else:
+        layout = "lines" if file_kind(path) == "jsonl" else _json_layout(path)
+        stats.layout = layout
+        with _ByteReader(path, 0) as reader:
+            if layout == "lines":
+                for _ in _json_lines(reader, 0, stats, parse=False):
+                    pass
+            else:
+                for _ in _json_array(reader, 0, stats):
+                    pass
+            stats.sha256 = reader.digest.hexdigest()
+        count = stats.count
+        offsets = np.frombuffer(stats.offsets, dtype=np.int64) if count else np.zeros(0, np.int64)
+    if not count:
+        raise DatasetError(f"{path}: the dataset is empty (no records)")
+    return DatasetIndex(count, stats.digest(path), os.stat(path).st_size, stats.layout, offsets)
+
+
+# ---------------------------------------------------------------------------------------
+# Writing records
+
+
+class RecordWriter:
+    """Writes records, unchanged and atomically, in the file format of ``path``'s name:
+    JSON Lines (``.jsonl``, ``.ndjson``), a JSON array with one record per line (as
+    ``filter`` writes it; extraction finds a shard's lines without parsing the others),
+    or parquet with the schema of the parquet dataset ``schema_of``.
+
+    Use as a context manager; the file appears complete or not at all.
+    """
+
+    def __init__(self, path: str | os.PathLike, schema_of: str | os.PathLike | None = None) -> None:
+        self.path = Path(path)
+        self.kind = file_kind(path)
+        if self.kind == "parquet" and schema_of is None:
+            raise DatasetError(f"{path}: parquet is written from a parquet dataset only")
+        self.schema_of = schema_of
+        self.count = 0
+        self._stack = contextlib.ExitStack()
+        self._pending: list[Any] = []
+        self._pending_bytes = 0
+
+    def __enter__(self) -> RecordWriter:
+        binary = self.kind == "parquet"
+        self.handle = self._stack.enter_context(atomic_write(self.path, "wb" if binary else "w"))
+        if binary:
+            import pyarrow.parquet as pq
+
+            schema = _parquet_file(Path(self.schema_of)).schema_arrow
+            self._parquet = self._stack.enter_context(pq.ParquetWriter(self.handle, schema))
+        elif self.kind == "json":
+            self.handle.write("[")
+        return self
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool | None:
+        if kind is None:
+            if self.kind == "parquet":
+                self._flush()
+            elif self.kind == "json":
+                self.handle.write("\n]\n")
+        return self._stack.__exit__(kind, error, traceback)
+
+    def write(self, record: Any) -> None:
+        """Append one record (JSON kinds)."""
+        if self.kind == "parquet":
+            raise DatasetError(f"{self.path}: rows of a parquet file are written by batch")
+        if self.kind == "json":
+            self.handle.write(",\n" if self.count else "\n")
+        self.handle.write(json.dumps(record, ensure_ascii=False))
+        if self.kind == "jsonl":
+            self.handle.write("\n")
+        self.count += 1
+
+    def write_rows(self, batch: Any) -> None:
+        """Append the rows of an arrow record batch (parquet), in row groups of about
+        :data:`ROW_GROUP_BYTES`."""
+        self._pending.append(batch)
+        self._pending_bytes += batch.nbytes
+        self.count += batch.num_rows
+        if self._pending_bytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            self._parquet.write_table(pa.Table.from_batches(self._pending), row_group_size=None)
+            self._pending, self._pending_bytes = [], 0
+
+
+def write_records(path: str | os.PathLike, records: Iterable[Any]) -> None:
+    """Write records, unchanged, atomically: JSON Lines when ``path`` ends in ``.jsonl``
+    or ``.ndjson``, parquet (schema inferred from the records) when it ends in
+    ``.parquet``, else a JSON array (one record per line)."""
+    if file_kind(path) == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with atomic_write(path, "wb") as handle:
+            pq.write_table(pa.Table.from_pylist(list(records)), handle)
+        return
+    with RecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def copy_records(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    keep: Sequence[int] | np.ndarray | None = None,
+    drop: Sequence[int] | np.ndarray | None = None,
+    check: Callable[[int, Any], None] | None = None,
+    finish: Callable[[int, str | None], None] | None = None,
+) -> int:
+    """Stream ``source`` and write some of its records to ``out`` as they come,
+    unchanged and in dataset order: those at the dataset indices ``keep``, or all but
+    those at ``drop`` (sorted, distinct). Returns the number of records of ``source``.
+
+    ``check(index, id)`` sees the id of every record of ``source`` (``None`` when it has
+    none), ``finish(count, sha256)`` the number of records and the digest of the bytes
+    (``None`` for parquet) once all were read; either may raise to refuse the copy, and
+    nothing is written then. A parquet ``source`` gives a parquet ``out`` with the same
+    schema; JSON kinds may be written as either JSON kind. Memory: one block or row
+    batch, and the indices.
+
+    Raises ``DatasetError`` when ``keep`` names an index beyond the records of
+    ``source``, or for parquet written from (or to) another kind.
+    """
+    if (keep is None) == (drop is None):
+        raise ValueError("give exactly one of keep and drop")
+    chosen = np.asarray(keep if drop is None else drop, dtype=np.int64)
+    wanted = drop is None
+    if (file_kind(source) == "parquet") != (file_kind(out) == "parquet"):
+        raise DatasetError(
+            f"{out}: a parquet dataset is written as parquet, and only a parquet dataset"
+            f" (the dataset is {source})"
+        )
+    stats = ReadStats()
+    count = 0
+    with RecordWriter(out, schema_of=source) as writer:
+        if writer.kind == "parquet":
+            for first, batch in _parquet_batches(Path(source), 0, None, None):
+                rows = batch.num_rows
+                if check is not None:
+                    ids = (batch.column("id").to_pylist() if "id" in batch.schema.names
+                           else [None] * rows)
+                    for number, value in enumerate(ids, first):
+                        check(number, value)
+                lo, hi = np.searchsorted(chosen, [first, first + rows])
+                mask = np.full(rows, not wanted)
+                mask[chosen[lo:hi] - first] = wanted
+                if mask.any():
+                    writer.write_rows(batch.filter(mask))
+                count = first + rows
+        else:
+            position = 0
+            for number, record in iter_records(source, stats=stats):
+                if check is not None:
+                    check(number, record.get("id") if isinstance(record, dict) else None)
+                listed = position < len(chosen) and chosen[position] == number
+                position += listed
+                if listed == wanted:
+                    writer.write(record)
+                count = number + 1
+        if finish is not None:
+            finish(count, stats.sha256)
+        if len(chosen) and (chosen[0] < 0 or chosen[-1] >= count):
+            outside = chosen[0] if chosen[0] < 0 else chosen[-1]
+            raise DatasetError(
+                f"dataset index {outside} is not in {source}, which has {count} records"
+            )
+    return count
+
+
+def iter_samples(
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    *,
+    source_field: str | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[tuple[int, Sample | None, list[Problem]]]:
+    """The normalised view of each record as the file streams by.
+
+    With ``fmt="auto"`` each record is read in the format its keys fit (every format a
+    record fits reads it the same way) and a :class:`FormatVote` refuses files mixing
+    formats; a record that does not vote is read as ShareGPT (it has no sample either
+    way). Parquet files are read with only the columns a sample needs.
+
+    Raises ``DatasetError`` as :func:`iter_records` and :class:`FormatVote`.
+    """
+    check_format_name(fmt)
+    vote = FormatVote(path)
+    forced = None if fmt == "auto" else FORMATS[fmt]
+    columns = ["id", "messages", "conversations", "image", "images", source_field]
+    for number, record in iter_records(path, start, stop, columns=columns):
+        spec = forced
+        if spec is None:
+            formats = vote.add(number, record)
+            spec = FORMATS[min(formats) if formats else "sharegpt"]
+        sample, problems = inspect_record(record, number, spec, source_field)
+        yield number, sample, problems
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
+             bytes: "bytes"}
     return names.get(type(value), "number")
 
 
@@ -330,8 +1019,9 @@ def _record_formats(record: dict) -> set[str]:
     return {"llava", "llava_images"}
 
 
-def detect_format(records: Sequence[Any], path: str | os.PathLike = "dataset") -> str:
-    """The one record format that all records' keys agree on.
+def detect_format(records: Iterable[Any], path: str | os.PathLike = "dataset") -> str:
+    """The one record format that all records' keys agree on (:class:`FormatVote` over
+    ``records``).
 
     Records that are not objects or have neither ``messages`` nor ``conversations`` do
     not vote (validation reports them). A file of text-only conversations records is
@@ -340,38 +1030,98 @@ def detect_format(records: Sequence[Any], path: str | os.PathLike = "dataset") -
     Raises ``DatasetError`` naming the first record that contradicts the earlier ones,
     or when no record has a known format.
     """
-    candidates: set[str] | None = None
-    first = None
+    vote = FormatVote(path)
     for index, record in enumerate(records):
+        vote.add(index, record)
+    return vote.result()
+
+
+class FormatVote:
+    """The record format of a file, decided record by record as the records stream by.
+
+    Each record votes with the formats its keys fit (:meth:`add`); the votes of the
+    parts of a file (shards) combine with :meth:`join`; :meth:`result` gives the
+    format. State: ``candidates`` (formats all votes so far fit), ``first`` (the record
+    that last narrowed them, named by later conflicts), ``opening`` (the first record
+    seen and its keys, named when no record votes).
+    """
+
+    def __init__(self, path: str | os.PathLike = "dataset") -> None:
+        self.path = path
+        self.candidates: frozenset[str] | None = None
+        self.first: int | None = None
+        self.opening: tuple[int, Any] | None = None
+
+    def add(self, index: int, record: Any) -> frozenset[str] | None:
+        """Vote with record ``index``; returns the formats it fits (``None``: a record
+        that does not vote). Raises ``DatasetError`` for a record mixing the keys of
+        several formats or contradicting the earlier records."""
+        if self.opening is None:
+            self.opening = (
+                index, sorted(record) if isinstance(record, dict) else _json_type(record)
+            )
         if not isinstance(record, dict) or (
             "messages" not in record and "conversations" not in record
         ):
-            continue
+            return None
         formats = _record_formats(record)
         if not formats:
             keys = sorted(
                 k for k in ("messages", "conversations", "image", "images") if k in record
             )
             raise DatasetError(
-                f"{path}: record {index} mixes the keys of several formats ({', '.join(keys)})"
+                f"{self.path}: record {index} mixes the keys of several formats"
+                f" ({', '.join(keys)})"
             )
-        if candidates is None:
-            candidates, first = formats, index
-        elif not candidates & formats:
+        self._narrow(frozenset(formats), index)
+        return frozenset(formats)
+
+    def _narrow(self, formats: frozenset[str], index: int) -> None:
+        if self.candidates is None:
+            self.candidates, self.first = formats, index
+        elif not self.candidates & formats:
             raise DatasetError(
-                f"{path}: mixed record formats: record {index} is {_describe(formats)} but"
-                f" record {first} is {_describe(candidates)}; a dataset file must use one format"
+                f"{self.path}: mixed record formats: record {index} is {_describe(formats)}"
+                f" but record {self.first} is {_describe(self.candidates)}; a dataset file"
+                " must use one format"
             )
-        elif not candidates <= formats:
+        elif not self.candidates <= formats:
             # This record narrows the format down: later conflicts name it.
-            candidates, first = candidates & formats, index
-    if candidates is None:
-        keys = sorted(records[0]) if isinstance(records[0], dict) else _json_type(records[0])
-        raise DatasetError(
-            f"{path}: unknown record format: no record has 'messages' or 'conversations'"
-            f" (record 0: {keys}); expected one of {', '.join(FORMATS)}"
-        )
-    return "llava" if candidates == {"llava", "llava_images"} else candidates.pop()
+            self.candidates, self.first = self.candidates & formats, index
+
+    def join(self, later: FormatVote) -> None:
+        """Add the votes of a later part of the file."""
+        if self.opening is None:
+            self.opening = later.opening
+        if later.candidates is not None:
+            self._narrow(later.candidates, later.first)
+
+    def result(self) -> str:
+        """The format; ``DatasetError`` when no record voted."""
+        if self.candidates is None:
+            keys = "no records" if self.opening is None else f"record {self.opening[0]}: {self.opening[1]}"
+            raise DatasetError(
+                f"{self.path}: unknown record format: no record has 'messages' or"
+                f" 'conversations' ({keys}); expected one of {', '.join(FORMATS)}"
+            )
+        return "llava" if self.candidates == {"llava", "llava_images"} else min(self.candidates)
+
+    def state(self) -> dict[str, Any]:
+        """The vote as JSON-ready data (:meth:`from_state` reads it back)."""
+        return {
+            "candidates": None if self.candidates is None else sorted(self.candidates),
+            "first": self.first,
+            "opening": self.opening,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], path: str | os.PathLike) -> FormatVote:
+        """A vote from :meth:`state`."""
+        vote = cls(path)
+        if state["candidates"] is not None:
+            vote.candidates, vote.first = frozenset(state["candidates"]), state["first"]
+        vote.opening = None if state["opening"] is None else tuple(state["opening"])
+        return vote
 
 
 def _describe(formats: set[str]) -> str:
@@ -403,11 +1153,11 @@ def inspect_record(
         ]
     problems: list[Problem] = []
     messages = _messages(record, spec, problems)
-    images = _images(record, spec, problems)
+    images, embedded = _images(record, spec, problems)
     if problems:
         return None, problems
     source = _source(record, images, source_field)
-    return Sample(index, record.get("id"), messages, images, source), problems
+    return Sample(index, record.get("id"), messages, images, source, embedded), problems
 
 
 def _messages(record: dict, spec: RecordFormat, problems: list[Problem]) -> tuple[Message, ...]:
@@ -500,23 +1250,42 @@ def _content(turn: dict, where: str, spec: RecordFormat, problems: list[Problem]
     return None
 
 
-def _images(record: dict, spec: RecordFormat, problems: list[Problem]) -> tuple[str, ...]:
+def _images(
+    record: dict, spec: RecordFormat, problems: list[Problem]
+) -> tuple[tuple[str, ...], tuple[bytes | None, ...]]:
+    """The image paths of a record and, when it embeds any, the bytes of each image."""
     key = spec.images_key
     value = record.get(key)
     if value is None:
-        return ()
-    if isinstance(value, str) and spec.single_image:
-        paths, names = [value], [key]
+        return (), ()
+    if (isinstance(value, str) or _is_image_struct(value)) and spec.single_image:
+        items, names = [value], [key]
     elif isinstance(value, list):
-        paths, names = value, [f"{key}[{i}]" for i in range(len(value))]
+        items, names = value, [f"{key}[{i}]" for i in range(len(value))]
     else:
         expected = "a path or a list of paths" if spec.single_image else "a list of paths"
         problems.append(
             Problem("images_malformed", f"'{key}' is a JSON {_json_type(value)}, not {expected}")
         )
-        return ()
+        return (), ()
     ok = True
-    for name, item in zip(names, paths):
+    paths, embedded = [], []
+    for name, item in zip(names, items):
+        data = None
+        if _is_image_struct(item):
+            # {"bytes", "path"}, as Hugging Face datasets store an image.
+            data, item = item.get("bytes"), item.get("path")
+            if isinstance(data, bytes):
+                item = item if isinstance(item, str) and item.strip() else EMBEDDED
+            elif data is not None or not isinstance(item, str):
+                problems.append(
+                    Problem(
+                        "images_malformed",
+                        f"{name} holds neither image bytes nor a path",
+                    )
+                )
+                ok = False
+                continue
         if not isinstance(item, str):
             problems.append(
                 Problem(
@@ -527,7 +1296,15 @@ def _images(record: dict, spec: RecordFormat, problems: list[Problem]) -> tuple[
         elif not item.strip():
             problems.append(Problem("images_malformed", f"{name} is an empty path"))
             ok = False
-    return tuple(paths) if ok else ()
+        paths.append(item)
+        embedded.append(data)
+    if not ok:
+        return (), ()
+    return tuple(paths), (tuple(embedded) if any(d is not None for d in embedded) else ())
+
+
+def _is_image_struct(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and value.keys() <= {"bytes", "path"}
 
 
 def _source(record: dict, images: tuple[str, ...], source_field: str | None) -> str:
@@ -561,21 +1338,3 @@ def resolve_image(root: str | os.PathLike, path: str) -> Path:
     """The file of an image path: ``path`` itself when absolute, else ``root / path``."""
     candidate = Path(path)
     return candidate if candidate.is_absolute() else Path(root) / candidate
-
-
-def write_records(path: str | os.PathLike, records: Sequence[Any]) -> None:
-    """Write records, unchanged, atomically: JSON Lines when ``path`` ends in ``.jsonl``
-    or ``.ndjson`` (as read by :func:`load_dataset`), else a JSON array (one record per
-    line)."""
-    if Path(path).suffix.lower() in JSONL_SUFFIXES:
-        with atomic_write(path) as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False))
-                handle.write("\n")
-        return
-    with atomic_write(path) as handle:
-        handle.write("[")
-        for number, record in enumerate(records):
-            handle.write(",\n" if number else "\n")
-            handle.write(json.dumps(record, ensure_ascii=False))
-        handle.write("\n]\n")

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -68,13 +69,15 @@ from scalselect.dataset import (
     FORMATS,
     DatasetError,
     Sample,
+    build_index,
     detect_format,
+    file_kind,
     inspect_record,
-    load_dataset,
+    iter_records,
     resolve_image,
 )
 from scalselect.errors import UserError
-from scalselect.io import atomic_write, kill_point, write_json
+from scalselect.io import atomic_write, file_digest, kill_point, write_json
 from scalselect.representation import SampleFailure, collate, load_model, resolve_dtype
 from scalselect.settings import Settings
 from scalselect.store import (
@@ -83,7 +86,6 @@ from scalselect.store import (
     PACK_COLUMNS,
     FeatureStore,
     Location,
-    file_digest,
     model_digest,
     resolve_model_dir,
     settings_key,
@@ -216,22 +218,27 @@ def _record_offsets(path: Path) -> array | None:
 
 
 def read_shard_records(path: str | os.PathLike, shard: int, num_shards: int) -> tuple[range, list[Any]]:
-    """The dataset indices of a shard and its records, reading only the shard's lines.
+    """The dataset indices of a shard and its records, reading only the shard's lines
+    (or, parquet, its row groups).
 
-    A file written by ``filter`` (one record per line) costs memory in proportion to
-    the shard, not the dataset; any other layout is read whole (correct, not lean).
-    Raises ``DatasetError`` for an unreadable file, invalid JSON or an empty dataset.
+    A file written by ``filter`` (one record per line, or parquet) costs memory in
+    proportion to the shard, not the dataset; any other layout is streamed twice (once
+    to index it), never held whole. Raises ``DatasetError`` for an unreadable file,
+    invalid JSON or an empty dataset.
     """
     path = Path(path)
-    try:
-        offsets = _record_offsets(path)
-    except OSError as error:
-        raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+    offsets = None
+    if file_kind(path) != "parquet":
+        try:
+            offsets = _record_offsets(path)
+        except OSError as error:
+            raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+        if offsets is None:
+            log.info("%s is not one record per line: indexing it first", path)
     if offsets is None:
-        log.info("%s is not one record per line: reading it whole", path)
-        records = load_dataset(path).records
-        indices = shard_range(len(records), shard, num_shards)
-        return indices, records[indices.start : indices.stop]
+        index = build_index(path)
+        indices = shard_range(index.count, shard, num_shards)
+        return indices, [r for _, r in iter_records(path, indices.start, indices.stop, index=index)]
     if not offsets:
         raise DatasetError(f"{path}: the dataset is empty (no records)")
     indices = shard_range(len(offsets), shard, num_shards)
@@ -388,10 +395,11 @@ class ShardSamples:
         if sample is None:
             return Item(position, status=MALFORMED_RECORD, detail=self.shard.problems[position])
         images = []
-        for path in sample.images:
-            file = resolve_image(self.image_root, path)
+        for number, path in enumerate(sample.images):
+            data = sample.image_bytes(number)
+            file = resolve_image(self.image_root, path) if data is None else path
             try:
-                with Image.open(file) as image:
+                with Image.open(file if data is None else io.BytesIO(data)) as image:
                     images.append(image.convert("RGB"))
             except Exception as error:  # noqa: BLE001 - Pillow raises many types for bad files
                 return Item(position, status=IMAGE_UNREADABLE, detail=f"{file}: {error}")

@@ -16,16 +16,16 @@ covers the whole image. Only a sample's first image is shown.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from scalselect.dataset import Dataset, resolve_image
+from scalselect.dataset import Sample, iter_samples, resolve_image
 from scalselect.errors import UserError
 from scalselect.figures import GalleryEntry
 from scalselect.representation import SampleFailure, collate, load_model
@@ -69,14 +69,24 @@ def _thumbnail(image: Image.Image) -> Image.Image:
     return image
 
 
-def _candidates(scores: pd.DataFrame, from_top: bool) -> Iterator[pd.Series]:
-    table = scores if from_top else scores.iloc[::-1]
-    for _, row in table.iterrows():
-        yield row
+def _samples_at(
+    path: str | os.PathLike, fmt: str, indices: set[int]
+) -> dict[int, Sample]:
+    """The samples at ``indices`` of a dataset file, read in one pass over it."""
+    found = {}
+    for index, sample, problems in iter_samples(path, fmt, start=min(indices),
+                                                stop=max(indices) + 1):
+        if index in indices:
+            if sample is None:
+                details = "; ".join(p.detail for p in problems)
+                raise UserError(f"{path}: record {index} is malformed: {details}")
+            found[index] = sample
+    return found
 
 
 def gallery_entries(
-    dataset: Dataset,
+    dataset: str | os.PathLike,
+    fmt: str,
     image_root: str | os.PathLike,
     scores: pd.DataFrame,
     count: int,
@@ -84,7 +94,8 @@ def gallery_entries(
     settings: Settings,
 ) -> tuple[list[GalleryEntry], list[GalleryEntry]]:
     """The ``count`` highest-scored and ``count`` lowest-scored samples (lowest first)
-    with their kept vision tokens.
+    of the dataset file ``dataset`` (record format ``fmt``) with their kept vision
+    tokens.
 
     ``scores`` is the ranked score table (``index``, ``importance``, ``rank``). A
     sample whose image cannot be read or whose encoding fails now is skipped with a
@@ -96,19 +107,30 @@ def gallery_entries(
     rows: list[list[GalleryEntry]] = []
     shown: set[int] = set()
     skipped = 0
+    # The samples are read as the file streams by, a few candidates of each end at a time.
+    window = 4 * count
+    ranked = scores["index"].to_numpy()
+    samples = _samples_at(dataset, fmt, {*ranked[:window].tolist(), *ranked[-window:].tolist()})
     for from_top in (True, False):
         entries: list[GalleryEntry] = []
-        for row in _candidates(scores, from_top):
+        for position in range(len(scores)) if from_top else range(len(scores) - 1, -1, -1):
             if len(entries) == count:
                 break
+            row = scores.iloc[position]
             index = int(row["index"])
             if index in shown:
                 break  # fewer than 2 * count samples: the rows met
-            sample = dataset.sample(index)
+            if index not in samples:
+                ahead = (ranked[position : position + window] if from_top
+                         else ranked[max(0, position - window + 1) : position + 1])
+                samples = _samples_at(dataset, fmt, set(ahead.tolist()))
+            sample = samples[index]
             try:
                 images = []
-                for path in sample.images:
-                    with Image.open(resolve_image(image_root, path)) as image:
+                for number, path in enumerate(sample.images):
+                    data = sample.image_bytes(number)
+                    source = resolve_image(image_root, path) if data is None else io.BytesIO(data)
+                    with Image.open(source) as image:
                         images.append(image.convert("RGB"))
                 encoded = encoder.encode(sample, images)
             except (OSError, SampleFailure) as error:

@@ -1,10 +1,11 @@
 """Crash-safe file output: every result is written to a temporary file in the same
 directory and renamed into place, so a killed job never leaves a partial file that
-looks finished."""
+looks finished. Also the digest of a file's bytes, read as a stream."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+_HASH_BLOCK = 1 << 20
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -61,3 +63,12 @@ def kill_point(variable: str) -> None:
     _kill_counts[variable] = _kill_counts.get(variable, 0) + 1
     if _kill_counts[variable] >= int(limit):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

@@ -5,7 +5,9 @@ so repeated ids are never merged. The *valid* samples are the scored ones (extra
 failures have no score); a percentage budget is a share of them, rounded half up:
 ``"16%"`` of 1001 valid samples is ``round_half_up(160.16) = 160``.
 
-Selections hold the chosen records unchanged, in dataset order. Ties in importance at the
+Selections hold the chosen records unchanged, in dataset order, copied as the dataset
+streams by (:func:`scalselect.dataset.copy_records`): memory holds the scores and the
+chosen indices, never the records. Ties in importance at the
 boundary of a top-N are broken by dataset index, lower first (the ranking's order). The
 random baseline draws, from the scored samples, the first N of a seeded permutation
 (NumPy's PCG64 ``default_rng(seed)``): deterministic per seed, and nested across budgets
@@ -27,60 +29,89 @@ import numpy as np
 import pandas as pd
 
 from scalselect import features
+from scalselect.dataset import iter_records
 from scalselect.errors import UserError
 from scalselect.io import atomic_write
 
 SUMMARY_COLUMNS = ("budget", "n", "fraction", "score_threshold")
+SCORE_COLUMNS = ("index", "id", "id_type", "importance", "rank")
 
 
 class SelectionError(UserError):
     """A budget that cannot be met, or scores that do not fit the dataset."""
 
 
-def read_scores(path: str | os.PathLike) -> pd.DataFrame:
+def read_scores(
+    path: str | os.PathLike, columns: Sequence[str] = SCORE_COLUMNS
+) -> pd.DataFrame:
     """Ranked scores: ``scores.parquet`` (columns ``index``, ``id``, ``id_type``,
-    ``importance``, ``rank``), as written by scoring, sorted by rank."""
-    table = pd.read_parquet(path, columns=["index", "id", "id_type", "importance", "rank"])
+    ``importance``, ``rank``), as written by scoring, sorted by rank; only ``columns``
+    (with ``rank``) are read."""
+    columns = list(dict.fromkeys([*columns, "rank"]))
+    table = pd.read_parquet(path, columns=columns)
     return table.sort_values("rank", kind="stable").reset_index(drop=True)
 
 
-def check_scores_belong(
-    scores: pd.DataFrame,
-    records: Sequence[Any],
-    scores_path: str | os.PathLike,
-    dataset_path: str | os.PathLike,
-) -> None:
-    """Raise ``SelectionError`` unless every scored sample's dataset index holds a
-    record with the scored id (``scores.parquet`` carries the ids of the dataset it
+class ScoresCheck:
+    """Checks, as the dataset streams by, that every scored sample's dataset index holds
+    a record with the scored id (``scores.parquet`` carries the ids of the dataset it
     indexes): scores of another dataset, or of the same records in another order, would
-    otherwise select the wrong samples."""
-    ids = zip(scores["index"].tolist(), scores["id"].tolist(), scores["id_type"].tolist())
-    for index, text, kind in ids:
-        if not 0 <= index < len(records):
-            raise SelectionError(
-                f"{scores_path} does not belong to {dataset_path}: it scores dataset index"
-                f" {index} but the dataset has {len(records)} records"
-            )
-        record = records[index]
-        found = record.get("id") if isinstance(record, dict) else None
-        # A null id reads back from parquet as NaN, not None.
+    otherwise select the wrong samples.
+
+    Call it with each record's ``(index, id)`` in dataset order, then :meth:`finish`
+    with the number of records (as :func:`scalselect.dataset.copy_records` does); both
+    raise ``SelectionError``. Memory: the scored indices and ids (arrow arrays).
+    """
+
+    def __init__(self, scores_path: str | os.PathLike, dataset_path: str | os.PathLike) -> None:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(scores_path, columns=["index", "id", "id_type"])
+        table = table.take(pc.sort_indices(table["index"]))
+        self.indices = table["index"].to_numpy()
+        self.ids = table["id"].combine_chunks()
+        self.types = table["id_type"].combine_chunks()
+        self.scores_path, self.dataset_path = scores_path, dataset_path
+        self.next = 0
+
+    def __call__(self, number: int, found: Any) -> None:
+        """Check the record at dataset index ``number``, whose id is ``found``."""
+        while self.next < len(self.indices) and self.indices[self.next] < number:
+            self.next += 1  # a negative index: reported by finish
+        if self.next == len(self.indices) or self.indices[self.next] != number:
+            return
+        text, kind = self.ids[self.next].as_py(), self.types[self.next].as_py()
+        self.next += 1
         expected = None if kind == "null" else text
         if features.id_text(found) != expected or features.id_type(found) != kind:
             raise SelectionError(
-                f"{scores_path} does not belong to {dataset_path}: dataset index {index}"
-                f" holds id {found!r} but the scores have id {text!r} ({kind}) there"
+                f"{self.scores_path} does not belong to {self.dataset_path}: dataset index"
+                f" {number} holds id {found!r} but the scores have id {text!r} ({kind}) there"
                 " (scores of another dataset, or of these records in another order)"
             )
 
+    def finish(self, count: int, sha256: str | None = None) -> None:
+        """Check that every scored index is one of the dataset's ``count`` records."""
+        if not len(self.indices):
+            return
+        low, high = int(self.indices[0]), int(self.indices[-1])
+        if low < 0 or high >= count:
+            raise SelectionError(
+                f"{self.scores_path} does not belong to {self.dataset_path}: it scores dataset"
+                f" index {low if low < 0 else high} but the dataset has {count} records"
+            )
 
-def scores_from_jsonl(path: str | os.PathLike, records: Sequence[Any]) -> pd.DataFrame:
+
+def scores_from_jsonl(path: str | os.PathLike, dataset: str | os.PathLike) -> pd.DataFrame:
     """Ranked scores from the original tool's ``importance_scores.jsonl``, matched to
-    ``records`` by id. Ids must be unique in the dataset for this to be unambiguous.
+    the records of ``dataset`` by id (streamed; the ids are held). Ids must be unique in
+    the dataset for this to be unambiguous.
 
     Raises ``SelectionError`` for repeated dataset ids or a scored id not in the dataset.
     """
     positions: dict[str, int] = {}
-    for index, record in enumerate(records):
+    for index, record in iter_records(dataset):
         key = features.encode_id(record.get("id") if isinstance(record, dict) else None)
         if key in positions:
             raise SelectionError(
@@ -164,21 +195,6 @@ def random_indices(scores: pd.DataFrame, n: int, seed: int) -> np.ndarray:
     resolve_budget(n, len(scores))
     pool = np.sort(scores["index"].to_numpy())
     return np.sort(pool[np.random.default_rng(seed).permutation(len(pool))[:n]])
-
-
-def pick_records(records: Sequence[Any], indices: np.ndarray) -> list[Any]:
-    """The records at ``indices`` (dataset order), unchanged.
-
-    Raises ``SelectionError`` when an index is outside the dataset (scores of another
-    dataset).
-    """
-    if len(indices) and (indices[0] < 0 or indices[-1] >= len(records)):
-        outside = indices[0] if indices[0] < 0 else indices[-1]
-        raise SelectionError(
-            f"scores refer to dataset index {outside} but the dataset has "
-            f"{len(records)} records: scores and dataset do not belong together"
-        )
-    return [records[i] for i in indices.tolist()]
 
 
 def summary(scores: pd.DataFrame, budgets: Sequence[int | str]) -> pd.DataFrame:

@@ -85,7 +85,7 @@ import pandas as pd
 
 from scalselect.dataset import resolve_image
 from scalselect.errors import UserError
-from scalselect.io import atomic_write, kill_point, write_json
+from scalselect.io import atomic_write, file_digest, kill_point, write_json
 from scalselect.store_index import (
     INDEX_DIR,
     IndexDamaged,
@@ -116,7 +116,6 @@ PACK_META = b"scalselect.pack"
 PACK_COLUMNS = ("key", "status", "detail", "n_vision", "n_kept", "seq_len", "truncated")
 PACK_TYPES = {"key": "str", "status": "str", "detail": "str", "n_vision": "int64",
               "n_kept": "int64", "seq_len": "int64", "truncated": "bool"}
-_HASH_BLOCK = 1 << 20
 # Threads reading pack key columns (I/O bound on a network filesystem; pyarrow frees the GIL).
 _LOOKUP_THREADS = 8
 # An extract job indexes its store when it finds this many packs no index covers.
@@ -175,15 +174,6 @@ def settings_key(model_key: str, settings: Any) -> tuple[str, dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------
 # The parts of the keys: digests of files, images and models; the keys of a shard
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _image_digest(path: Path) -> str:
@@ -245,11 +235,35 @@ def model_digest(model_dir: Path, memo_dir: Path) -> str:
 
 
 def shard_keys(shard: ShardInput, records: Sequence[Any], image_root: str) -> list[str]:
-    """The store key of every sample of a shard (image files hashed on threads)."""
-    paths = [resolve_image(image_root, p) for s in shard.samples if s for p in s.images]
-    digests = iter(image_digests(paths))
-    return [sample_key(sample, record, [next(digests) for _ in sample.images] if sample else [])
+    """The store key of every sample of a shard (image files hashed on threads; an
+    embedded image's digest is that of its bytes, as a file holding them would get)."""
+    paths = [resolve_image(image_root, p) for s in shard.samples if s
+             for n, p in enumerate(s.images) if s.image_bytes(n) is None]
+    hashed = iter(image_digests(paths))
+    digests = iter([next(hashed) if s.image_bytes(n) is None
+                    else hashlib.sha256(s.image_bytes(n)).hexdigest()
+                    for s in shard.samples if s for n in range(len(s.images))])
+    return [sample_key(sample, record if sample or not _embeds(record) else _keyable(record),
+                       [next(digests) for _ in sample.images] if sample else [])
             for sample, record in zip(shard.samples, records, strict=True)]
+
+
+def _embeds(value: Any) -> bool:
+    """Whether a record holds bytes (a malformed parquet record is keyed by its JSON)."""
+    if isinstance(value, dict):
+        return any(_embeds(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_embeds(v) for v in value)
+    return isinstance(value, bytes)
+
+
+def _keyable(value: Any) -> Any:
+    """The record with each bytes value replaced by its SHA-256 (JSON has no bytes)."""
+    if isinstance(value, dict):
+        return {k: _keyable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keyable(v) for v in value]
+    return {"sha256": hashlib.sha256(value).hexdigest()} if isinstance(value, bytes) else value
 
 
 # ---------------------------------------------------------------------------------------

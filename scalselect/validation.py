@@ -28,41 +28,69 @@ nothing merges.
 Samples without images are *text-only*: counted and listed, not invalid (the filter
 decides whether to keep them).
 
-Each distinct image file is checked once, however many samples use it, in parallel over
-worker processes that receive paths and send back small results.
+Images are files (paths joined to the image root) or bytes embedded in a record
+(parquet datasets, :attr:`scalselect.dataset.Sample.embedded`); the same checks apply to
+both. Each distinct image (a file, or embedded bytes by their digest) is checked once
+per shard, however many samples use it, in parallel over worker processes that receive
+paths or bytes and send back small results.
+
+The records stream (:func:`scalselect.dataset.iter_records`): memory holds a few dozen
+bytes per record (flags, source label, id digest) and the findings, never the records.
+A dataset is validated in shards (:func:`validate_part`, one job each, seeking through
+the file's :class:`~scalselect.dataset.DatasetIndex`), merged into one report by
+:func:`merge_parts`; the duplicate-id check is global, on the shards' id digests. The
+report is the same bytes whatever the number of shards; :func:`validate_file` is the
+one-shard case.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import multiprocessing
 import os
 import stat
 import sys
 import warnings
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from scalselect.dataset import (
+    FORMATS,
     IMAGE_TAG,
-    Dataset,
     DatasetError,
+    DatasetIndex,
+    FormatVote,
     Problem,
+    ReadStats,
     RecordFormat,
+    Sample,
+    check_format_name,
+    file_kind,
+    inspect_record,
+    iter_records,
+    parquet_columns,
     resolve_image,
 )
+from scalselect.io import atomic_write
 
 REPORT_VERSION = 1
 # Fields `filter` relies on.
 REPORT_KEYS = ("dataset", "dataset_sha256", "format", "num_samples", "invalid", "text_only")
-# Paths per task sent to a worker: large enough to amortise the inter-process traffic.
+# Images per task sent to a worker: large enough to amortise the inter-process traffic.
 CHUNK = 256
+# Records with images waiting for their checks, at most.
+_WAITING = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -85,28 +113,18 @@ class ImageCheck:
     height: int = 0
 
 
-@dataclass
-class Finding:
-    """The defects of one sample, in the order found."""
-
-    problems: list[Problem] = field(default_factory=list)
-
-    def add(self, reason: str, detail: str) -> None:
-        self.problems.append(Problem(reason, detail))
-
-
 def check_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike | bytes,
     decode: bool = True,
     min_side: int = 28,
     max_aspect_ratio: float = 200.0,
 ) -> ImageCheck:
-    """Check one image file.
+    """Check one image file, or the bytes of an image embedded in a record.
 
     Parameters
     ----------
-    path : str or PathLike
-        The file.
+    path : str, PathLike or bytes
+        The file, or the image's bytes.
     decode : bool
         Fully decode the pixels (finds truncated and corrupt files); otherwise only
         the header is read.
@@ -122,19 +140,25 @@ def check_image(
         ``corrupt_image``, ``decompression_bomb``, ``image_too_small``,
         ``extreme_aspect_ratio``, or ``None``.
     """
-    try:
-        status = os.stat(path)
-    except OSError as error:
-        return ImageCheck("missing_image", f"{error.strerror} ({path})")
-    if not stat.S_ISREG(status.st_mode):
-        return ImageCheck("missing_image", f"not a regular file ({path})")
-    if status.st_size == 0:
-        return ImageCheck("empty_image_file", "zero bytes")
+    if isinstance(path, bytes):
+        if not path:
+            return ImageCheck("empty_image_file", "zero bytes")
+        source: Any = io.BytesIO(path)
+    else:
+        try:
+            status = os.stat(path)
+        except OSError as error:
+            return ImageCheck("missing_image", f"{error.strerror} ({path})")
+        if not stat.S_ISREG(status.st_mode):
+            return ImageCheck("missing_image", f"not a regular file ({path})")
+        if status.st_size == 0:
+            return ImageCheck("empty_image_file", "zero bytes")
+        source = path
     with warnings.catch_warnings():
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; both are bombs here.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 width, height = image.size
                 if decode:
                     image.load()
@@ -159,39 +183,46 @@ def check_image(
     return ImageCheck(None, "", width, height)
 
 
-def _check_chunk(task: tuple[list[str], Settings]) -> list[ImageCheck]:
-    paths, settings = task
+def _check_chunk(task: tuple[list[str | bytes], Settings]) -> list[ImageCheck]:
+    sources, settings = task
     return [
-        check_image(p, settings.decode_images, settings.min_image_side, settings.max_aspect_ratio)
-        for p in paths
+        check_image(s, settings.decode_images, settings.min_image_side, settings.max_aspect_ratio)
+        for s in sources
     ]
 
 
-def check_images(
-    paths: list[str], settings: Settings, workers: int = 1, progress: bool = True
-) -> dict[str, ImageCheck]:
-    """Check distinct image files in parallel; returns path -> :class:`ImageCheck`."""
-    chunks = [(paths[i : i + CHUNK], settings) for i in range(0, len(paths), CHUNK)]
-    results: dict[str, ImageCheck] = {}
-    bar = tqdm(
-        total=len(paths),
-        desc="images",
-        unit="img",
-        file=sys.stderr,
-        disable=not progress,
-        mininterval=1.0,
-    )
-    with bar, contextlib.ExitStack() as stack:
+class _Checker:
+    """Checks images on worker processes (created on first use) in chunks of
+    :data:`CHUNK`; the processes receive paths or image bytes and send back small
+    results."""
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self.settings = settings
+        self.workers = workers
+        self._stack = contextlib.ExitStack()
+        self._pool: Any = None
+
+    def __enter__(self) -> _Checker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def check(self, sources: Sequence[str | bytes], bar: Any = None) -> Iterator[ImageCheck]:
+        """The check of each path or image bytes, in order."""
+        chunks = [(list(sources[i : i + CHUNK]), self.settings) for i in range(0, len(sources), CHUNK)]
         mapper: Callable[..., Iterable[list[ImageCheck]]] = map
-        if workers > 1 and len(chunks) > 1:
-            # spawn: forked children would copy the parent's (possibly huge) record list
-            # page by page as their garbage collector touches it.
-            context = multiprocessing.get_context("spawn")
-            mapper = stack.enter_context(context.Pool(min(workers, len(chunks)))).imap
+        if self.workers > 1 and len(chunks) > 1:
+            if self._pool is None:
+                # spawn: forked children would copy the parent's memory page by page as
+                # their garbage collector touches it.
+                context = multiprocessing.get_context("spawn")
+                self._pool = self._stack.enter_context(context.Pool(self.workers))
+            mapper = self._pool.imap
         for (chunk, _), checks in zip(chunks, mapper(_check_chunk, chunks)):
-            results.update(zip(chunk, checks))
-            bar.update(len(chunk))
-    return results
+            if bar is not None:
+                bar.update(len(chunk))
+            yield from checks
 
 
 def _id_key(value: Any) -> tuple[str, Any]:
@@ -199,124 +230,550 @@ def _id_key(value: Any) -> tuple[str, Any]:
     return (type(value).__name__, value)
 
 
-def validate_dataset(
-    dataset: Dataset,
+def _id_hash(value: int | str) -> int:
+    """A 64-bit digest of an id (its type included), the same in every process."""
+    text = f"{type(value).__name__}\0{value}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+def _image_key(target: str | bytes) -> bytes:
+    """16 bytes naming a distinct image: a resolved file path, or embedded bytes' digest."""
+    text = b"b:" + target if isinstance(target, bytes) else b"f:" + os.fsencode(target)
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
+# Image outcomes in a part (codes are positions).
+OUTCOMES = ("ok", "missing_image", "empty_image_file", "not_an_image", "corrupt_image",
+            "decompression_bomb", "image_too_small", "extreme_aspect_ratio")
+# Per-record flags of a part.
+_INVALID, _TEXT_ONLY = 1, 2
+# Embedded image bytes held before they are checked.
+_EMBEDDED_BYTES = 64 << 20
+
+
+@dataclass
+class Finding:
+    """The defects of one record of a part: those found before the id check across the
+    whole dataset (``before``) and after it (``after``: its images), its id as reported,
+    and, for a record whose defects depend on the file's format while this part could
+    not tell it, the defects under each format (``by_format``)."""
+
+    id: Any = None
+    before: list[Problem] = field(default_factory=list)
+    after: list[Problem] = field(default_factory=list)
+    by_format: dict[str, list[Problem]] | None = None
+
+    def problems(self, fmt: str) -> list[Problem]:
+        """The defects, ``duplicate_id`` aside, once the format is known."""
+        before = self.by_format[fmt] if self.by_format is not None else self.before
+        return before + self.after
+
+
+@dataclass
+class Part:
+    """The validation of one shard of a dataset (:func:`validate_part`), merged into the
+    report by :func:`merge_parts`. Memory: about 30 bytes per record and 10 per image,
+    never a record; per distinct image its written path."""
+
+    start: int
+    stop: int
+    vote: dict[str, Any]
+    findings: dict[int, Finding]
+    flags: np.ndarray  # uint8 per record: _INVALID, _TEXT_ONLY
+    sources: np.ndarray  # int32 per record: position in `labels`, -1 without a sample
+    labels: list[str]
+    id_hashes: np.ndarray  # uint64, per record with a well-typed id
+    id_indices: np.ndarray  # int64 dataset index of each
+    image_keys: np.ndarray  # 16-byte keys of the distinct images checked
+    image_outcomes: np.ndarray  # uint8 position in OUTCOMES
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the part (``.npz``), atomically."""
+        meta = {
+            "start": self.start, "stop": self.stop, "vote": self.vote, "labels": self.labels,
+            "findings": [
+                [index, f.id, [asdict(p) for p in f.before], [asdict(p) for p in f.after],
+                 None if f.by_format is None
+                 else {k: [asdict(p) for p in v] for k, v in f.by_format.items()}]
+                for index, f in sorted(self.findings.items())
+            ],
+        }
+        with atomic_write(path, "wb") as handle:
+            np.savez(handle, meta=np.array(json.dumps(meta, ensure_ascii=False)),
+                     flags=self.flags, sources=self.sources, id_hashes=self.id_hashes,
+                     id_indices=self.id_indices, image_keys=self.image_keys,
+                     image_outcomes=self.image_outcomes)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Part:
+        """Read a part written by :meth:`save`."""
+        try:
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"cannot read validation part {path}: {error}") from None
+        meta = json.loads(str(arrays.pop("meta")))
+
+        def problems(items: list[dict[str, str]]) -> list[Problem]:
+            return [Problem(**p) for p in items]
+
+        findings = {
+            index: Finding(value, problems(before), problems(after),
+                           None if alt is None else {k: problems(v) for k, v in alt.items()})
+            for index, value, before, after, alt in meta["findings"]
+        }
+        return cls(meta["start"], meta["stop"], meta["vote"], findings, labels=meta["labels"],
+                   **arrays)
+
+
+def validate_part(
+    path: str | os.PathLike,
     image_root: str | os.PathLike,
     settings: Settings = Settings(),
     *,
+    fmt: str = "auto",
+    source_field: str | None = None,
+    index: DatasetIndex | None = None,
+    shard: int = 0,
+    num_shards: int = 1,
     workers: int = 1,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Check every sample of ``dataset``; returns the report (see the CLI for its fields)."""
-    spec = dataset.spec
-    findings: dict[int, Finding] = defaultdict(Finding)
-    # Index -> (image paths, source label) of the readable samples; the messages are
-    # not kept, which matters at LLaVA-665K scale.
-    readable: dict[int, tuple[tuple[str, ...], str]] = {}
-    id_positions: dict[tuple[str, Any], list[int]] = defaultdict(list)
-    for index, record in enumerate(dataset.records):
-        sample, problems = dataset.inspect(index)
-        if problems:
-            findings[index].problems.extend(problems)
+    stats: ReadStats | None = None,
+) -> Part:
+    """Check the records of shard ``shard`` of ``num_shards`` as they stream by.
+
+    Every check that needs only the record (structure, id type, turns, tags) and its
+    images runs here; the duplicate-id check needs every shard's ids and runs in
+    :func:`merge_parts`. Each distinct image (a file, or embedded bytes by digest) is
+    checked once per shard, in batches on ``workers`` processes as the records come;
+    records wait for their images' checks in a bounded queue.
+
+    Parameters
+    ----------
+    path, image_root
+        The dataset file and the folder relative image paths are joined to.
+    settings : Settings
+    fmt : str
+        ``"auto"`` or a record format; with ``"auto"`` each record is read in the format
+        its keys fit (all formats a record fits read it the same way) and the part
+        keeps the vote (:class:`scalselect.dataset.FormatVote`).
+    source_field : str, optional
+    index : DatasetIndex, optional
+        The file's index; required for ``num_shards > 1``.
+    shard, num_shards : int
+    workers : int
+        Processes checking images.
+    progress : bool
+        A progress bar of the images checked, on stderr.
+    stats : ReadStats, optional
+        Filled by the stream (a one-shard validation builds the index from it).
+
+    Returns
+    -------
+    Part
+
+    Raises
+    ------
+    DatasetError
+        The file cannot be read (as :func:`scalselect.dataset.iter_records`), records
+        mix formats, or a parquet file has no conversations column.
+    """
+    path = Path(path)
+    check_format_name(fmt)
+    if index is None and num_shards > 1:
+        raise ValueError("a sharded validation needs the dataset's index")
+    from scalselect.extraction import shard_range
+
+    start, stop = 0, None
+    if index is not None:
+        index.check(path)
+        indices = shard_range(index.count, shard, num_shards)
+        start, stop = indices.start, indices.stop
+    columns = _parquet_columns(path, fmt, source_field) if file_kind(path) == "parquet" else None
+    forced = None if fmt == "auto" else FORMATS[fmt]
+    vote = FormatVote(path)
+    state = _PartState(start, image_root, settings, workers, progress)
+    with state:
+        for number, record in iter_records(
+            path, start, stop, index=index, columns=columns, stats=stats
+        ):
+            spec, alternatives = forced, None
+            if forced is None:
+                formats = vote.add(number, record)
+                if formats is not None:
+                    spec = FORMATS[min(formats)]
+                elif isinstance(record, dict):
+                    # Its defects name the fields of the file's format, which other
+                    # parts may decide: keep them under each format.
+                    alternatives = {
+                        name: inspect_record(record, number, other, source_field)[1]
+                        for name, other in FORMATS.items()
+                    }
+            sample, problems = inspect_record(
+                record, number, spec or FORMATS["sharegpt"], source_field
+            )
+            state.add(number, record, sample, problems, spec, alternatives)
+    return state.part(vote)
+
+
+class _PartState:
+    """What :func:`validate_part` keeps while the records stream by."""
+
+    def __init__(
+        self,
+        start: int,
+        image_root: str | os.PathLike,
+        settings: Settings,
+        workers: int,
+        progress: bool,
+    ) -> None:
+        self.start = start
+        self.image_root = image_root
+        self.workers = workers
+        self.checker = _Checker(settings, workers)
+        self.bar = tqdm(desc="images", unit="img", file=sys.stderr, disable=not progress,
+                        mininterval=1.0)
+        self.findings: dict[int, Finding] = {}
+        self.flags, self.sources = array("B"), array("i")
+        self.labels: dict[str, int] = {}
+        self.id_hashes, self.id_indices = array("Q"), array("q")
+        # Distinct images: written path (file) or digest (embedded) -> code; per code the
+        # resolved file or digest, the outcome (-1: not checked yet) and a failure's detail.
+        self.codes: dict[str | bytes, int] = {}
+        self.code_of: dict[str | bytes, int] = {}
+        self.targets: list[str | bytes] = []
+        self.outcomes = array("b")
+        self.details: dict[int, str] = {}
+        # Images to check, and records waiting for them.
+        self.unchecked: list[tuple[int, str | bytes]] = []
+        self.unchecked_bytes = 0
+        self.waiting: list[tuple[int, Any, list[tuple[str, str, int]]]] = []
+
+    def __enter__(self) -> _PartState:
+        self.checker.__enter__()
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        try:
+            if kind is None:
+                self.flush()
+        finally:
+            self.bar.__exit__(None, None, None)
+            self.checker.__exit__()
+
+    def add(
+        self,
+        number: int,
+        record: Any,
+        sample: Sample | None,
+        problems: list[Problem],
+        spec: RecordFormat | None,
+        alternatives: dict[str, list[Problem]] | None,
+    ) -> None:
+        """Record what the checks of one record found; its images are queued."""
+        finding = Finding(_report_id(record), problems)
         if isinstance(record, dict):
-            _check_id(record, index, findings, id_positions)
+            self._check_id(record, number, finding)
+        if alternatives is not None:
+            extra = finding.before[len(problems) :]
+            finding.by_format = {name: found + extra for name, found in alternatives.items()}
         if sample is None:
-            continue
-        readable[index] = (sample.images, sample.source)
-        roles = {m.role for m in sample.messages}
-        if "user" not in roles:
-            findings[index].add(
-                "no_user_turn", f"no '{_role_name(spec, 'user')}' turn in '{spec.messages_key}'"
-            )
-        if "assistant" not in roles:
-            findings[index].add(
-                "no_assistant_turn",
-                f"no '{_role_name(spec, 'assistant')}' turn in '{spec.messages_key}'",
-            )
-        tags = sum(m.content.count(IMAGE_TAG) for m in sample.messages)
-        if tags and tags != len(sample.images):
-            findings[index].add(
-                "image_tag_mismatch",
-                f"{tags} {IMAGE_TAG} tag(s) in '{spec.messages_key}'"
-                f" but {len(sample.images)} image(s)",
-            )
+            self.flags.append(_INVALID)
+            self.sources.append(-1)
+            self.findings[number] = finding
+            return
+        _check_turns(sample, spec, finding)
+        self.sources.append(self.labels.setdefault(sample.source, len(self.labels)))
+        self.flags.append((_INVALID if finding.before else 0) | (0 if sample.images else _TEXT_ONLY))
+        if finding.before:
+            self.findings[number] = finding
+        if not sample.images:
+            return
+        # LLaVA's "image" may hold one image: name it without a subscript.
+        single = not isinstance(record[spec.images_key], list)
+        images = []
+        for position, written in enumerate(sample.images):
+            data = sample.image_bytes(position)
+            key: str | bytes = written if data is None else hashlib.sha256(data).digest()
+            code = self.codes.get(key)
+            if code is None:
+                target = str(resolve_image(self.image_root, written)) if data is None else key
+                code = self.code_of.get(target)
+                if code is None:
+                    code = self.code_of[target] = len(self.targets)
+                    self.targets.append(target)
+                    self.outcomes.append(-1)
+                    self.unchecked.append((code, target if data is None else data))
+                    self.unchecked_bytes += 0 if data is None else len(data)
+                self.codes[key] = code
+            name = spec.images_key if single else f"{spec.images_key}[{position}]"
+            images.append((name, written, code))
+        self.waiting.append((number, finding, images))
+        if (
+            len(self.unchecked) >= CHUNK * self.workers
+            or self.unchecked_bytes >= _EMBEDDED_BYTES
+            or len(self.waiting) >= _WAITING
+        ):
+            self.flush()
 
-    duplicates = [(key, positions) for key, positions in id_positions.items() if len(positions) > 1]
+    def _check_id(self, record: dict, number: int, finding: Finding) -> None:
+        if "id" not in record:
+            finding.before.append(Problem("missing_id", "no 'id' field"))
+            return
+        value = record["id"]
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            finding.before.append(
+                Problem("bad_id_type", f"'id' is {value!r}, neither an integer nor a string")
+            )
+            return
+        self.id_hashes.append(_id_hash(value))
+        self.id_indices.append(number)
+
+    def flush(self) -> None:
+        """Check the queued images and give the waiting records their outcomes."""
+        if self.unchecked:
+            sources = [source for _, source in self.unchecked]
+            for (code, _), check in zip(self.unchecked, self.checker.check(sources, self.bar)):
+                self.outcomes[code] = OUTCOMES.index(check.reason or "ok")
+                if check.reason is not None:
+                    self.details[code] = check.detail
+            self.unchecked, self.unchecked_bytes = [], 0
+        for number, finding, images in self.waiting:
+            found = [
+                Problem(OUTCOMES[self.outcomes[code]], f"{name} {written!r}: {self.details[code]}")
+                for name, written, code in images
+                if self.outcomes[code]
+            ]
+            if found:
+                finding.after += found
+                self.findings[number] = finding
+                self.flags[number - self.start] |= _INVALID
+        self.waiting = []
+
+    def part(self, vote: FormatVote) -> Part:
+        """The part, once every record was added."""
+        start = self.start
+        order = sorted(range(len(self.targets)), key=lambda code: _image_key(self.targets[code]))
+        return Part(
+            start=start,
+            stop=start + len(self.flags),
+            vote=vote.state(),
+            findings=self.findings,
+            flags=np.frombuffer(self.flags, dtype=np.uint8).copy(),
+            sources=np.frombuffer(self.sources, dtype=np.int32).copy(),
+            labels=list(self.labels),
+            id_hashes=np.frombuffer(self.id_hashes, dtype=np.uint64).copy(),
+            id_indices=np.frombuffer(self.id_indices, dtype=np.int64).copy(),
+            image_keys=np.array([_image_key(self.targets[c]) for c in order], dtype="V16"),
+            image_outcomes=np.array([self.outcomes[c] for c in order], dtype=np.uint8),
+        )
+
+
+def _check_turns(sample: Sample, spec: RecordFormat, finding: Finding) -> None:
+    roles = {m.role for m in sample.messages}
+    if "user" not in roles:
+        finding.before.append(Problem(
+            "no_user_turn", f"no '{_role_name(spec, 'user')}' turn in '{spec.messages_key}'"
+        ))
+    if "assistant" not in roles:
+        finding.before.append(Problem(
+            "no_assistant_turn",
+            f"no '{_role_name(spec, 'assistant')}' turn in '{spec.messages_key}'",
+        ))
+    tags = sum(m.content.count(IMAGE_TAG) for m in sample.messages)
+    if tags and tags != len(sample.images):
+        finding.before.append(Problem(
+            "image_tag_mismatch",
+            f"{tags} {IMAGE_TAG} tag(s) in '{spec.messages_key}' but {len(sample.images)} image(s)",
+        ))
+
+
+def _parquet_columns(path: Path, fmt: str, source_field: str | None) -> list[str]:
+    """The columns validation reads from a parquet dataset; ``DatasetError`` when it has
+    no conversations column (of the forced format, or of any format)."""
+    present = parquet_columns(path)
+    wanted = [FORMATS[fmt].messages_key] if fmt != "auto" else ["messages", "conversations"]
+    if not set(wanted) & set(present):
+        raise DatasetError(
+            f"{path}: no column {' or '.join(repr(w) for w in wanted)} (columns:"
+            f" {', '.join(present)}); every row needs one"
+        )
+    keys = {"id", "messages", "conversations", "image", "images", source_field}
+    return [name for name in present if name in keys]
+
+
+def merge_parts(
+    path: str | os.PathLike,
+    index: DatasetIndex,
+    parts: Sequence[Part],
+    image_root: str | os.PathLike,
+    settings: Settings = Settings(),
+    *,
+    fmt: str = "auto",
+) -> dict[str, Any]:
+    """The validation report of a dataset from the parts of all its shards, in order.
+
+    Decides the format from the parts' votes, finds repeated ids across the whole
+    dataset (by 64-bit digests, then the records holding a repeated digest are read
+    again and their ids compared exactly), and counts the distinct images over all
+    parts. The report is the same whatever the number of shards.
+
+    Raises ``DatasetError`` for parts that do not cover the dataset (in any order) or
+    whose records mix formats.
+    """
+    path = Path(path)
+    parts = sorted(parts, key=lambda part: part.start)
+    covered = 0
+    vote = FormatVote(path)
+    for part in parts:
+        if part.start != covered:
+            raise DatasetError(
+                f"validation parts of {path} do not cover it in order: a part starts at record"
+                f" {part.start}, expected {covered}"
+            )
+        covered = part.stop
+        vote.join(FormatVote.from_state(part.vote, path))
+    if covered != index.count:
+        raise DatasetError(
+            f"validation parts of {path} cover {covered} records, the dataset has {index.count}"
+        )
+    name = vote.result() if fmt == "auto" else fmt
+    spec = FORMATS[name]
+    findings = {i: f for part in parts for i, f in part.findings.items()}
+    flags = np.concatenate([part.flags for part in parts])
+    duplicates = _duplicate_ids(path, index, parts)
     if not settings.allow_duplicate_ids:
-        for (_, value), positions in duplicates:
-            for index in positions:
-                others = [p for p in positions if p != index]
-                findings[index].add(
+        for value, positions in duplicates:
+            for position in positions:
+                others = [p for p in positions if p != position]
+                finding = findings.setdefault(position, Finding(value))
+                finding.before = (finding.by_format or {}).get(name, finding.before)
+                finding.by_format = None
+                finding.before.append(Problem(
                     "duplicate_id", f"id {value!r} is also used by record(s) {_short_list(others)}"
-                )
-
-    files = {
-        path: str(resolve_image(image_root, path))
-        for images, _ in readable.values()
-        for path in images
-    }
-    distinct = sorted(set(files.values()))
-    checks = check_images(distinct, settings, workers=workers, progress=progress)
-    for index, (images, _) in readable.items():
-        for number, path in enumerate(images):
-            check = checks[files[path]]
-            if check.reason is not None:
-                findings[index].add(
-                    check.reason,
-                    f"{_image_field(spec, dataset.records[index], number)} {path!r}: {check.detail}",
-                )
-
-    invalid = sorted(i for i, f in findings.items() if f.problems)
-    counts = Counter(reason for i in invalid for reason in {p.reason for p in findings[i].problems})
-    invalid_set = set(invalid)
-    valid = [i for i in range(len(dataset)) if i not in invalid_set]
-    text_only = [i for i in valid if not readable[i][0]]
-    image_counts = Counter(c.reason or "ok" for c in checks.values())
+                ))
+                flags[position] |= _INVALID
+    invalid = np.flatnonzero(flags & _INVALID)
+    problems = {int(i): findings[int(i)].problems(name) for i in invalid}
+    counts = Counter(reason for found in problems.values() for reason in {p.reason for p in found})
+    valid = (flags & _INVALID) == 0
+    text_only = np.flatnonzero(valid & ((flags & _TEXT_ONLY) != 0))
+    keys = np.concatenate([part.image_keys for part in parts])
+    outcomes = np.concatenate([part.image_outcomes for part in parts])
+    keys, first = np.unique(keys, return_index=True)
+    image_counts = Counter(OUTCOMES[o] for o in outcomes[first].tolist())
     return {
         "version": REPORT_VERSION,
-        "dataset": str(dataset.path),
-        "dataset_sha256": dataset.sha256,
-        "format": dataset.format,
+        "dataset": str(path),
+        "dataset_sha256": index.sha256,
+        "format": name,
         "image_root": str(image_root),
         "settings": asdict(settings),
-        "num_samples": len(dataset),
-        "num_valid": len(valid),
+        "num_samples": index.count,
+        "num_valid": int(valid.sum()),
         "num_invalid": len(invalid),
         "num_text_only": len(text_only),
         "counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "sources": dict(Counter(readable[i][1] for i in valid).most_common()),
-        "num_image_files": len(distinct),
+        "sources": _source_counts(parts, valid),
+        "num_image_files": len(keys),
         "image_files": dict(sorted(image_counts.items())),
-        "duplicate_ids": [
-            {"id": value, "indices": positions} for (_, value), positions in duplicates
-        ],
+        "duplicate_ids": [{"id": value, "indices": positions} for value, positions in duplicates],
         "invalid": [
             {
                 "index": i,
-                "id": _report_id(dataset.records[i]),
-                "reasons": list(dict.fromkeys(p.reason for p in findings[i].problems)),
-                "details": [p.detail for p in findings[i].problems],
+                "id": findings[i].id,
+                "reasons": list(dict.fromkeys(p.reason for p in found)),
+                "details": [p.detail for p in found],
             }
-            for i in invalid
+            for i, found in problems.items()
         ],
-        "text_only": text_only,
+        "text_only": text_only.tolist(),
     }
 
 
-def _check_id(
-    record: dict,
-    index: int,
-    findings: dict[int, Finding],
-    id_positions: dict[tuple[str, Any], list[int]],
-) -> None:
-    if "id" not in record:
-        findings[index].add("missing_id", "no 'id' field")
+def _duplicate_ids(
+    path: Path, index: DatasetIndex, parts: Sequence[Part]
+) -> list[tuple[Any, list[int]]]:
+    """Every id held by several records, with their dataset indices, in the order of
+    each id's first record."""
+    hashes = np.concatenate([part.id_hashes for part in parts])
+    positions = np.concatenate([part.id_indices for part in parts])
+    ordered = np.sort(hashes)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    del ordered
+    numbers = np.sort(positions[np.isin(hashes, repeated)])
+    # Equal digests are equal ids but for a rare collision: compare the ids themselves.
+    groups: dict[tuple[str, Any], list[int]] = {}
+    for number, value in _ids_at(path, index, numbers):
+        groups.setdefault(_id_key(value), []).append(number)
+    found = [(key[1], members) for key, members in groups.items() if len(members) > 1]
+    return sorted(found, key=lambda item: item[1][0])
+
+
+def _ids_at(path: Path, index: DatasetIndex, numbers: np.ndarray) -> Iterator[tuple[int, Any]]:
+    """``(dataset index, id)`` of the records at ``numbers`` (sorted)."""
+    if not len(numbers):
         return
-    value = record["id"]
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        findings[index].add("bad_id_type", f"'id' is {value!r}, neither an integer nor a string")
+    if file_kind(path) == "parquet":
+        wanted = set(numbers.tolist())
+        for number, record in iter_records(path, int(numbers[0]), int(numbers[-1]) + 1,
+                                           columns=["id"]):
+            if number in wanted:
+                yield number, record.get("id")
         return
-    id_positions[_id_key(value)].append(index)
+    for number in numbers.tolist():
+        for _, record in iter_records(path, number, number + 1, index=index):
+            yield number, record["id"]
+
+
+def _source_counts(parts: Sequence[Part], valid: np.ndarray) -> dict[str, int]:
+    """Valid samples per source label, most frequent first (ties: first seen first)."""
+    labels: dict[str, int] = {}
+    codes = []
+    for part in parts:
+        mapping = np.array([labels.setdefault(label, len(labels)) for label in part.labels] + [-1],
+                           dtype=np.int32)
+        codes.append(mapping[part.sources])  # -1 (no sample) maps to -1
+    code = np.concatenate(codes)[valid]
+    if not len(code):
+        return {}
+    counts = np.bincount(code, minlength=len(labels))
+    seen, first = np.unique(code, return_index=True)
+    names = list(labels)
+    order = sorted(seen.tolist(), key=lambda c: (-counts[c], first[np.searchsorted(seen, c)]))
+    return {names[c]: int(counts[c]) for c in order}
+
+
+def validate_file(
+    path: str | os.PathLike,
+    image_root: str | os.PathLike,
+    settings: Settings = Settings(),
+    *,
+    fmt: str = "auto",
+    source_field: str | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Validate a whole dataset file in one stream (one part, merged): the report.
+
+    The stream also records the records' byte offsets, so the merge reads records
+    again (repeated ids) without a second pass over the file.
+    """
+    path = Path(path)
+    stats = ReadStats(offsets=array("q"))
+    part = validate_part(path, image_root, settings, fmt=fmt, source_field=source_field,
+                         workers=workers, progress=progress, stats=stats)
+    if part.stop == 0:
+        raise DatasetError(f"{path}: the dataset is empty (no records)")
+    index = DatasetIndex(
+        count=part.stop,
+        sha256=stats.digest(path),
+        size=os.stat(path).st_size,
+        layout=stats.layout,
+        offsets=np.frombuffer(stats.offsets, dtype=np.int64) if stats.count else np.zeros(0, np.int64),
+    )
+    return merge_parts(path, index, [part], image_root, settings, fmt=fmt)
 
 
 def _report_id(record: Any) -> Any:
@@ -325,13 +782,6 @@ def _report_id(record: Any) -> Any:
 
 def _role_name(spec: RecordFormat, role: str) -> str:
     return next(name for name, normal in spec.roles.items() if normal == role)
-
-
-def _image_field(spec: RecordFormat, record: dict, number: int) -> str:
-    # LLaVA's "image" may hold one path as a string: name it without a subscript.
-    if isinstance(record[spec.images_key], str):
-        return spec.images_key
-    return f"{spec.images_key}[{number}]"
 
 
 def _short_list(values: list[int], limit: int = 5) -> str:
@@ -383,26 +833,32 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     return report
 
 
-def filter_indices(
-    report: dict[str, Any], dataset: Dataset, keep_text_only: bool = False
-) -> tuple[list[int], dict[str, int]]:
-    """Positions of the samples to keep, and removed samples per reason.
+def drop_indices(
+    report: dict[str, Any], keep_text_only: bool = False
+) -> tuple[np.ndarray, dict[str, int]]:
+    """The dataset indices ``filter`` removes (sorted), and removed samples per reason.
 
     A removed sample counts once under each of its reasons; text-only samples that are
-    not kept count under ``text_only``. Raises ``DatasetError`` when the report was made
-    from other dataset content.
+    not kept count under ``text_only``.
     """
-    if report["dataset_sha256"] != dataset.sha256 or report["num_samples"] != len(dataset):
-        raise DatasetError(
-            f"the validation report ({report['dataset']}, {report['num_samples']} samples) does"
-            f" not match {dataset.path} ({len(dataset)} samples, different content): validate"
-            " this dataset again"
-        )
-    drop = {entry["index"] for entry in report["invalid"]}
+    drop = [entry["index"] for entry in report["invalid"]]
     removed = Counter(reason for entry in report["invalid"] for reason in entry["reasons"])
     if not keep_text_only:
-        drop.update(report["text_only"])
+        drop += report["text_only"]
         if report["text_only"]:
             removed["text_only"] = len(report["text_only"])
-    keep = [i for i in range(len(dataset)) if i not in drop]
-    return keep, dict(sorted(removed.items(), key=lambda kv: (-kv[1], kv[0])))
+    indices = np.unique(np.asarray(drop, dtype=np.int64))
+    return indices, dict(sorted(removed.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def check_report_matches(
+    report: dict[str, Any], path: str | os.PathLike, count: int, sha256: str
+) -> None:
+    """Raise ``DatasetError`` unless the report was made from this content of ``path``
+    (``count`` records, digest ``sha256``)."""
+    if report["dataset_sha256"] != sha256 or report["num_samples"] != count:
+        raise DatasetError(
+            f"the validation report ({report['dataset']}, {report['num_samples']} samples) does"
+            f" not match {path} ({count} samples, different content): validate"
+            " this dataset again"
+        )

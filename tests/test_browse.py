@@ -21,7 +21,7 @@ from PIL import Image
 
 from scalselect import browse, leverage, selection
 from scalselect.cli import main
-from scalselect.dataset import DatasetError, load_dataset, write_records
+from scalselect.dataset import load_dataset, write_records
 from scalselect.errors import UserError
 
 SOURCES = ("coco", "gqa", "vg")
@@ -182,6 +182,44 @@ def test_scores_of_another_dataset_are_named(tmp_path: Path) -> None:
                              tmp_path / "browse", image_root=run["images"], run="unit")
 
 
+def test_images_embedded_in_a_parquet_dataset_get_thumbnails_from_their_bytes(tmp_path: Path) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sizes = [(300, 200), (120, 240), (90, 90), (200, 50)]
+    rows = []
+    for i, size in enumerate(sizes):
+        encoded = io.BytesIO()
+        Image.new("RGB", size, (40 * i, 80, 120)).save(encoded, format="PNG")
+        rows.append({"id": f"p{i}", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": f"Shape {i}."}],
+            "image": {"bytes": encoded.getvalue(), "path": f"embedded_{i}.png"}})
+    dataset = tmp_path / "filter/dataset.parquet"
+    dataset.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), dataset)
+    part = pd.DataFrame({"index": np.arange(4, dtype=np.int64),
+                         "id": [json.dumps(f"p{i}") for i in range(4)],
+                         "importance": [0.1, 0.4, 0.3, 0.2]})
+    scores = selection.read_scores(leverage.write_scores(tmp_path / "score/importance_scores.jsonl",
+                                                         leverage.rank_scores([part])))
+    out = tmp_path / "browse"
+    browse.build_browser(dataset, scores, [], out, image_root=tmp_path / "no-images", run="pq",
+                         thumbnails=1)
+    # Thumbnails for the best and the worst ranked (dataset indices 1 and 0) only.
+    (page,) = [script_value(out / "data/page-00000.js", "page")[1]]
+    by_index = {entry["index"]: entry["images"][0] for entry in page}
+    for index in (1, 0):
+        with Image.open(out / by_index[index]["thumb"]) as thumb:
+            width, height = sizes[index]
+            scale = browse.THUMB_SIDE / max(width, height)
+            assert thumb.size == (round(width * scale), round(height * scale))
+        assert by_index[index]["src"] == by_index[index]["thumb"]
+    for index in (2, 3):
+        assert by_index[index] == {"src": "", "name": f"embedded_{index}.png"}
+
+
 def test_picks_that_do_not_fit_the_run_are_named(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     scores = selection.read_scores(run["scores"])
@@ -190,19 +228,6 @@ def test_picks_that_do_not_fit_the_run_are_named(tmp_path: Path) -> None:
     subsets = browse.run_subsets(scores, BUDGETS, [], {("kcenter", 4): np.array([0, 1, UNSCORED, 7])})
     with pytest.raises(UserError, match=f"k-center 4 holds dataset index {UNSCORED}, which has no score"):
         browse.membership(browse.positions(scores), subsets, len(scores))
-
-
-def test_stream_records_reads_filter_layout_and_names_bad_lines(tmp_path: Path) -> None:
-    records = [{"id": i, "messages": [], "note": "a\u2028b"} for i in range(3)]
-    for name in ("d.json", "d.jsonl"):
-        write_records(tmp_path / name, records)
-        assert list(browse.stream_records(tmp_path / name)) == list(enumerate(records))
-    pretty = tmp_path / "pretty.json"
-    pretty.write_text(json.dumps(records, indent=2))
-    with pytest.raises(DatasetError, match=r"pretty.json: line 2 \(record 0\) is not one JSON record"):
-        list(browse.stream_records(pretty))
-    with pytest.raises(DatasetError, match="cannot read dataset"):
-        list(browse.stream_records(tmp_path / "missing.json"))
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import REPO
 from scalselect.dataset import load_dataset
 from scalselect.demo.build import BREAKAGES, DEMO_MODELS, GROUPS, build_dataset, build_demo
-from scalselect.validation import validate_dataset
+from scalselect.validation import validate_file
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -56,7 +56,7 @@ def test_build_is_byte_identical(demo: Path, tmp_path: Path) -> None:
 
 def validate_reasons(demo: Path, name: str) -> dict[int, list[str]]:
     """Index -> reasons of every sample that validate rejects in ``demo/name``."""
-    report = validate_dataset(load_dataset(demo / name), demo / "images", workers=1, progress=False)
+    report = validate_file(demo / name, demo / "images", workers=1, progress=False)
     return {entry["index"]: entry["reasons"] for entry in report["invalid"]}
 
 

@@ -696,3 +696,28 @@ def test_a_failed_launch_logs_its_own_error_without_the_launcher_traceback(
                          r"process [01] \(exit status 2\)(, process [01] \(exit status -?\d+\))? of 2;",
                          output), output
     assert not (tmp_path / "out").exists()
+
+
+def test_embedded_images_are_keyed_and_decoded_as_their_files(models, tmp_path: Path) -> None:
+    """A parquet dataset embedding the image bytes (as Hugging Face datasets store them)
+    gives the store keys and the vectors of the same samples with image files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dataset = write_dataset(tmp_path, 6)
+    records = json.loads(dataset.read_text())
+    # Parquet columns hold one type: the ids become strings.
+    rows = [dict(r, id=str(r["id"]), images=[{"bytes": (tmp_path / p).read_bytes(), "path": None}
+                            for p in r["images"]]) for r in records]
+    embedded = tmp_path / "dataset.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), embedded)
+    from_files = extract_shard(job(models, dataset, tmp_path / "files", tmp_path / "cache"))
+    assert from_files["samples_computed"] == 6
+    # Decoded from the records (a cold store), the vectors are those of the files.
+    cold = extract_shard(job(models, embedded, tmp_path / "cold", tmp_path / "cache-2"))
+    assert cold["samples_computed"] == 6 and cold["ok"] == 6
+    assert shard_bytes(tmp_path / "cold")[features.FEATURES] == shard_bytes(tmp_path / "files")[features.FEATURES]
+    # Same keys: the store of the file run has every sample.
+    warm = extract_shard(job(models, embedded, tmp_path / "warm", tmp_path / "cache"))
+    assert (warm["samples_computed"], warm["samples_reused"]) == (0, 6)
+    assert shard_bytes(tmp_path / "warm")[features.FEATURES] == shard_bytes(tmp_path / "files")[features.FEATURES]

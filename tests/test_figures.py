@@ -282,7 +282,7 @@ def test_budget_table(run_dir: Path) -> None:
 
 def test_composition_counts(run_dir: Path) -> None:
     dataset = load_dataset(run_dir / "filter" / "dataset.json")
-    sources = composition.sample_sources(dataset)
+    sources = composition.sample_sources(dataset.path)
     scores = pd.read_parquet(run_dir / "score" / "scores.parquet")
     summary = pd.read_csv(run_dir / "select" / "summary.csv", dtype={"budget": str})
     subsets = composition.selection_subsets(scores, summary, [0, 1], len(dataset))
@@ -440,7 +440,7 @@ def test_gallery_shows_the_tokens_extraction_kept(
     scores = pd.read_parquet(tmp_path / "score" / "scores.parquet").sort_values("rank")
     rows = features.load_rows(shard).set_index("index")
     highest, lowest = gallery.gallery_entries(
-        load_dataset(dataset), dataset.parent, scores, 3,
+        dataset, "auto", dataset.parent, scores, 3,
         str(model), Settings(model_type, min_image_tokens=16, max_image_tokens=64))
     assert [e.rank for e in highest] == [1, 2, 3]
     assert [e.rank for e in lowest] == [10, 9, 8]

@@ -16,7 +16,7 @@ from corpus import bad_corpus, to_llava, write_dataset
 from scalselect.cli import main
 from scalselect.dataset import DatasetError, load_dataset, write_records
 from scalselect.io import write_json
-from scalselect.validation import filter_indices, load_report, validate_dataset
+from scalselect.validation import check_report_matches, drop_indices, load_report, validate_file
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("keep_text_only", [False, True])
 def test_keeps_valid_samples_in_order(corpus, keep_text_only: bool) -> None:
     root, records, expected, text_only = corpus
-    dataset = load_dataset(write_dataset(root / "d.json", records))
-    report = validate_dataset(dataset, root, progress=False)
-    keep, removed = filter_indices(report, dataset, keep_text_only=keep_text_only)
+    report = validate_file(write_dataset(root / "d.json", records), root, progress=False)
+    drop, removed = drop_indices(report, keep_text_only=keep_text_only)
     valid = [i for i in range(len(records)) if i not in expected]
+    keep = [i for i in range(len(records)) if i not in set(drop.tolist())]
     assert keep == (valid if keep_text_only else [i for i in valid if i not in text_only])
     assert removed["duplicate_id"] == 2 and removed["missing_id"] == 2
     assert removed.get("text_only") == (None if keep_text_only else 2)
@@ -105,13 +105,14 @@ def test_cli_keep_text_only_flag(
 def test_refuses_a_report_of_other_content(corpus, tmp_path: Path) -> None:
     root, records, _, _ = corpus
     path = write_dataset(tmp_path / "d.json", records)
-    report = validate_dataset(load_dataset(path), root, progress=False)
+    report = validate_file(path, root, progress=False)
     # Same number of samples, one answer edited.
     edited = json.loads(json.dumps(records))
     edited[0]["messages"][1]["content"] = "Another picture."
     write_dataset(path, edited)
+    edited_dataset = load_dataset(path)
     with pytest.raises(DatasetError, match="does not match .* validate this dataset again"):
-        filter_indices(report, load_dataset(path))
+        check_report_matches(report, path, len(edited_dataset), edited_dataset.sha256)
     report_path = tmp_path / "report.json"
     write_json(report_path, report)
     result = run_cli(
@@ -183,11 +184,10 @@ def test_removed_samples_are_counted_most_frequent_reason_first(tmp_path: Path) 
     # The no-answer record comes first: ties are ordered by name, not as found.
     records = [{"id": 0, "messages": chat[:1]}, {"messages": chat}, {"messages": chat},
                {"id": 3.5, "messages": chat}, {"id": 4, "messages": chat}]
-    dataset = load_dataset(write_dataset(tmp_path / "d.json", records))
-    report = validate_dataset(dataset, tmp_path, progress=False)
+    report = validate_file(write_dataset(tmp_path / "d.json", records), tmp_path, progress=False)
     expected = [("missing_id", 2), ("bad_id_type", 1), ("no_assistant_turn", 1)]
     assert list(report["counts"].items()) == expected
-    keep, removed = filter_indices(report, dataset)  # text-only samples dropped by default
-    assert keep == [] and list(removed.items()) == [*expected, ("text_only", 1)]
-    keep, removed = filter_indices(report, dataset, keep_text_only=True)
-    assert keep == [4] and list(removed.items()) == expected
+    drop, removed = drop_indices(report)  # text-only samples dropped by default
+    assert drop.tolist() == [0, 1, 2, 3, 4] and list(removed.items()) == [*expected, ("text_only", 1)]
+    drop, removed = drop_indices(report, keep_text_only=True)
+    assert drop.tolist() == [0, 1, 2, 3] and list(removed.items()) == expected

@@ -19,7 +19,7 @@ from test_leverage import write_shards
 
 from scalselect import leverage, selection
 from scalselect.cli import main
-from scalselect.dataset import load_dataset, write_records
+from scalselect.dataset import DatasetError, copy_records, load_dataset, write_records
 from scalselect.selection import SelectionError
 
 
@@ -244,13 +244,20 @@ def test_original_jsonl_selects_by_id_when_ids_are_unique(tmp_path: Path) -> Non
 def test_original_jsonl_with_repeated_dataset_ids_is_an_error(files) -> None:
     dataset, scores, records, _ = files
     with pytest.raises(SelectionError, match="occurs twice in the dataset"):
-        selection.scores_from_jsonl(scores.with_name("importance_scores.jsonl"), records)
+        selection.scores_from_jsonl(scores.with_name("importance_scores.jsonl"), dataset)
 
 
-def test_scores_of_another_dataset_are_an_error(files) -> None:
-    _, _, records, table = files
-    with pytest.raises(SelectionError, match="do not belong together"):
-        selection.pick_records(records[:20], selection.top_indices(table, 30))
+def test_scores_of_another_dataset_are_an_error(files, tmp_path: Path) -> None:
+    _, scores, records, table = files
+    shorter = tmp_path / "shorter.json"
+    write_records(shorter, records[:20])
+    check = selection.ScoresCheck(scores, shorter)
+    with pytest.raises(SelectionError, match=re.escape(
+            f"{scores} does not belong to {shorter}: it scores dataset index 39 but the"
+            " dataset has 20 records")):
+        copy_records(shorter, tmp_path / "out.json", keep=selection.top_indices(table, 3),
+                     check=check, finish=check.finish)
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_read_scores_gives_the_ranked_table_only(tmp_path: Path) -> None:
@@ -264,7 +271,8 @@ def test_read_scores_gives_the_ranked_table_only(tmp_path: Path) -> None:
 
 
 def test_original_jsonl_table_is_ranked_with_its_ids(tmp_path: Path) -> None:
-    records = [{"id": f"q{i}"} for i in range(4)] + ["not a record", {"id": 7}]
+    records = tmp_path / "d.jsonl"
+    write_records(records, [{"id": f"q{i}"} for i in range(4)] + ["not a record", {"id": 7}])
     jsonl = tmp_path / "importance_scores.jsonl"
     jsonl.write_text(
         '{"sample_id": "q1", "importance": 0.5}\n\n'
@@ -281,38 +289,47 @@ def test_original_jsonl_table_is_ranked_with_its_ids(tmp_path: Path) -> None:
         selection.scores_from_jsonl(jsonl, records)
 
 
-def test_pick_records_bounds() -> None:
+def test_copy_records_bounds(tmp_path: Path) -> None:
     records = [{"id": i} for i in range(5)]
-    assert selection.pick_records(records, np.array([0, 4])) == [records[0], records[4]]
-    assert selection.pick_records(records, np.array([], dtype=np.int64)) == []
+    source = tmp_path / "d.jsonl"
+    write_records(source, records)
+    out = tmp_path / "out.json"
+    assert copy_records(source, out, keep=np.array([0, 4])) == 5
+    assert json.loads(out.read_text()) == [records[0], records[4]]
+    copy_records(source, out, keep=np.array([], dtype=np.int64))
+    assert out.read_text() == "[\n]\n"
     for bad, shown in (([-1, 2], -1), ([1, 5], 5), ([0, 5], 5), ([2, 3, 9], 9)):
-        with pytest.raises(SelectionError, match=f"scores refer to dataset index {shown} but the dataset has 5"):
-            selection.pick_records(records, np.array(bad))
+        with pytest.raises(DatasetError, match=f"dataset index {shown} is not in .*, which has 5 records"):
+            copy_records(source, tmp_path / "bad.json", keep=np.array(bad))
+    assert not (tmp_path / "bad.json").exists()
 
 
-def test_check_scores_belong_matches_index_id_and_id_type() -> None:
+def test_scores_check_matches_index_id_and_id_type(tmp_path: Path) -> None:
     records = [{"id": 7}, {"id": "b"}, "not a record", {"id": None}]
 
-    def scores(*rows: tuple[int, str | None, str]) -> pd.DataFrame:
-        return pd.DataFrame(rows, columns=["index", "id", "id_type"])
+    def check(*rows: tuple[int, str | None, str]) -> None:
+        path = tmp_path / "s.parquet"
+        pd.DataFrame(rows, columns=["index", "id", "id_type"]).to_parquet(path)
+        checker = selection.ScoresCheck(path, "d.json")
+        for number, record in enumerate(records):
+            checker(number, record.get("id") if isinstance(record, dict) else None)
+        checker.finish(len(records))
 
     # The first and last index are in range; a record without an id (or not a record)
     # holds the null id.
-    selection.check_scores_belong(
-        scores((0, "7", "int"), (1, "b", "str"), (2, None, "null"), (3, None, "null")),
-        records, "s.parquet", "d.json")
+    check((3, None, "null"), (0, "7", "int"), (1, "b", "str"), (2, None, "null"))
     for index in (-1, 4):
         with pytest.raises(SelectionError, match=re.escape(
                 f"s.parquet does not belong to d.json: it scores dataset index {index}"
                 " but the dataset has 4 records")):
-            selection.check_scores_belong(scores((index, "7", "int")), records, "s.parquet", "d.json")
+            check((index, "7", "int"), (1, "b", "str"))
     # The same text but another type (the int 7 against the string "7") does not match.
     for wrong in ((0, "7", "str"), (1, "c", "str"), (3, "None", "str")):
         with pytest.raises(SelectionError, match=re.escape(
                 f"s.parquet does not belong to d.json: dataset index {wrong[0]} holds id"
                 f" {records[wrong[0]]['id']!r} but the scores have id {wrong[1]!r} ({wrong[2]})"
                 " there (scores of another dataset, or of these records in another order)")):
-            selection.check_scores_belong(scores(wrong), records, "s.parquet", "d.json")
+            check(wrong)
 
 
 def test_summary_of_no_budget_has_the_columns(files) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scalselect import store
+from scalselect import io, store
 from scalselect.dataset import Message, Sample
 from scalselect.extraction import ShardInput
 from scalselect.settings import Settings
@@ -94,9 +94,9 @@ def test_settings_key_covers_every_setting_the_model_and_the_versions(monkeypatc
 
 
 def test_file_digest_is_the_sha256_of_the_bytes(tmp_path: Path) -> None:
-    data = os.urandom(store._HASH_BLOCK * 2 + 17)  # more than one read block
+    data = os.urandom(io._HASH_BLOCK * 2 + 17)  # more than one read block
     (tmp_path / "f.bin").write_bytes(data)
-    assert store.file_digest(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
+    assert io.file_digest(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
 
 
 def test_image_digests_in_order_with_a_marker_for_unreadable_files(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from corpus import bad_corpus, to_llava, write_dataset
 from scalselect import validation
 from scalselect.cli import main
 from scalselect.dataset import load_dataset
-from scalselect.validation import Settings, check_image, format_summary, validate_dataset
+from scalselect.validation import Settings, check_image, format_summary, validate_file
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def reasons_by_index(report: dict) -> dict[int, set[str]]:
 
 
 def validate(root: Path, records: list, name: str = "d.json", **settings) -> dict:
-    dataset = load_dataset(write_dataset(root / name, records))
-    return validate_dataset(dataset, root, Settings(**settings), progress=False)
+    return validate_file(write_dataset(root / name, records), root, Settings(**settings),
+                         progress=False)
 
 
 def test_every_check_by_reason_and_index(corpus) -> None:
@@ -117,10 +117,10 @@ def test_duplicate_ids_every_occurrence_and_policy(tmp_path: Path) -> None:
 
 def test_parallel_workers_give_the_same_report(corpus, monkeypatch: pytest.MonkeyPatch) -> None:
     root, records, _, _ = corpus
-    dataset = load_dataset(write_dataset(root / "p.json", records))
-    serial = validate_dataset(dataset, root, progress=False)
+    dataset = write_dataset(root / "p.json", records)
+    serial = validate_file(dataset, root, progress=False)
     monkeypatch.setattr(validation, "CHUNK", 3)  # several chunks for two processes
-    parallel = validate_dataset(dataset, root, workers=2, progress=False)
+    parallel = validate_file(dataset, root, workers=2, progress=False)
     assert parallel == serial
 
 
@@ -215,16 +215,14 @@ def test_fatal_errors_exit_2(
 def test_forced_format_and_source_field(corpus, tmp_path: Path) -> None:
     root, records, _, _ = corpus
     path = write_dataset(tmp_path / "d.json", records)
-    forced = validate_dataset(load_dataset(path, "llava"), root, progress=False)
+    forced = validate_file(path, root, fmt="llava", progress=False)
     assert forced["format"] == "llava" and forced["num_valid"] == 0
     assert forced["counts"]["missing_messages"] == len(records) - 1  # record 3 is a string
     labelled = [
         dict(r, origin=f"part{i % 2}") if isinstance(r, dict) else r for i, r in enumerate(records)
     ]
-    report = validate_dataset(
-        load_dataset(write_dataset(tmp_path / "l.json", labelled), source_field="origin"),
-        root,
-        progress=False,
+    report = validate_file(
+        write_dataset(tmp_path / "l.json", labelled), root, source_field="origin", progress=False
     )
     assert report["sources"] == {"part0": 6, "part1": 2}
 
@@ -301,7 +299,7 @@ def test_report_header_and_reason_order(tmp_path: Path) -> None:
                {"id": 3.5, "messages": chat}, {"messages": chat}]
     path = write_dataset(tmp_path / "d.json", records)
     dataset = load_dataset(path)
-    report = validate_dataset(dataset, tmp_path / "images", progress=False)
+    report = validate_file(path, tmp_path / "images", progress=False)
     assert {k: report[k] for k in ("version", "dataset", "dataset_sha256", "format", "image_root")} == {
         "version": validation.REPORT_VERSION, "dataset": str(path), "dataset_sha256": dataset.sha256,
         "format": "sharegpt", "image_root": str(tmp_path / "images"),
@@ -313,18 +311,15 @@ def test_report_header_and_reason_order(tmp_path: Path) -> None:
 def test_progress_bar_counts_images_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     for name in "abc":
         Image.new("RGB", (32, 32)).save(tmp_path / f"{name}.png")
-    paths = [str(tmp_path / f"{name}.png") for name in "abc"]
-    validation.check_images(paths, Settings())
-    bar = capsys.readouterr().err
-    assert "images: 100%" in bar and "3/3" in bar and "img/s" in bar
-    validation.check_images(paths, Settings(), progress=False)
-    assert capsys.readouterr().err == ""
     chat = [{"role": "user", "content": "<image> q"}, {"role": "assistant", "content": "a"}]
-    dataset = load_dataset(write_dataset(tmp_path / "d.json", [
-        {"id": 0, "messages": chat, "images": ["a.png"]}]))
-    validate_dataset(dataset, tmp_path)
-    assert "1/1" in capsys.readouterr().err
-    validate_dataset(dataset, tmp_path, progress=False)
+    # Four samples, three distinct images: each image is checked (and counted) once, as
+    # the records stream by (no total is known in advance).
+    dataset = write_dataset(tmp_path / "d.json", [
+        {"id": i, "messages": chat, "images": [f"{name}.png"]} for i, name in enumerate("abca")])
+    validate_file(dataset, tmp_path)
+    bar = capsys.readouterr().err
+    assert "images: 3img" in bar and "img/s" in bar
+    validate_file(dataset, tmp_path, progress=False)
     assert capsys.readouterr().err == ""
 
 

@@ -17,7 +17,9 @@ from scalselect.errors import UserError
 
 # Command name -> module under scalselect.cli, in workflow order.
 COMMANDS = {
+    "validate-index": "validate_index",
     "validate": "validate",
+    "validate-merge": "validate_merge",
     "filter": "filter",
     "extract": "extract",
     "export-npz": "export_npz",

@@ -1,8 +1,10 @@
 """``python -m scalselect filter``: keep the valid samples of a validated dataset.
 
-Writes the valid records unchanged and in dataset order, in the input's record format
-(JSON Lines when ``--out`` ends in ``.jsonl``, else a JSON array; text-only samples only
-with ``--keep-text-only``), and logs the removed counts per reason. A count in
+Streams the dataset and writes the valid records as they come, unchanged and in
+dataset order, in the input's record format (JSON Lines when ``--out`` ends in
+``.jsonl``, parquet with the dataset's schema for a parquet dataset, else a JSON array;
+text-only samples only with ``--keep-text-only``), and logs the removed counts per
+reason. Memory holds the removed indices, never the records. A count in
 ``--budgets`` above the kept samples fails before anything is written. Refuses a report
 made from different dataset content (its ``dataset_sha256`` and ``num_samples`` must
 match).
@@ -19,7 +21,8 @@ HELP = "Keep the valid samples of a dataset, using its validation report."
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="Dataset file the report was made from.")
     parser.add_argument("--report", required=True, help="Report of `validate` for this dataset.")
-    parser.add_argument("--out", required=True, help="Filtered dataset (JSON Lines if named *.jsonl, else a JSON array).")
+    parser.add_argument("--out", required=True, help="Filtered dataset (JSON Lines if named *.jsonl, parquet for a parquet "
+                        "dataset, else a JSON array).")
     parser.add_argument(
         "--keep-text-only",
         action=argparse.BooleanOptionalAction,
@@ -35,21 +38,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scalselect.config import count_budget_problems
-    from scalselect.dataset import load_dataset, write_records
+    from scalselect.dataset import copy_records, file_kind
     from scalselect.errors import UserError
-    from scalselect.validation import filter_indices, load_report
+    from scalselect.io import file_digest
+    from scalselect.validation import check_report_matches, drop_indices, load_report
 
     report = load_report(args.report)
-    dataset = load_dataset(args.dataset, report["format"])
-    keep, removed = filter_indices(report, dataset, keep_text_only=args.keep_text_only)
-    problems = count_budget_problems(args.budgets, len(keep))
+    drop, removed = drop_indices(report, keep_text_only=args.keep_text_only)
+    kept = report["num_samples"] - len(drop)
+    problems = count_budget_problems(args.budgets, kept)
     if problems:
         raise UserError(
             f"{args.dataset}: select.budgets: " + "; ".join(problems)
             + " (the other budgets are fine; nothing was written)"
         )
-    write_records(args.out, [dataset.records[i] for i in keep])
-    print(f"kept {len(keep)} of {len(dataset)} samples -> {args.out}", file=sys.stderr)
+    # A parquet file is hashed first; a JSON stream hashes the bytes as it reads them.
+    digest = file_digest(args.dataset) if file_kind(args.dataset) == "parquet" else None
+
+    def matches(count: int, sha256: str | None) -> None:
+        check_report_matches(report, args.dataset, count, digest or sha256)
+
+    copy_records(args.dataset, args.out, drop=drop, finish=matches)
+    print(f"kept {kept} of {report['num_samples']} samples -> {args.out}", file=sys.stderr)
     for reason, count in removed.items():
         print(f"  removed {count:>8}  {reason}", file=sys.stderr)
     return 0

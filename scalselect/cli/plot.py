@@ -164,20 +164,19 @@ def _budgets(args: argparse.Namespace) -> list[Path]:
 
 def _composition(args: argparse.Namespace) -> list[Path]:
     from scalselect import composition, figures
-    from scalselect.dataset import load_dataset
     from scalselect.io import atomic_write
 
-    dataset = load_dataset(args.dataset, args.format, source_field=args.source_field)
+    sources = composition.sample_sources(args.dataset, args.format, args.source_field)
     scores = read_ranked_scores(args.scores)
-    if scores["index"].max() >= len(dataset):
+    if scores["index"].max() >= len(sources):
         raise UserError(
             f"{args.scores} scores dataset index {scores['index'].max()} but {args.dataset} "
-            f"has {len(dataset)} records: they belong to different runs"
+            f"has {len(sources)} records: they belong to different runs"
         )
     subsets = composition.selection_subsets(
-        scores, read_summary(args.summary), args.random_seeds, len(dataset)
+        scores, read_summary(args.summary), args.random_seeds, len(sources)
     )
-    table = composition.composition_table(composition.sample_sources(dataset), subsets)
+    table = composition.composition_table(sources, subsets)
     csv = args.out_dir / f"{COMPOSITION}.csv"
     with atomic_write(csv) as handle:
         table.to_csv(handle, index=False)
@@ -187,13 +186,12 @@ def _composition(args: argparse.Namespace) -> list[Path]:
 
 def _gallery(args: argparse.Namespace) -> list[Path]:
     from scalselect import figures, gallery
-    from scalselect.dataset import load_dataset
 
     if args.samples < 1:
         raise UserError("--samples must be at least 1")
     scores = read_ranked_scores(args.scores)
     highest, lowest = gallery.gallery_entries(
-        load_dataset(args.dataset, args.format), args.image_root, scores, args.samples,
+        args.dataset, args.format, args.image_root, scores, args.samples,
         args.model, settings.from_arguments(args),
     )
     return _save(figures.attention_gallery(highest, lowest), args, GALLERY)

@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from scalselect import baselines, composition, diagnostics, figures, selection, style, tables
-    from scalselect.dataset import load_dataset
     from scalselect.errors import UserError
     from scalselect.leverage import Model
     from scalselect.methods import METHODS, SCALSELECT, random_label
@@ -69,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     unused = {key for key in picks if key not in subsets}
     if unused:
         raise UserError(f"picks of budgets not in --budgets: {sorted(unused)}")
-    dataset = load_dataset(args.dataset, args.format, source_field=args.source_field)
-    table = diagnostics.methods_table(space, subsets, composition.sample_sources(dataset))
+    sources = composition.sample_sources(args.dataset, args.format, args.source_field)
+    table = diagnostics.methods_table(space, subsets, sources)
     columns = [
         tables.Column("budget", "$N$", "r", tables.latex_count),
         tables.Column("method", "Method", "l"),

@@ -33,22 +33,25 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from scalselect import selection
-    from scalselect.dataset import load_dataset, write_records
+    from scalselect.dataset import copy_records
 
-    records = load_dataset(args.dataset).records
+    check = None
     if args.scores.suffix == ".jsonl":
-        scores = selection.scores_from_jsonl(args.scores, records)
+        scores = selection.scores_from_jsonl(args.scores, args.dataset)
     else:
-        scores = selection.read_scores(args.scores)
-        selection.check_scores_belong(scores, records, args.scores, args.dataset)
-    n = selection.resolve_budget(args.num, len(scores))
+        scores = selection.read_scores(args.scores, columns=["index"])
+        check = selection.ScoresCheck(args.scores, args.dataset)
+    total = len(scores)
+    n = selection.resolve_budget(args.num, total)
     if args.random:
         indices = selection.random_indices(scores, n, args.seed)
     else:
         indices = selection.top_indices(scores, n)
-    write_records(args.out, selection.pick_records(records, indices))
+    del scores
+    copy_records(args.dataset, args.out, keep=indices, check=check,
+                 finish=None if check is None else check.finish)
     logging.getLogger(__name__).info(
         "%s %d of %d scored samples -> %s",
-        f"random (seed {args.seed})" if args.random else "top", n, len(scores), args.out,
+        f"random (seed {args.seed})" if args.random else "top", n, total, args.out,
     )
     return 0

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from scalselect import baselines, selection
-    from scalselect.dataset import load_dataset, write_records
+    from scalselect.dataset import copy_records
     from scalselect.errors import UserError
     from scalselect.io import atomic_write
     from scalselect.leverage import Model
@@ -55,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
         baselines.require_scored(index, scores, args.scores, args.clusters)
         picks = baselines.cluster_balanced(clusters["cluster"].to_numpy(), clusters["distance"].to_numpy(), n)
     table = baselines.picks_table(index, picks, scores.set_index("index")["id"])
-    records = load_dataset(args.dataset).records
-    write_records(args.out, selection.pick_records(records, table["index"].to_numpy()))
+    check = selection.ScoresCheck(args.scores, args.dataset)
+    copy_records(args.dataset, args.out, keep=table["index"].to_numpy(), check=check,
+                 finish=check.finish)
     with atomic_write(args.picks, "wb") as handle:
         table.to_parquet(handle, index=False)
     logging.getLogger(__name__).info(

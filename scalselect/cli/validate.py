@@ -8,6 +8,10 @@ outcome), ``duplicate_ids`` (``[{"id", "indices"}]``), ``invalid``
 (``[{"index", "id", "reasons", "details"}]``, in dataset order) and ``text_only``
 (indices of valid samples without images). A readable summary goes to stderr.
 
+With ``--shard I --num-shards N --index FILE`` it checks one shard and writes that
+shard's part (``.npz``) instead; ``validate-merge`` makes the report of all parts
+(``validate-index`` writes the index). The report is the same either way.
+
 Exit code 0 whenever the dataset could be read (invalid samples are findings); 2 with a
 message for unreadable files, invalid JSON, a top level that is not a list, an empty
 dataset, or mixed/unknown record formats.
@@ -19,23 +23,23 @@ import argparse
 import os
 import sys
 
-HELP = "Check every sample and image of a dataset; write a JSON report."
+HELP = "Check every sample and image of a dataset; write a JSON report (or one shard's part)."
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="Dataset file (JSON array or JSON Lines).")
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """The dataset, its image root and the checks' settings (shared with
+    ``validate-merge``, whose report records them)."""
+    parser.add_argument(
+        "--dataset", required=True, help="Dataset file (JSON array, JSON Lines or parquet)."
+    )
     parser.add_argument(
         "--image-root", default=".", help="Directory relative image paths are joined to."
     )
-    parser.add_argument("--out", required=True, help="Report file (JSON).")
     parser.add_argument(
         "--format",
         default="auto",
         choices=["auto", "sharegpt", "llava", "llava_images"],
         help="Record format (default: detected from the records).",
-    )
-    parser.add_argument(
-        "--source-field", default=None, help="Record field used as the source label."
     )
     parser.add_argument(
         "--decode-images",
@@ -56,6 +60,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=False,
         help="Report repeated ids without invalidating their samples.",
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_check_arguments(parser)
+    parser.add_argument(
+        "--out", required=True, help="Report file (JSON); with --shard, the shard's part (.npz)."
+    )
+    parser.add_argument(
+        "--source-field", default=None, help="Record field used as the source label."
+    )
+    parser.add_argument("--index", default=None, help="The dataset's index (validate-index).")
+    parser.add_argument("--shard", type=int, default=None, help="Check only this shard.")
+    parser.add_argument("--num-shards", type=int, default=1, help="Number of shards.")
     parser.add_argument(
         "--workers",
         type=int,
@@ -65,11 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
 
-def run(args: argparse.Namespace) -> int:
-    from scalselect.dataset import load_dataset
+def settings_of(args: argparse.Namespace):  # noqa: ANN201 - scalselect.validation.Settings
+    """The checks' settings from the command line; ``UserError`` for a bad value or a
+    missing image root."""
     from scalselect.errors import UserError
-    from scalselect.io import write_json
-    from scalselect.validation import Settings, format_summary, validate_dataset
+    from scalselect.validation import Settings
 
     if args.min_image_side < 1:
         raise UserError(f"--min-image-side must be at least 1, got {args.min_image_side}")
@@ -77,20 +94,36 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-aspect-ratio must be above 1, got {args.max_aspect_ratio}")
     if not os.path.isdir(args.image_root):
         raise UserError(f"image root {args.image_root} is not a directory")
-    dataset = load_dataset(args.dataset, args.format, source_field=args.source_field)
-    settings = Settings(
+    return Settings(
         decode_images=args.decode_images,
         min_image_side=args.min_image_side,
         max_aspect_ratio=args.max_aspect_ratio,
         allow_duplicate_ids=args.allow_duplicate_ids,
     )
-    report = validate_dataset(
-        dataset,
-        args.image_root,
-        settings,
-        workers=max(1, args.workers),
-        progress=not args.no_progress,
-    )
-    write_json(args.out, report)
-    print(format_summary(report), file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scalselect.dataset import DatasetIndex
+    from scalselect.errors import UserError
+    from scalselect.io import write_json
+    from scalselect.validation import format_summary, validate_file, validate_part
+
+    settings = settings_of(args)
+    workers, progress = max(1, args.workers), not args.no_progress
+    if args.shard is None:
+        report = validate_file(args.dataset, args.image_root, settings, fmt=args.format,
+                               source_field=args.source_field, workers=workers,
+                               progress=progress)
+        write_json(args.out, report)
+        print(format_summary(report), file=sys.stderr)
+        return 0
+    if args.index is None or not 0 <= args.shard < args.num_shards:
+        raise UserError("--shard needs --index and 0 <= --shard < --num-shards")
+    part = validate_part(args.dataset, args.image_root, settings, fmt=args.format,
+                         source_field=args.source_field, index=DatasetIndex.load(args.index),
+                         shard=args.shard, num_shards=args.num_shards, workers=workers,
+                         progress=progress)
+    part.save(args.out)
+    print(f"shard {args.shard} of {args.num_shards}: records {part.start}-{part.stop - 1},"
+          f" {len(part.findings)} with defects found so far", file=sys.stderr)
     return 0

@@ -170,6 +170,10 @@ const ScalBrowse = (() => {
     const images = item.querySelector(".images");
     images.replaceChildren();
     for (const image of entry.images) {
+      if (!image.src) {  // embedded in the dataset, and no thumbnail made for this rank
+        images.appendChild(element("span", "missing", `embedded image ${image.name}: no thumbnail at this rank`));
+        continue;
+      }
       const link = element("a");
       link.href = image.src;
       link.target = "_blank";
