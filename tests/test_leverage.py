@@ -152,6 +152,16 @@ def test_map_reduce_commands_equal_one_process(tmp_path: Path) -> None:
     single = tmp_path / "single/importance_scores.jsonl"
     assert main(["score", "--features", str(tmp_path / "extract"), "--out", str(single), *flags]) == 0
 
+    # The workflow's one scoring job writes the same bytes as the three steps apart.
+    together = tmp_path / "together"
+    assert main([
+        "score-shards", "--partials", *map(str, partials), "--features", *map(str, dirs),
+        "--spectrum", str(together / "spectrum.json"), "--model", str(together / "model.npz"),
+        "--out", str(together / "importance_scores.jsonl"), *flags,
+    ]) == 0
+    for name in ("spectrum.json", "model.npz", "importance_scores.jsonl", "scores.parquet"):
+        assert (together / name).read_bytes() == (merged.parent / name).read_bytes(), name
+
     ok = np.array([i not in {0, 61} for i in range(200)])
     expected, k = dense_reference(matrix[ok], Preprocessing(True, True, True), 0.8)
     lines = read_jsonl(merged)
