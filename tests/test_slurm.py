@@ -168,6 +168,21 @@ def sacct_jobs(env: dict[str, str], workdir: Path) -> list[SlurmJob]:
     return sorted(jobs, key=lambda job: job.job_id)
 
 
+def job_steps(env: dict[str, str], job_id: int) -> list[tuple[datetime, datetime, str]]:
+    """(start, end, command line) of each srun step of a job, in start order."""
+    out = subprocess.run(
+        ["sacct", "-j", str(job_id), "--noheader", "--parsable2",
+         "--format", "JobID,Start,End,SubmitLine"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    steps = []
+    for line in out.splitlines():
+        step, start, end, command = line.split("|", 3)
+        if re.fullmatch(rf"{job_id}\.\d+", step):
+            steps.append((datetime.fromisoformat(start), datetime.fromisoformat(end), command))
+    return sorted(steps)
+
+
 def run_profile(
     env: dict[str, str], workdir: Path
 ) -> tuple[subprocess.CompletedProcess, list[SlurmJob]]:
@@ -367,10 +382,11 @@ def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
     assert_all_jobs_submitted(output, jobs)
     submitted = Counter(job.rule for job in jobs)
     assert (jobs[0].rule, jobs[0].wildcards) == ("extract", f"{RUN}_{FAULT_SHARD}_{SHARDS}")
-    # The shard's moments came with it; scoring is one job; selection and figures one
-    # job per group, side by side.
+    # The shard's moments came with it; scoring is one job; selection and figures in
+    # group jobs (one per set of connected jobs: the gallery needs no other), side by side.
     assert submitted["extract"] == 1 and submitted["cur"] == 1, submitted
-    assert sorted(job.group for job in jobs if job.group) == ["methods", "select"], jobs
+    assert {job.group for job in jobs if job.group} == {"methods", "select"}, jobs
+    assert len(jobs) == 2 + 4, jobs
     assert not {"demo", "validate", "filter"} & set().union(*(job.rules for job in jobs))
     assert queue_levels(jobs) == LEVELS - 1
     assert (workdir / f"results/{RUN}/score/importance_scores.jsonl").exists()
@@ -394,7 +410,7 @@ def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
     n_seeds = len(config["select"]["random_seeds"])
     assert submitted["select"] == 1 and submitted["select_random"] == n_seeds, submitted
     assert set(submitted) <= SELECTION_RULES, submitted
-    assert {job.group for job in jobs} <= {"select", "methods"} and len(jobs) <= 2, jobs
+    assert {job.group for job in jobs} <= {"select", "methods"} and len(jobs) <= 3, jobs
     assert queue_levels(jobs) == 1
     assert (workdir / f"results/{RUN}/select/top-{NEW_BUDGET}.json").exists()
 
@@ -417,9 +433,13 @@ def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
     assert extract.group == "extract", extract
     # One GPU and the shards' summed time (2 x 30 min), not two GPUs for 30 min.
     assert "gres/gpu=1" in extract.alloc_tres and extract.timelimit == "01:00:00", extract
-    slurm_log = next((workdir / ".snakemake/slurm_logs").glob(f"group_*/{extract.job_id}.log"))
+    # Its job steps (one srun per shard) ran the shards one after another.
+    steps = job_steps(slurm_env, extract.job_id)
+    shards = sorted(re.search(r"--target-jobs extract:run=\S*,i=(\d+),n=", line)[1]
+                    for _, _, line in steps)
+    assert shards == [str(i) for i in range(SHARDS)], steps
+    assert steps[0][1] <= steps[1][0], steps
     for i in range(SHARDS):
-        assert f"results/{RUN}/extract/shard-{i}-of-{SHARDS}" in slurm_log.read_text()
         log = (results / f"logs/extract/shard-{i}-of-{SHARDS}.log").read_text()
         assert re.search(r"(?<!\d)0 samples computed", log), log[-2000:]
     assert {path: path.read_bytes() for path in kept} == kept
