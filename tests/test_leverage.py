@@ -314,6 +314,21 @@ def test_non_finite_value_names_the_sample(tmp_path: Path, caplog: pytest.LogCap
     assert not (tmp_path / "s.jsonl").exists()
 
 
+def test_score_shards_without_shards_names_the_option(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dirs = write_shards(tmp_path / "extract", representations(n=20, d=4), list(range(20)), [])
+    partial = tmp_path / "partial.npz"
+    assert main(["score-partial", "--features", str(dirs[0]), "--out", str(partial)]) == 0
+    out = tmp_path / "score/importance_scores.jsonl"
+    code = main(["score-shards", "--partials", str(partial), "--spectrum",
+                 str(tmp_path / "score/spectrum.json"), "--model", str(tmp_path / "score/model.npz"),
+                 "--out", str(out)])
+    assert code == 2
+    assert "score-shards needs --features: the shards to score" in caplog.text
+    assert not (tmp_path / "score").exists()
+
+
 @pytest.mark.parametrize("center", [True, False])
 def test_identical_rows_have_no_spectrum_when_centred(tmp_path: Path, center: bool) -> None:
     matrix = np.tile(np.arange(6, dtype=np.float32), (10, 1))
