@@ -7,7 +7,8 @@ rule browse:
     input:
         dataset=filtered_dataset,
         scores="results/{run}/score/scores.parquet",
-        selections=selection_files,
+        # The top-N and random-N subsets are recomputed from the scores as `select`
+        # makes them; only the baselines' picks are read.
         picks=baseline_picks,
     output:
         browse=report(

@@ -13,6 +13,7 @@ from scalselect.config import (
     problem_report,
     run_problems,
     schema_problems,
+    shard_group_problems,
 )
 from scalselect.methods import BASELINES
 from scalselect.settings import RESULT_KEYS
@@ -66,6 +67,21 @@ for run in RUNS:
         )
 if _problems:
     raise WorkflowError(problem_report(_problems, "configuration"))
+
+
+def slurm_problems():
+    """Problems of the SLURM profile's extract settings (slurm/config.yaml sets
+    `shards_per_job` and `job_runtime`, in minutes, on extract); none without it."""
+    extract = workflow.resource_settings.overwrite_resources.get("extract", {})
+    if "shards_per_job" not in extract:
+        return []
+    return shard_group_problems(
+        *(extract[key].value for key in ("shards_per_job", "runtime", "job_runtime"))
+    )
+
+
+if slurm_problems():
+    raise WorkflowError(problem_report(slurm_problems(), "SLURM profile"))
 
 
 def run_value(key):
@@ -126,29 +142,16 @@ def shard_names(run):
     return [f"shard-{i}-of-{n}" for i in range(n)]
 
 
+# BLAS threads of the scoring steps (the moments in extract jobs, and `cur`): they change
+# float64 rounding, so every run of a step uses the same number.
+SCORE_THREADS = 2
+
+
 def score_partials(wildcards):
-    """Input function of `cur`: the moments of every extraction shard."""
+    """Input function of `cur`: the moments of every extraction shard (written by its
+    extract job)."""
     return [
         f"results/{wildcards.run}/score/partials/{shard}.npz"
-        for shard in shard_names(wildcards.run)
-    ]
-
-
-def score_second_pass(wildcards):
-    """Input function of `cur`: the shards again when rows are L2-normalised (the Gram
-    of normalised rows needs a second pass over them), else nothing."""
-    if not settings(wildcards.run, "score")["l2_normalize"]:
-        return []
-    return [
-        f"results/{wildcards.run}/extract/{shard}"
-        for shard in shard_names(wildcards.run)
-    ]
-
-
-def score_parts(wildcards):
-    """Input function of `cur_merge`: the scores of every extraction shard."""
-    return [
-        f"results/{wildcards.run}/score/parts/{shard}.parquet"
         for shard in shard_names(wildcards.run)
     ]
 
@@ -156,7 +159,7 @@ def score_parts(wildcards):
 def selection_files(wildcards):
     """Input function of `select_summary`: the top-N and random-N files of the run's
     budgets. A percentage becomes a count once the scored samples are known (checkpoint
-    `cur_merge`); a budget above that count fails here, with its reason."""
+    `cur`); a budget above that count fails here, with its reason."""
     run = wildcards.run
     ext = dataset_extension(run)
     files = []
@@ -170,10 +173,10 @@ def selection_files(wildcards):
 
 
 def resolved_budgets(run):
-    """The run's budgets as sample counts (after checkpoint `cur_merge`)."""
+    """The run's budgets as sample counts (after checkpoint `cur`)."""
     from scalselect.selection import read_scores, resolve_budget
 
-    n_valid = len(read_scores(checkpoints.cur_merge.get(run=run).output.table))
+    n_valid = len(read_scores(checkpoints.cur.get(run=run).output.table))
     return [resolve_budget(b, n_valid) for b in settings(run, "select")["budgets"]]
 
 

@@ -1,87 +1,33 @@
-# Scoring (METHOD.md stage 2) as map-reduce over the extraction shards: per-shard
-# moments, one reduce with the eigendecomposition, per-shard scores, a ranked merge.
-# BLAS threads follow {threads}; they change nothing but float64 rounding.
+# Scoring (METHOD.md stage 2) as map-reduce over the extraction shards: the moments of
+# each shard come from its extract job (rules/extract.smk); this one job merges them,
+# eigendecomposes, scores every shard and ranks (score-shards: the files of score-fit,
+# score-apply and score-merge run apart). One job, so that scoring waits in a SLURM queue
+# once. BLAS threads follow SCORE_THREADS (rules/common.smk).
 
 
-rule cur_partial:
-    input:
-        shard="results/{run}/extract/shard-{i}-of-{n}",
-    output:
-        partial="results/{run}/score/partials/shard-{i}-of-{n}.npz",
-    log:
-        "results/{run}/logs/cur_partial/shard-{i}-of-{n}.log",
-    benchmark:
-        "results/{run}/benchmarks/cur_partial/shard-{i}-of-{n}.tsv"
-    wildcard_constraints:
-        i=r"\d+",
-        n=r"\d+",
-    conda:
-        "../envs/cur.yaml"
-    threads: 2
-    shell:
-        "OMP_NUM_THREADS={threads} python -m scalselect score-partial"
-        " --features {input.shard} --out {output.partial} > {log} 2>&1"
-
-
-rule cur:
+# A checkpoint: percentage budgets become sample counts once the scored samples are known.
+checkpoint cur:
     input:
         partials=score_partials,
-        shards=score_second_pass,
+        shards=run_shards,
     output:
         spectrum="results/{run}/score/spectrum.json",
         model="results/{run}/score/model.npz",
+        scores="results/{run}/score/importance_scores.jsonl",
+        table="results/{run}/score/scores.parquet",
     log:
         "results/{run}/logs/cur.log",
     benchmark:
         "results/{run}/benchmarks/cur.tsv"
     conda:
         "../envs/cur.yaml"
-    threads: 2
+    threads: SCORE_THREADS
     params:
         options=cli_options(
             "score", "sv_threshold", "center", "standardize", "l2_normalize"
         ),
     shell:
-        "OMP_NUM_THREADS={threads} python -m scalselect score-fit"
+        "OMP_NUM_THREADS={threads} python -m scalselect score-shards"
         " --partials {input.partials} --features {input.shards} {params.options}"
-        " --spectrum {output.spectrum} --model {output.model} > {log} 2>&1"
-
-
-rule cur_score:
-    input:
-        shard="results/{run}/extract/shard-{i}-of-{n}",
-        model="results/{run}/score/model.npz",
-    output:
-        scores="results/{run}/score/parts/shard-{i}-of-{n}.parquet",
-    log:
-        "results/{run}/logs/cur_score/shard-{i}-of-{n}.log",
-    benchmark:
-        "results/{run}/benchmarks/cur_score/shard-{i}-of-{n}.tsv"
-    wildcard_constraints:
-        i=r"\d+",
-        n=r"\d+",
-    conda:
-        "../envs/cur.yaml"
-    threads: 2
-    shell:
-        "OMP_NUM_THREADS={threads} python -m scalselect score-apply"
-        " --features {input.shard} --model {input.model} --out {output.scores}"
-        " > {log} 2>&1"
-
-
-# A checkpoint: percentage budgets become sample counts once the scored samples are known.
-checkpoint cur_merge:
-    input:
-        parts=score_parts,
-    output:
-        scores="results/{run}/score/importance_scores.jsonl",
-        table="results/{run}/score/scores.parquet",
-    log:
-        "results/{run}/logs/cur_merge.log",
-    benchmark:
-        "results/{run}/benchmarks/cur_merge.tsv"
-    conda:
-        "../envs/cur.yaml"
-    shell:
-        "python -m scalselect score-merge --parts {input.parts} --out {output.scores}"
+        " --spectrum {output.spectrum} --model {output.model} --out {output.scores}"
         " > {log} 2>&1"

@@ -1,5 +1,10 @@
 # The bundled demo dataset (ShareGPT and LLaVA formats, images) and tiny models,
-# generated deterministically by one job.
+# generated deterministically by one job. Seconds, whatever the cluster: on SLURM it runs
+# where Snakemake runs instead of waiting in a queue before validate.
+
+
+localrules:
+    demo,
 
 
 rule demo:

@@ -3,6 +3,8 @@
 # and the feature store are resources, so changing them does not rerun finished shards.
 # Each job reads only its shard's lines of the filtered file and runs the model only on
 # samples the stores (cache_dirs, keyed by sample content) do not hold yet.
+# The job then computes the shard's moments for scoring (score-partial) from the features
+# it has just written: one queue wait less on SLURM than a job of their own.
 
 
 rule extract:
@@ -11,6 +13,7 @@ rule extract:
         model=model_input,
     output:
         shard=directory("results/{run}/extract/shard-{i}-of-{n}"),
+        partial="results/{run}/score/partials/shard-{i}-of-{n}.npz",
     log:
         "results/{run}/logs/extract/shard-{i}-of-{n}.log",
     benchmark:
@@ -47,4 +50,9 @@ rule extract:
         " --shard {wildcards.i} --num-shards {wildcards.n} {params.options}"
         " --batch-size {resources.batch_size} --num-workers {resources.num_workers}"
         " --chunk-size {resources.chunk_size} --cache-dir {resources.cache_dirs}"
-        " >> {log} 2>&1"
+        " >> {log} 2>&1;"
+        # NumPy, as on the CPU node that computed the moments before: the GPU node's
+        # torch would round float64 sums differently.
+        f" OMP_NUM_THREADS={SCORE_THREADS} python -m scalselect score-partial"
+        " --backend numpy --features {output.shard}"
+        " --out {output.partial} >> {log} 2>&1"

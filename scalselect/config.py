@@ -13,6 +13,8 @@ error instead of stopping at the first:
   Hugging Face cache, or a checkpoint whose ``config.json`` is not of the configured
   ``model.type``.
 - :func:`path_problems`: a dataset file or image root that does not exist.
+- :func:`shard_group_problems`: with the SLURM profile, extract shards per job whose
+  summed time limit exceeds the time limit of the job that runs them.
 
 Files under :data:`WORKFLOW_MADE` (the demo's dataset and models) are made by a rule of
 the workflow and are not checked before they exist.
@@ -183,6 +185,45 @@ def run_problems(run: str, entry: Mapping[str, Any], select: Mapping[str, Any]) 
             " dataset yet (use scalselect and random, or a JSON Lines copy of the dataset)"
         )
     return [f"runs.{run}: {problem}" for problem in problems]
+
+
+def _duration(minutes: int) -> str:
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes} min"
+
+
+def shard_group_problems(shards_per_job: int, shard_minutes: int, job_minutes: int) -> list[str]:
+    """Extract shards run one after another in one SLURM job (a Snakemake job group):
+    their summed time limit must fit the job's.
+
+    Parameters
+    ----------
+    shards_per_job : int
+        Shards one job runs (``SCALSELECT_SHARDS_PER_JOB``).
+    shard_minutes : int
+        Time limit of one shard in minutes (``SCALSELECT_SHARD_RUNTIME``).
+    job_minutes : int
+        Time limit of one extract job in minutes (``SCALSELECT_EXTRACT_RUNTIME``).
+
+    Returns
+    -------
+    list of str
+        One message when the shards do not fit, else nothing. Snakemake would ask
+        sbatch for ``shards_per_job * shard_minutes``; over the partition's limit such a
+        job never starts, and nothing says why.
+    """
+    if shards_per_job < 1:
+        return [f"SCALSELECT_SHARDS_PER_JOB={shards_per_job}: must be 1 or more"]
+    total = shards_per_job * shard_minutes
+    if total <= job_minutes:
+        return []
+    return [
+        f"SCALSELECT_SHARDS_PER_JOB={shards_per_job} shards x SCALSELECT_SHARD_RUNTIME="
+        f"{_duration(shard_minutes)} = {_duration(total)} exceeds SCALSELECT_EXTRACT_RUNTIME="
+        f"{_duration(job_minutes)}, the time limit of one extract job: set "
+        f"SCALSELECT_SHARD_RUNTIME to at most {_duration(job_minutes // shards_per_job)} "
+        "(the time one shard takes), raise SCALSELECT_EXTRACT_RUNTIME or run fewer "
+        "shards per job"
+    ]
 
 
 def problem_report(problems: Sequence[str], what: str) -> str:

@@ -17,6 +17,7 @@ from scalselect.config import (
     problem_report,
     run_problems,
     schema_problems,
+    shard_group_problems,
 )
 from scalselect.demo.tinymodels import build_tiny_model
 
@@ -158,3 +159,18 @@ def test_run_problems_name_the_run_and_report_everything(
     assert problems[2] == "runs.mine: select.budgets: '101%' is more than 100% of the scored samples"
     report = problem_report(problems, "configuration")
     assert report.startswith("configuration: 3 problems, nothing was run:\n  runs.mine: dataset")
+
+
+def test_extract_shards_per_job_must_fit_the_job_time_limit() -> None:
+    # 4 shards of 3 h fill a 12 h job exactly; one minute more per shard does not fit.
+    assert shard_group_problems(4, 180, 720) == []
+    assert shard_group_problems(1, 720, 720) == []
+    [problem] = shard_group_problems(4, 181, 720)
+    assert problem.startswith(
+        "SCALSELECT_SHARDS_PER_JOB=4 shards x SCALSELECT_SHARD_RUNTIME=181 min = 724 min"
+        " exceeds SCALSELECT_EXTRACT_RUNTIME=12h, the time limit of one extract job:"
+        " set SCALSELECT_SHARD_RUNTIME to at most 3h"
+    ), problem
+    [problem] = shard_group_problems(1, 900, 720)
+    assert "= 15h exceeds SCALSELECT_EXTRACT_RUNTIME=12h" in problem
+    assert shard_group_problems(0, 60, 720) == ["SCALSELECT_SHARDS_PER_JOB=0: must be 1 or more"]

@@ -152,6 +152,21 @@ def test_map_reduce_commands_equal_one_process(tmp_path: Path) -> None:
     single = tmp_path / "single/importance_scores.jsonl"
     assert main(["score", "--features", str(tmp_path / "extract"), "--out", str(single), *flags]) == 0
 
+    # The workflow's one scoring job writes the same bytes as the three steps apart.
+    together = tmp_path / "together"
+    assert main([
+        "score-shards", "--partials", *map(str, partials), "--features", *map(str, dirs),
+        "--spectrum", str(together / "spectrum.json"), "--model", str(together / "model.npz"),
+        "--out", str(together / "importance_scores.jsonl"), *flags,
+    ]) == 0
+    for name in ("spectrum.json", "importance_scores.jsonl", "scores.parquet"):
+        assert (together / name).read_bytes() == (merged.parent / name).read_bytes(), name
+    # An .npz is a zip: its entries carry the time they were written; compare the arrays.
+    with np.load(together / "model.npz") as ours, np.load(merged.parent / "model.npz") as theirs:
+        assert ours.files == theirs.files
+        for key in ours.files:
+            assert ours[key].tobytes() == theirs[key].tobytes(), key
+
     ok = np.array([i not in {0, 61} for i in range(200)])
     expected, k = dense_reference(matrix[ok], Preprocessing(True, True, True), 0.8)
     lines = read_jsonl(merged)
@@ -297,6 +312,21 @@ def test_non_finite_value_names_the_sample(tmp_path: Path, caplog: pytest.LogCap
     assert code == 2
     assert "non-finite representation for dataset index 17" in caplog.text
     assert not (tmp_path / "s.jsonl").exists()
+
+
+def test_score_shards_without_shards_names_the_option(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dirs = write_shards(tmp_path / "extract", representations(n=20, d=4), list(range(20)), [])
+    partial = tmp_path / "partial.npz"
+    assert main(["score-partial", "--features", str(dirs[0]), "--out", str(partial)]) == 0
+    out = tmp_path / "score/importance_scores.jsonl"
+    code = main(["score-shards", "--partials", str(partial), "--spectrum",
+                 str(tmp_path / "score/spectrum.json"), "--model", str(tmp_path / "score/model.npz"),
+                 "--out", str(out)])
+    assert code == 2
+    assert "score-shards needs --features: the shards to score" in caplog.text
+    assert not (tmp_path / "score").exists()
 
 
 @pytest.mark.parametrize("center", [True, False])

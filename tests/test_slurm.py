@@ -13,7 +13,11 @@ One sequence of runs, each asserting what was submitted:
    while everything independent of it completes;
 2. with the fault removed, a rerun submits only that shard and what depends on it;
 3. an unchanged rerun submits nothing;
-4. a new selection budget submits only selection and plot jobs.
+4. a new selection budget submits only selection and plot jobs;
+5. the run again from scratch (the feature store kept) with both shards in one GPU job
+   (SCALSELECT_SHARDS_PER_JOB): one sbatch job runs both, asking for one GPU and their
+   summed time; the run waits in the queue 4 times (counted from sacct's submit and end
+   times); scores and selections are byte-identical to those of runs 1-4.
 """
 
 from __future__ import annotations
@@ -25,12 +29,16 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO, copy_workflow, workflow_env
+
+sys.path.insert(0, str(REPO / "bench"))
+from slurm_levels import sacct_levels  # noqa: E402
 
 CLUSTER_SH = REPO / "tests/slurm/cluster.sh"
 FAULT_DIR = REPO / "tests/slurm/fault"
@@ -48,12 +56,24 @@ RUN, SHARDS = "demo-llava", 2
 FAULT_SHARD = 1
 NEW_BUDGET = 24
 GPU_RULES = {"extract", "plots_gallery"}
+# Group `methods` (slurm/config.yaml) runs with the gallery: on the GPU partition.
+GPU_PARTITION_RULES = GPU_RULES | {
+    "plots_methods", "select_kcenter", "select_kmeans_clusters", "select_kmeans",
+}
+# Queue waits of one run: validate+filter, extract, cur, selection and figures.
+LEVELS = 4
 # Rules whose memory follows the size of the run's features (README, "Running on SLURM").
 FEATURE_SIZED_RULES = {"select_kcenter", "select_kmeans_clusters", "plots_methods"}
 SELECTION_RULES = {
     "select", "select_random", "select_summary", "select_kcenter", "select_kmeans", "plots",
-    "plots_compare", "plots_methods", "browse",
+    "plots_compare", "plots_methods", "plots_scores", "plots_gallery", "browse",
 }
+# Rules that run where Snakemake runs: the target and the demo's builder.
+LOCAL_RULES = {"all", "demo"}
+RULES = set(re.findall(
+    r"^(?:rule|checkpoint) (\w+):", "".join(p.read_text() for p in (REPO / "rules").glob("*.smk")),
+    flags=re.MULTILINE,
+))
 
 
 def _why_not_runnable() -> str | None:
@@ -71,7 +91,8 @@ needs_cluster = pytest.mark.skipif(
 
 @dataclass(frozen=True)
 class SlurmJob:
-    """One sbatch submission as sacct records it."""
+    """One sbatch submission as sacct records it. ``rule`` is the rule, or for a job
+    group ``<group>_<its rules, sorted, joined by _>`` (the plugin's comment)."""
 
     job_id: int
     rule: str
@@ -81,6 +102,27 @@ class SlurmJob:
     account: str
     req_tres: str
     alloc_tres: str
+    timelimit: str
+    submit: datetime
+    start: datetime
+    end: datetime
+
+    @property
+    def rules(self) -> set[str]:
+        """The rules this job ran: its rule, or the rules of its group."""
+        if self.rule in RULES:
+            return {self.rule}
+        group, _, names = self.rule.partition("_")
+        found, words = set(), names.split("_")
+        while words:  # the longest rule name at the front first (select_random, select)
+            size = next(n for n in range(len(words), 0, -1) if "_".join(words[:n]) in RULES)
+            found.add("_".join(words[:size]))
+            words = words[size:]
+        return found
+
+    @property
+    def group(self) -> str | None:
+        return None if self.rule in RULES else self.rule.partition("_")[0]
 
 
 def _cluster(command: str) -> subprocess.CompletedProcess:
@@ -108,19 +150,37 @@ def sacct_jobs(env: dict[str, str], workdir: Path) -> list[SlurmJob]:
     out = subprocess.run(
         ["sacct", "--allusers", "--allocations", "--noheader", "--parsable2",
          "--starttime", "now-1days",
-         "--format", "JobID,Comment,State,Partition,Account,ReqTRES,AllocTRES,WorkDir"],
+         "--format", "JobID,Comment,State,Partition,Account,ReqTRES,AllocTRES,Timelimit,"
+         "Submit,Start,End,WorkDir"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout
     jobs = []
     for line in out.splitlines():
-        job_id, comment, state, partition, account, req, alloc, job_workdir = line.split("|")
+        (job_id, comment, state, partition, account, req, alloc, timelimit,
+         *times, job_workdir) = line.split("|")
         if Path(job_workdir) != workdir:
             continue
         match = re.fullmatch(r"rule_(.+?)(?:_wildcards_(.*))?", comment)
         assert match, f"job {job_id} has no rule comment: {comment!r}"
         jobs.append(SlurmJob(int(job_id), match[1], match[2] or "", state.split()[0],
-                             partition, account, req, alloc))
+                             partition, account, req, alloc, timelimit,
+                             *map(datetime.fromisoformat, times)))
     return sorted(jobs, key=lambda job: job.job_id)
+
+
+def job_steps(env: dict[str, str], job_id: int) -> list[tuple[datetime, datetime, str]]:
+    """(start, end, command line) of each srun step of a job, in start order."""
+    out = subprocess.run(
+        ["sacct", "-j", str(job_id), "--noheader", "--parsable2",
+         "--format", "JobID,Start,End,SubmitLine"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    steps = []
+    for line in out.splitlines():
+        step, start, end, command = line.split("|", 3)
+        if re.fullmatch(rf"{job_id}\.\d+", step):
+            steps.append((datetime.fromisoformat(start), datetime.fromisoformat(end), command))
+    return sorted(steps)
 
 
 def run_profile(
@@ -138,23 +198,30 @@ def run_profile(
 
 
 def submissions(output: str) -> set[tuple[int, str]]:
-    """(SLURM job id, rule) of every job Snakemake's output says it submitted."""
+    """(SLURM job id, rule or group name) of every job Snakemake's output says it
+    submitted."""
     found = re.findall(
-        r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/", output
+        r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(?:rule|group)_(\w+)/",
+        output,
     )
     return {(int(job_id), rule) for job_id, rule in found}
 
 
 def assert_all_jobs_submitted(output: str, jobs: list[SlurmJob]) -> None:
-    """Every job of a successful run went through sbatch; only the target rule `all` ran
-    locally. (A failed run's output also holds the failed job's log, which names rules.)"""
-    ran = Counter(
-        re.findall(r"^(rule|checkpoint|localrule) (\w+):$", output, flags=re.MULTILINE)
-    )
-    assert {key for key in ran if key[0] == "localrule"} <= {("localrule", "all")}, ran
-    remote = Counter({rule: n for (kind, rule), n in ran.items() if kind != "localrule"})
-    assert remote == Counter(job.rule for job in jobs), (remote, jobs)
+    """Every job of a successful run went through sbatch, alone or in its group; only
+    the target rule `all` and the demo's builder ran locally. (A failed run's output
+    also holds the failed job's log, which names rules.)"""
+    ran = re.findall(r"^ *(rule|checkpoint|localrule) (\w+):$", output, flags=re.MULTILINE)
+    assert {rule for kind, rule in ran if kind == "localrule"} <= LOCAL_RULES, ran
+    remote = {rule for kind, rule in ran if kind != "localrule"}
+    assert remote == set().union(*(job.rules for job in jobs)), (remote, jobs)
     assert submissions(output) == {(job.job_id, job.rule) for job in jobs}
+
+
+def queue_levels(jobs: list[SlurmJob]) -> int:
+    """Dependent submission levels: the longest chain of jobs each submitted after the
+    previous one ended, from sacct's times (bench/slurm_levels.py)."""
+    return max(sacct_levels(jobs).values())
 
 
 def planned_resources(env: dict[str, str], workdir: Path) -> dict[str, str]:
@@ -164,9 +231,10 @@ def planned_resources(env: dict[str, str], workdir: Path) -> dict[str, str]:
         cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    found = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout,
-                       flags=re.MULTILINE)
-    return {rule: resources for rule, resources in reversed(found)}
+    # Jobs of a group are printed indented under their group.
+    found = re.findall(r"^( *)rule (\w+):\n(?:\1    .*\n)*?\1    resources: (.*)$",
+                       result.stdout, flags=re.MULTILINE)
+    return {rule: resources for _, rule, resources in reversed(found)}
 
 
 def test_profile_takes_site_settings_from_the_environment(tmp_path: Path) -> None:
@@ -189,6 +257,29 @@ def test_profile_takes_site_settings_from_the_environment(tmp_path: Path) -> Non
         assert "slurm_partition=a100-queue" in site[rule] and "slurm_account=lab42" in site[rule]
     assert "gpu=4" in site["extract"] and "gpu_model=a100" in site["extract"]
     assert "runtime=2880" in site["extract"] and "runtime=30" in site["validate"]
+
+
+def test_shards_per_job_must_fit_the_extract_time_limit(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path / "workflow")
+    env = workflow_env()
+    for name in list(env):
+        if name.startswith(("SBATCH_", "SCALSELECT_")):
+            del env[name]
+    # Four shards per job at the default 12 h per shard would ask for 48 h.
+    env.update(SCALSELECT_SHARDS_PER_JOB="4")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm", "--dry-run"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert (
+        "SLURM profile: 1 problem, nothing was run:\n  SCALSELECT_SHARDS_PER_JOB=4 shards x"
+        " SCALSELECT_SHARD_RUNTIME=12h = 48h exceeds SCALSELECT_EXTRACT_RUNTIME=12h"
+    ) in output, output[-3000:]
+    assert "Traceback" not in output
+    env.update(SCALSELECT_SHARD_RUNTIME="3h")
+    assert "runtime=180," in planned_resources(env, workdir)["extract"]
 
 
 def readme_memory_table() -> dict[str, int]:
@@ -221,8 +312,9 @@ def test_gpu_jobs_get_their_own_partition_and_the_documented_memory(tmp_path: Pa
 
     env.update(SBATCH_PARTITION="cpu-queue", SCALSELECT_GPU_PARTITION="gpu-queue")
     site = planned_resources(env, workdir)
+    assert "plots_methods" in site
     for rule, resources in site.items():
-        partition = "gpu-queue" if rule in GPU_RULES else "cpu-queue"
+        partition = "gpu-queue" if rule in GPU_PARTITION_RULES else "cpu-queue"
         assert f"slurm_partition={partition}" in resources, (rule, resources)
 
     # Without a GPU partition of its own, every job goes to SBATCH_PARTITION.
@@ -290,9 +382,13 @@ def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
     assert_all_jobs_submitted(output, jobs)
     submitted = Counter(job.rule for job in jobs)
     assert (jobs[0].rule, jobs[0].wildcards) == ("extract", f"{RUN}_{FAULT_SHARD}_{SHARDS}")
-    assert submitted["extract"] == 1 and submitted["cur_partial"] == 1, submitted
-    assert submitted["cur"] == 1 and submitted["cur_score"] == SHARDS, submitted
-    assert not {"demo", "validate", "filter"} & set(submitted), submitted
+    # The shard's moments came with it; scoring is one job; selection and figures in
+    # group jobs (one per set of connected jobs: the gallery needs no other), side by side.
+    assert submitted["extract"] == 1 and submitted["cur"] == 1, submitted
+    assert {job.group for job in jobs if job.group} == {"methods", "select"}, jobs
+    assert len(jobs) == 2 + 4, jobs
+    assert not {"demo", "validate", "filter"} & set().union(*(job.rules for job in jobs))
+    assert queue_levels(jobs) == LEVELS - 1
     assert (workdir / f"results/{RUN}/score/importance_scores.jsonl").exists()
 
     # 3. Unchanged: nothing is submitted.
@@ -309,8 +405,41 @@ def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     assert_all_jobs_submitted(output, jobs)
-    submitted = Counter(job.rule for job in jobs)
+    # Snakemake prints every job of a group it submits.
+    submitted = Counter(re.findall(r"^ *rule (\w+):$", output, flags=re.MULTILINE))
     n_seeds = len(config["select"]["random_seeds"])
     assert submitted["select"] == 1 and submitted["select_random"] == n_seeds, submitted
     assert set(submitted) <= SELECTION_RULES, submitted
+    assert {job.group for job in jobs} <= {"select", "methods"} and len(jobs) <= 3, jobs
+    assert queue_levels(jobs) == 1
     assert (workdir / f"results/{RUN}/select/top-{NEW_BUDGET}.json").exists()
+
+    # 5. From scratch (the feature store kept), both shards in one GPU job.
+    results = workdir / f"results/{RUN}"
+    # (model.npz is a zip stamped with the time it was written: its arrays are in scores.)
+    kept = {path: path.read_bytes() for path in results.glob("score/*.*[!z]")}
+    kept |= {path: path.read_bytes() for path in results.glob("select/*.json")}
+    assert len(kept) == 3 + len(list(results.glob("select/*.json"))) > 3, kept
+    shutil.rmtree(results)
+    grouped_env = dict(slurm_env, SCALSELECT_SHARDS_PER_JOB=str(SHARDS),
+                       SCALSELECT_SHARD_RUNTIME="30m", SCALSELECT_EXTRACT_RUNTIME="1h")
+    result, jobs = run_profile(grouped_env, workdir)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert all(job.state == "COMPLETED" for job in jobs), jobs
+    assert_all_jobs_submitted(output, jobs)
+    assert queue_levels(jobs) == LEVELS, [(job.rule, job.submit, job.end) for job in jobs]
+    [extract] = [job for job in jobs if "extract" in job.rules]
+    assert extract.group == "extract", extract
+    # One GPU and the shards' summed time (2 x 30 min), not two GPUs for 30 min.
+    assert "gres/gpu=1" in extract.alloc_tres and extract.timelimit == "01:00:00", extract
+    # Its job steps (one srun per shard) ran the shards one after another.
+    steps = job_steps(slurm_env, extract.job_id)
+    shards = sorted(re.search(r"--target-jobs extract:run=\S*,i=(\d+),n=", line)[1]
+                    for _, _, line in steps)
+    assert shards == [str(i) for i in range(SHARDS)], steps
+    assert steps[0][1] <= steps[1][0], steps
+    for i in range(SHARDS):
+        log = (results / f"logs/extract/shard-{i}-of-{SHARDS}.log").read_text()
+        assert re.search(r"(?<!\d)0 samples computed", log), log[-2000:]
+    assert {path: path.read_bytes() for path in kept} == kept

@@ -197,7 +197,7 @@ def test_changed_dataset_content_reruns_downstream(demo_workflow: Path, tmp_path
     assert jobs.get("validate") == jobs.get("filter") == len(affected)
     shards = yaml.safe_load((workdir / "config/config.yaml").read_text())["extract"]["shards"]
     assert jobs.get("extract") == shards * len(affected)
-    assert jobs.get("cur_merge") == len(affected)
+    assert jobs.get("cur") == len(affected)
     assert "demo" not in jobs
 
     # The rerun recomputes only the shard holding the changed sample; the others come

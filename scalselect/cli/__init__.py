@@ -29,6 +29,7 @@ COMMANDS = {
     "score-fit": "score_fit",
     "score-apply": "score_apply",
     "score-merge": "score_merge",
+    "score-shards": "score_shards",
     "select": "select",
     "select-summary": "select_summary",
     "kmeans-clusters": "kmeans_clusters",

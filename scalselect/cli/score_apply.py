@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scalselect.cli.score import add_compute_arguments, block_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from scalselect.leverage import Model
 
 HELP = "Scoring, per shard: leverage scores of its rows under the fitted model."
 
@@ -23,18 +29,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_compute_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def shard_scores(
+    paths: list[str], model: Model, args: argparse.Namespace
+) -> pd.DataFrame:
+    """The scores of the rows under ``paths`` (shards, or an extraction directory), in
+    their order: columns ``index``, ``id``, ``importance``."""
     import pandas as pd
 
     from scalselect import leverage
-    from scalselect.io import atomic_write
 
     backend = leverage.Backend(args.backend)
-    model = leverage.Model.load(args.model)
     parts = [
         leverage.score_source(source, model, backend, block_rows(args))
-        for source in leverage.open_sources(args.features)
+        for source in leverage.open_sources(paths)
     ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scalselect import leverage
+    from scalselect.io import atomic_write
+
+    model = leverage.Model.load(args.model)
     with atomic_write(args.out, "wb") as handle:
-        pd.concat(parts, ignore_index=True).to_parquet(handle, index=False)
+        shard_scores(args.features, model, args).to_parquet(handle, index=False)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scalselect.cli.score import (
     add_compute_arguments,
@@ -12,13 +13,17 @@ from scalselect.cli.score import (
     preprocessing,
 )
 
+if TYPE_CHECKING:
+    from scalselect.leverage import Model
+
 HELP = (
     "Scoring, reduce step: merge moments, eigendecompose the preprocessed Gram matrix, "
     "choose k; writes spectrum.json and the scoring model."
 )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inputs and outputs of the fit (shared with ``score-shards``)."""
     parser.add_argument(
         "--partials", nargs="+", required=True, type=Path, metavar="NPZ",
         help="Moments files written by score-partial.",
@@ -33,7 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_compute_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_fit_arguments(parser)
+
+
+def fit_and_save(args: argparse.Namespace) -> Model:
+    """Fit the model from ``args.partials`` and write ``args.model`` and
+    ``args.spectrum``; returns the model."""
     from scalselect import leverage
 
     prep = preprocessing(args)
@@ -45,4 +56,9 @@ def run(args: argparse.Namespace) -> int:
     model = leverage.fit(moments, prep, args.sv_threshold, backend, sources, block_rows(args))
     model.save(args.model)
     leverage.write_spectrum(args.spectrum, model)
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    fit_and_save(args)
     return 0
