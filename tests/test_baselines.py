@@ -222,29 +222,31 @@ def test_new_method_or_seed_reruns_no_upstream_rule(demo_workflow: Path, tmp_pat
     assert {"kcenter", "kmeans"} <= set(config["select"]["methods"])
     budgets, runs = len(config["select"]["budgets"]), len(config["runs"])
     extra = tmp_path / "extra.yaml"
-    # Another set of methods: the comparison alone is redone (its set of inputs changed).
+    # Another set of methods: the comparison and the browser, which show the methods, alone
+    # are redone (their sets of inputs changed).
     extra.write_text(yaml.safe_dump({"select": {"methods": ["scalselect", "random", "kcenter"]}}))
-    assert planned_jobs(workdir, "--configfile", str(extra)) == {"plots_methods": runs, "all": 1}
+    assert planned_jobs(workdir, "--configfile", str(extra)) == {
+        "plots_methods": runs, "browse": runs, "all": 1}
     # A new k-means seed reruns the clustering, once per run, and the k-means selections
-    # alone (not k-center), and the comparison.
+    # alone (not k-center), the comparison and the browser.
     extra.write_text(yaml.safe_dump({"select": {"kmeans_seed": 1}}))
     jobs = planned_jobs(workdir, "--configfile", str(extra))
     assert jobs == {"select_kmeans_clusters": runs, "select_kmeans": budgets * runs,
-                    "plots_methods": runs, "all": 1}, jobs
+                    "plots_methods": runs, "browse": runs, "all": 1}, jobs
     # Another layer for one run reruns its extraction (a result setting) and what follows.
     extra.write_text(yaml.safe_dump({"runs": {**config["runs"], "demo-llava": {
         **config["runs"]["demo-llava"], "extract": {"layer": 2}}}}))
     jobs = planned_jobs(workdir, "--configfile", str(extra))
     assert jobs["extract"] == config["extract"]["shards"] and "validate" not in jobs, jobs
     # A method new to the results (its selections and the comparison absent): only its
-    # selections and the comparison run.
+    # selections, the comparison and the browser run.
     for run in config["runs"]:
         for path in [*(workdir / "results" / run / "select").glob("kmeans-*"),
                      *(workdir / "results" / run / "plots").glob("methods.*")]:
             path.unlink()
     jobs = planned_jobs(workdir)
     assert jobs == {"select_kmeans_clusters": runs, "select_kmeans": budgets * runs,
-                    "plots_methods": runs, "all": 1}, jobs
+                    "plots_methods": runs, "browse": runs, "all": 1}, jobs
 
 
 @pytest.mark.slow
