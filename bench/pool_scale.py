@@ -201,6 +201,8 @@ def measure(args: argparse.Namespace) -> None:
                 out.mkdir(exist_ok=True)
                 for stage, commands in stages(python, pool, work / "images", out, code == "old",
                                               args.decode, shards).items():
+                    if stage not in args.stages:
+                        continue
                     if stage in ("select", "random") and not (out / "scores.parquet").exists():
                         kept = json.loads((out / "report.json").read_text())["num_valid"]
                         write_scores(out / "scores.parquet", kept)
@@ -215,7 +217,8 @@ def measure(args: argparse.Namespace) -> None:
                              "bytes": pool.stat().st_size}
                     append(args.out, entry)
                     print(json.dumps(entry), flush=True)
-            compare_outputs(work, pool.suffix)
+            if len(args.stages) == 4:
+                compare_outputs(work, pool.suffix)
             for code, _, _ in runs:
                 shutil.rmtree(work / f"out-{code}")
             pool.unlink()
@@ -268,6 +271,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--images", type=int, default=64, help="Distinct image files.")
+    parser.add_argument("--stages", nargs="+", default=["validate", "filter", "select", "random"],
+                        help="Stages to run (each needs those before it).")
     parser.add_argument("--decode", action="store_true", help="Decode every image in validate.")
     parser.add_argument("--shard-size", type=int, default=0,
                         help="Records per validate shard (0: one shard).")
