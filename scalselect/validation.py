@@ -639,7 +639,6 @@ def merge_parts(
             f"validation parts of {path} cover {covered} records, the dataset has {index.count}"
         )
     name = vote.result() if fmt == "auto" else fmt
-    spec = FORMATS[name]
     findings = {i: f for part in parts for i, f in part.findings.items()}
     flags = np.concatenate([part.flags for part in parts])
     duplicates = _duplicate_ids(path, index, parts)
