@@ -150,8 +150,9 @@ def test_slurm_commands_plan_as_written_in_a_clean_shell(clone: Path, tmp_path: 
     assert commands.rstrip().splitlines()[-1].startswith(".venv/bin/snakemake --profile slurm")
     result = clean_shell(clone, commands.rstrip() + " --dry-run")
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    assert re.search(r"rule extract:\n(?:    .*\n)*?    resources: .*slurm_partition=gpu", result.stdout)
-    assert re.search(r"rule validate:\n(?:    .*\n)*?    resources: .*slurm_partition=cpu", result.stdout)
+    # (jobs of a group are listed indented under it)
+    assert re.search(r"rule extract:\n(?: +.*\n)*? +resources: .*slurm_partition=gpu", result.stdout)
+    assert re.search(r"rule validate:\n(?: +.*\n)*? +resources: .*slurm_partition=cpu", result.stdout)
 
 
 @pytest.mark.slow
