@@ -275,6 +275,10 @@ def load_dataset(
     return Dataset(path, name, records, stats.digest(path), source_field)
 
 
+# The values of a `--format` option: a record format, or "auto" (detected from the records).
+FORMAT_CHOICES = ("auto", *FORMATS)
+
+
 def check_format_name(fmt: str) -> None:
     """Raise ``DatasetError`` unless ``fmt`` is ``"auto"`` or one of :data:`FORMATS`."""
     if fmt != "auto" and fmt not in FORMATS:

@@ -12,9 +12,11 @@ HELP = "Write a run's selection browser: a static page of kept and dropped sampl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from scalselect.dataset import FORMAT_CHOICES
+
     parser.add_argument("--dataset", required=True, type=Path, help="filter/dataset.json")
     parser.add_argument("--format", default="auto",
-                        choices=["auto", "sharegpt", "llava", "llava_images"], help="Record format.")
+                        choices=FORMAT_CHOICES, help="Record format.")
     parser.add_argument("--source-field", default=None, help="Record field of the source label.")
     parser.add_argument("--image-root", required=True, type=Path, help="The run's image root.")
     parser.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")

@@ -23,6 +23,7 @@ HELP = "Extract the representations (first decoder layer by default) of one shar
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from scalselect import settings
+    from scalselect.dataset import FORMAT_CHOICES
     from scalselect.extraction import DEFAULT_CHUNK_SIZE, Job
     from scalselect.store import DEFAULT_CACHE_DIR
 
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="Shard directory to write.")
     parser.add_argument("--shard", type=int, default=0, help="Which shard (0-based) of --num-shards.")
     parser.add_argument("--num-shards", type=int, default=1, help="Number of contiguous shards the dataset is cut into.")
-    parser.add_argument("--format", default="auto", choices=["auto", "sharegpt", "llava", "llava_images"], help="Record format (auto: detected from the shard's records).")
+    parser.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="Record format (auto: detected from the shard's records).")
     settings.add_arguments(parser.add_argument_group("settings that change results (part of the store key)"))
     speed = parser.add_argument_group("settings that do not change results")
     speed.add_argument("--batch-size", type=int, default=Job.batch_size, help="Samples per forward pass.")

@@ -20,9 +20,11 @@ log = logging.getLogger("scalselect.plot")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from scalselect.dataset import FORMAT_CHOICES
+
     parser.add_argument("--dataset", required=True, type=Path, help="filter/dataset.json")
     parser.add_argument("--format", default="auto",
-                        choices=["auto", "sharegpt", "llava", "llava_images"], help="Record format.")
+                        choices=FORMAT_CHOICES, help="Record format.")
     parser.add_argument("--source-field", default=None, help="Record field of the source label.")
     parser.add_argument("--features", required=True, nargs="+", type=Path, help="Extraction shard directories.")
     parser.add_argument("--model", required=True, type=Path, help="score/model.npz")

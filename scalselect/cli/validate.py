@@ -29,6 +29,8 @@ HELP = "Check every sample and image of a dataset; write a JSON report (or one s
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset, its image root and the checks' settings (shared with
     ``validate-merge``, whose report records them)."""
+    from scalselect.dataset import FORMAT_CHOICES
+
     parser.add_argument(
         "--dataset", required=True, help="Dataset file (JSON array, JSON Lines or parquet)."
     )
@@ -38,7 +40,7 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         default="auto",
-        choices=["auto", "sharegpt", "llava", "llava_images"],
+        choices=FORMAT_CHOICES,
         help="Record format (default: detected from the records).",
     )
     parser.add_argument(
