@@ -71,6 +71,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 import zlib
@@ -334,6 +335,13 @@ def write_pack_files(packs: Path, table: pd.DataFrame, matrix: np.ndarray) -> st
     return name
 
 
+# numpy parses .npy headers with ast.literal_eval, and CPython 3.11's AST builder keeps
+# its recursion depth in state the threads share: parses on two threads at once can fail
+# with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905; seen
+# in CI). Packs are checked on threads, so their headers are parsed one at a time.
+_NPY_HEADER_LOCK = threading.Lock()
+
+
 def check_pack(packs: Path, name: str, rows: Sequence[int] | None = None,
                keys: Sequence[str] | None = None) -> PackCheck:
     """Check a pack: its table (parquet page checksums, columns), the matrix's header and
@@ -354,7 +362,8 @@ def check_pack(packs: Path, name: str, rows: Sequence[int] | None = None,
             version = np.lib.format.read_magic(handle)
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(handle)
+            with _NPY_HEADER_LOCK:
+                shape, fortran, dtype = read_header(handle)
             offset = handle.tell()
             size = os.fstat(handle.fileno()).st_size
             handle.seek(0)
