@@ -269,23 +269,42 @@ class Finding:
         return before + self.after
 
 
+# The per-record and per-image arrays of a part, read one at a time by the merge.
+PART_ARRAYS = ("flags", "sources", "id_hashes", "id_indices", "image_keys", "image_outcomes")
+
+
 @dataclass
 class Part:
     """The validation of one shard of a dataset (:func:`validate_part`), merged into the
-    report by :func:`merge_parts`. Memory: about 30 bytes per record and 10 per image,
-    never a record; per distinct image its written path."""
+    report by :func:`merge_parts`: its range of records, format vote, source labels,
+    the findings of its defective records and, by :meth:`array`, per record a flag
+    (uint8: ``_INVALID``, ``_TEXT_ONLY``) and a source (int32: position in ``labels``,
+    -1 without a sample), per record with a well-typed id its 64-bit digest (uint64)
+    and dataset index (int64), per distinct image checked its 16-byte key (sorted) and
+    outcome (uint8: position in ``OUTCOMES``). About 21 bytes per record and 17 per
+    image, never a record.
+
+    A part read by :meth:`load` keeps only its metadata in memory: each array is read
+    from the file when asked for, so a merge holds one part's arrays at a time.
+    """
 
     start: int
     stop: int
     vote: dict[str, Any]
     findings: dict[int, Finding]
-    flags: np.ndarray  # uint8 per record: _INVALID, _TEXT_ONLY
-    sources: np.ndarray  # int32 per record: position in `labels`, -1 without a sample
     labels: list[str]
-    id_hashes: np.ndarray  # uint64, per record with a well-typed id
-    id_indices: np.ndarray  # int64 dataset index of each
-    image_keys: np.ndarray  # 16-byte keys of the distinct images checked
-    image_outcomes: np.ndarray  # uint8 position in OUTCOMES
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    path: Path | None = None
+
+    def array(self, name: str) -> np.ndarray:
+        """One of ``PART_ARRAYS``: held, or read from the part's file."""
+        if name in self.arrays:
+            return self.arrays[name]
+        try:
+            with np.load(self.path) as data:
+                return data[name]
+        except (OSError, ValueError, KeyError) as error:
+            raise DatasetError(f"cannot read {name!r} of validation part {self.path}: {error}") from None
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the part (``.npz``), atomically."""
@@ -300,19 +319,19 @@ class Part:
         }
         with atomic_write(path, "wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(meta, ensure_ascii=False)),
-                     flags=self.flags, sources=self.sources, id_hashes=self.id_hashes,
-                     id_indices=self.id_indices, image_keys=self.image_keys,
-                     image_outcomes=self.image_outcomes)
+                     **{name: self.array(name) for name in PART_ARRAYS})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Part:
-        """Read a part written by :meth:`save`."""
+        """The part written by :meth:`save` at ``path``, its arrays left in the file."""
         try:
             with np.load(path) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as error:
+                missing = sorted(set(PART_ARRAYS) - set(data.files))
+                if missing:
+                    raise ValueError(f"no {', '.join(missing)} (written by another version?)")
+                meta = json.loads(str(data["meta"]))
+        except (OSError, ValueError, KeyError) as error:
             raise DatasetError(f"cannot read validation part {path}: {error}") from None
-        meta = json.loads(str(arrays.pop("meta")))
 
         def problems(items: list[dict[str, str]]) -> list[Problem]:
             return [Problem(**p) for p in items]
@@ -322,8 +341,8 @@ class Part:
                            None if alt is None else {k: problems(v) for k, v in alt.items()})
             for index, value, before, after, alt in meta["findings"]
         }
-        return cls(meta["start"], meta["stop"], meta["vote"], findings, labels=meta["labels"],
-                   **arrays)
+        return cls(meta["start"], meta["stop"], meta["vote"], findings, meta["labels"],
+                   path=Path(path))
 
 
 def validate_part(
@@ -560,13 +579,15 @@ class _PartState:
             stop=start + len(self.flags),
             vote=vote.state(),
             findings=self.findings,
-            flags=np.frombuffer(self.flags, dtype=np.uint8).copy(),
-            sources=np.frombuffer(self.sources, dtype=np.int32).copy(),
             labels=list(self.labels),
-            id_hashes=np.frombuffer(self.id_hashes, dtype=np.uint64).copy(),
-            id_indices=np.frombuffer(self.id_indices, dtype=np.int64).copy(),
-            image_keys=np.array([_image_key(self.targets[c]) for c in order], dtype="V16"),
-            image_outcomes=np.array([self.outcomes[c] for c in order], dtype=np.uint8),
+            arrays={
+                "flags": np.frombuffer(self.flags, dtype=np.uint8).copy(),
+                "sources": np.frombuffer(self.sources, dtype=np.int32).copy(),
+                "id_hashes": np.frombuffer(self.id_hashes, dtype=np.uint64).copy(),
+                "id_indices": np.frombuffer(self.id_indices, dtype=np.int64).copy(),
+                "image_keys": np.array([_image_key(self.targets[c]) for c in order], dtype="V16"),
+                "image_outcomes": np.array([self.outcomes[c] for c in order], dtype=np.uint8),
+            },
         )
 
 
@@ -619,6 +640,10 @@ def merge_parts(
     again and their ids compared exactly), and counts the distinct images over all
     parts. The report is the same whatever the number of shards.
 
+    Memory: the digests of the ids (8 bytes a record, sorted in place), then the keys
+    of the distinct images (17 bytes each), one part's arrays at a time, and what the
+    report lists (its defective records and text-only indices).
+
     Raises ``DatasetError`` for parts that do not cover the dataset (in any order) or
     whose records mix formats.
     """
@@ -640,8 +665,8 @@ def merge_parts(
         )
     name = vote.result() if fmt == "auto" else fmt
     findings = {i: f for part in parts for i, f in part.findings.items()}
-    flags = np.concatenate([part.flags for part in parts])
     duplicates = _duplicate_ids(path, index, parts)
+    repeated: list[int] = []
     if not settings.allow_duplicate_ids:
         for value, positions in duplicates:
             for position in positions:
@@ -652,16 +677,27 @@ def merge_parts(
                 finding.before.append(Problem(
                     "duplicate_id", f"id {value!r} is also used by record(s) {_short_list(others)}"
                 ))
-                flags[position] |= _INVALID
-    invalid = np.flatnonzero(flags & _INVALID)
-    problems = {int(i): findings[int(i)].problems(name) for i in invalid}
+                repeated.append(position)
+    flagged = np.sort(np.array(repeated, dtype=np.int64))
+    invalid_parts, text_only_parts = [], []
+    sources = _SourceCounts()
+    image_keys, image_outcomes = np.empty(0, "V16"), np.empty(0, np.uint8)
+    for part in parts:
+        flags = part.array("flags").copy()
+        mine = flagged[(flagged >= part.start) & (flagged < part.stop)]
+        flags[mine - part.start] |= _INVALID
+        valid = (flags & _INVALID) == 0
+        invalid_parts.append(np.flatnonzero(~valid) + part.start)
+        text_only_parts.append(np.flatnonzero(valid & ((flags & _TEXT_ONLY) != 0)) + part.start)
+        sources.add(part, valid)
+        image_keys, image_outcomes = _union_images(
+            image_keys, image_outcomes, part.array("image_keys"), part.array("image_outcomes")
+        )
+    invalid = np.concatenate(invalid_parts).tolist()
+    text_only = np.concatenate(text_only_parts).tolist()
+    problems = {i: findings[i].problems(name) for i in invalid}
     counts = Counter(reason for found in problems.values() for reason in {p.reason for p in found})
-    valid = (flags & _INVALID) == 0
-    text_only = np.flatnonzero(valid & ((flags & _TEXT_ONLY) != 0))
-    keys = np.concatenate([part.image_keys for part in parts])
-    outcomes = np.concatenate([part.image_outcomes for part in parts])
-    keys, first = np.unique(keys, return_index=True)
-    image_counts = Counter(OUTCOMES[o] for o in outcomes[first].tolist())
+    image_counts = np.bincount(image_outcomes, minlength=len(OUTCOMES))
     return {
         "version": REPORT_VERSION,
         "dataset": str(path),
@@ -670,13 +706,15 @@ def merge_parts(
         "image_root": str(image_root),
         "settings": asdict(settings),
         "num_samples": index.count,
-        "num_valid": int(valid.sum()),
+        "num_valid": index.count - len(invalid),
         "num_invalid": len(invalid),
         "num_text_only": len(text_only),
         "counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "sources": _source_counts(parts, valid),
-        "num_image_files": len(keys),
-        "image_files": dict(sorted(image_counts.items())),
+        "sources": sources.result(),
+        "num_image_files": len(image_keys),
+        "image_files": {OUTCOMES[o]: int(image_counts[o])
+                        for o in sorted(range(len(OUTCOMES)), key=OUTCOMES.__getitem__)
+                        if image_counts[o]},
         "duplicate_ids": [{"id": value, "indices": positions} for value, positions in duplicates],
         "invalid": [
             {
@@ -687,7 +725,7 @@ def merge_parts(
             }
             for i, found in problems.items()
         ],
-        "text_only": text_only.tolist(),
+        "text_only": text_only,
     }
 
 
@@ -696,12 +734,20 @@ def _duplicate_ids(
 ) -> list[tuple[Any, list[int]]]:
     """Every id held by several records, with their dataset indices, in the order of
     each id's first record."""
-    hashes = np.concatenate([part.id_hashes for part in parts])
-    positions = np.concatenate([part.id_indices for part in parts])
-    ordered = np.sort(hashes)
-    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-    del ordered
-    numbers = np.sort(positions[np.isin(hashes, repeated)])
+    hashes = np.empty(index.count, dtype=np.uint64)  # at most one id a record
+    filled = 0
+    for part in parts:
+        part_hashes = part.array("id_hashes")
+        hashes[filled : filled + len(part_hashes)] = part_hashes
+        filled += len(part_hashes)
+    hashes = hashes[:filled]
+    hashes.sort()
+    repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    del hashes
+    # Parts are in order and their indices ascending: the numbers come sorted.
+    numbers = np.concatenate(
+        [part.array("id_indices")[np.isin(part.array("id_hashes"), repeated)] for part in parts]
+    )
     # Equal digests are equal ids but for a rare collision: compare the ids themselves.
     groups: dict[tuple[str, Any], list[int]] = {}
     for number, value in _ids_at(path, index, numbers):
@@ -726,22 +772,43 @@ def _ids_at(path: Path, index: DatasetIndex, numbers: np.ndarray) -> Iterator[tu
             yield number, record["id"]
 
 
-def _source_counts(parts: Sequence[Part], valid: np.ndarray) -> dict[str, int]:
-    """Valid samples per source label, most frequent first (ties: first seen first)."""
-    labels: dict[str, int] = {}
-    codes = []
-    for part in parts:
-        mapping = np.array([labels.setdefault(label, len(labels)) for label in part.labels] + [-1],
-                           dtype=np.int32)
-        codes.append(mapping[part.sources])  # -1 (no sample) maps to -1
-    code = np.concatenate(codes)[valid]
-    if not len(code):
-        return {}
-    counts = np.bincount(code, minlength=len(labels))
-    seen, first = np.unique(code, return_index=True)
-    names = list(labels)
-    order = sorted(seen.tolist(), key=lambda c: (-counts[c], first[np.searchsorted(seen, c)]))
-    return {names[c]: int(counts[c]) for c in order}
+class _SourceCounts:
+    """Valid samples per source label over the parts, in order: most frequent first,
+    ties by the index of the label's first valid sample."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.first: dict[str, int] = {}
+
+    def add(self, part: Part, valid: np.ndarray) -> None:
+        """Count a part's valid samples (``valid``: a mask of its records)."""
+        positions = np.flatnonzero(valid)
+        code = part.array("sources")[positions]  # a valid record has a sample: code >= 0
+        if not len(code):
+            return
+        counts = np.bincount(code, minlength=len(part.labels))
+        seen, first = np.unique(code, return_index=True)
+        for label_code, at in zip(seen.tolist(), first.tolist(), strict=True):
+            label = part.labels[label_code]
+            self.counts[label] += int(counts[label_code])
+            self.first.setdefault(label, part.start + int(positions[at]))
+
+    def result(self) -> dict[str, int]:
+        """``{label: valid samples}``, in report order."""
+        order = sorted(self.counts, key=lambda label: (-self.counts[label], self.first[label]))
+        return {label: self.counts[label] for label in order}
+
+
+def _union_images(
+    keys: np.ndarray, outcomes: np.ndarray, more_keys: np.ndarray, more_outcomes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct image keys (and outcomes) of ``keys`` and ``more_keys`` (both
+    sorted and distinct); a key in both keeps its outcome in ``keys``."""
+    at = np.searchsorted(keys, more_keys)
+    known = at < len(keys)
+    known[known] = keys[at[known]] == more_keys[known]
+    new = ~known
+    return np.insert(keys, at[new], more_keys[new]), np.insert(outcomes, at[new], more_outcomes[new])
 
 
 def validate_file(

@@ -308,6 +308,35 @@ def test_sharded_validation_gives_the_same_report_bytes(demo: Path, tmp_path: Pa
         assert report["duplicate_ids"] == [{"id": 227, "indices": [4, 127]}]
 
 
+def test_merged_source_counts_order_ties_by_first_valid_record(tmp_path: Path) -> None:
+    """Sources with equal counts are listed by their first *valid* record over the
+    whole dataset, whichever shard holds it."""
+    from scalselect.cli import main
+
+    def record(number: int, source: str) -> dict:
+        return {"id": f"r{number}", "src": source, "conversations": [
+            {"from": "human", "value": "Say something."}, {"from": "gpt", "value": "Something."}]}
+
+    # Shards of 3: [b (no id: invalid), a, c], [b, b, a]. a and b have two valid records
+    # each; a's first valid record (1) comes before b's (3), though b's first record is 0.
+    records = [record(n, s) for n, s in enumerate("bacbba")]
+    del records[0]["id"]
+    dataset = tmp_path / "pool.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    common = ["--dataset", str(dataset), "--image-root", str(tmp_path)]
+    index = tmp_path / "index.npz"
+    assert main(["validate-index", "--dataset", str(dataset), "--out", str(index)]) == 0
+    parts = [str(tmp_path / f"part-{i}.npz") for i in range(2)]
+    for i, part in enumerate(parts):
+        assert main(["validate", *common, "--source-field", "src", "--index", str(index),
+                     "--shard", str(i), "--num-shards", "2", "--out", part, "--no-progress",
+                     "--workers", "1"]) == 0
+    report = tmp_path / "report.json"
+    assert main(["validate-merge", *common, "--index", str(index), "--parts", *parts,
+                 "--out", str(report)]) == 0
+    assert list(json.loads(report.read_text())["sources"].items()) == [("a", 2), ("b", 2), ("c", 1)]
+
+
 def test_parquet_dataset_through_validate_filter_and_select(demo: Path, tmp_path: Path) -> None:
     import numpy as np
     import pandas as pd
