@@ -236,6 +236,11 @@ def filtered_dataset(wildcards):
     return filtered_path(wildcards.run)
 
 
+def filtered_index(wildcards):
+    """Input function of `extract`: the filtered dataset's index (written by `filter`)."""
+    return f"{filtered_path(wildcards.run)}.index.npz"
+
+
 def model_value(key):
     """Params function: a key of the run's model entry (path, type)."""
 

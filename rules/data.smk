@@ -91,6 +91,8 @@ rule filter:
         # The dataset's file format: JSON Lines, parquet or a JSON array
         # (`dataset_extension`).
         dataset="results/{run}/filter/dataset.{ext}",
+        # Where each record starts: an extract job seeks to its shard's records.
+        index="results/{run}/filter/dataset.{ext}.index.npz",
     log:
         "results/{run}/logs/filter.{ext}.log",
     benchmark:
@@ -109,5 +111,6 @@ rule filter:
         options=cli_options("filter", "keep_text_only"),
     shell:
         "python -m scalselect filter --dataset {input.dataset}"
-        " --report {input.report} --out {output.dataset} {params.options}"
+        " --report {input.report} --out {output.dataset} --index {output.index}"
+        " {params.options}"
         " --budgets {resources.budgets} > {log} 2>&1"

@@ -1,8 +1,9 @@
 # Stage 1 (METHOD.md): the first-layer representation of every sample, one job per
 # shard. Only result-affecting settings are params; batch size, workers, GPUs, chunk size
 # and the feature store are resources, so changing them does not rerun finished shards.
-# Each job reads only its shard's lines of the filtered file and runs the model only on
-# samples the stores (cache_dirs, keyed by sample content) do not hold yet.
+# Each job seeks to its shard's records of the filtered file (by the index `filter`
+# writes), reads nothing else, and runs the model only on samples the stores
+# (cache_dirs, keyed by sample content) do not hold yet.
 # The job then computes the shard's moments for scoring (score-partial) from the features
 # it has just written: one queue wait less on SLURM than a job of their own.
 
@@ -10,6 +11,7 @@
 rule extract:
     input:
         dataset=filtered_dataset,
+        index=filtered_index,
         model=model_input,
     output:
         shard=directory("results/{run}/extract/shard-{i}-of-{n}"),
@@ -45,7 +47,7 @@ rule extract:
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log};"
         " python -m scalselect.launch --processes {resources.gpu}"
         " extract --model {params.model}"
-        " --model-type {params.model_type} --dataset {input.dataset}"
+        " --model-type {params.model_type} --dataset {input.dataset} --index {input.index}"
         " --image-root {params.image_root} --out {output.shard}"
         " --shard {wildcards.i} --num-shards {wildcards.n} {params.options}"
         " --batch-size {resources.batch_size} --num-workers {resources.num_workers}"

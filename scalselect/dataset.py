@@ -44,9 +44,11 @@ import codecs
 import contextlib
 import gc
 import hashlib
+import io
 import json
 import os
 import re
+import tempfile
 import zipfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -757,17 +759,10 @@ class DatasetIndex:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the index (``.npz``), atomically."""
-        with atomic_write(path, "wb") as handle:
-            np.savez(
-                handle,
-                offsets=self.offsets,
-                meta=np.array(
-                    json.dumps(
-                        {"count": self.count, "sha256": self.sha256, "size": self.size,
-                         "layout": self.layout}
-                    )
-                ),
-            )
+        step = _OFFSETS_CHUNK
+        chunks = (self.offsets[i : i + step].astype("<i8").tobytes()
+                  for i in range(0, len(self.offsets), step))
+        _write_index(path, self.count, self.sha256, self.size, self.layout, len(self.offsets), chunks)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DatasetIndex:
@@ -791,6 +786,29 @@ class DatasetIndex:
             raise DatasetError(
                 f"{path} changed since it was indexed ({self.size} bytes then, {size} now)"
             )
+
+
+# Offsets moved at a time when an index is written (8 MiB).
+_OFFSETS_CHUNK = 1 << 20
+
+
+def _write_index(
+    path: str | os.PathLike, count: int, sha256: str, size: int, layout: str,
+    num_offsets: int, chunks: Iterable[bytes],
+) -> None:
+    """Write a :class:`DatasetIndex` file atomically, its offsets (``num_offsets``
+    little-endian int64, in ``chunks``) streamed: an ``.npz`` as ``np.savez`` writes it,
+    without holding the offsets."""
+    meta = io.BytesIO()
+    np.lib.format.write_array(meta, np.array(json.dumps(
+        {"count": count, "sha256": sha256, "size": size, "layout": layout})))
+    header = {"descr": "<i8", "fortran_order": False, "shape": (num_offsets,)}
+    with atomic_write(path, "wb") as handle, zipfile.ZipFile(handle, "w") as archive:
+        with archive.open("offsets.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            for chunk in chunks:
+                member.write(chunk)
+        archive.writestr("meta.npy", meta.getvalue())
 
 
 def _npz_memmap(path: str | os.PathLike, name: str) -> np.ndarray:
@@ -863,50 +881,86 @@ class RecordWriter:
     ``filter`` writes it; extraction finds a shard's lines without parsing the others),
     or parquet with the schema of the parquet dataset ``schema_of``.
 
+    With ``index``, the :class:`DatasetIndex` of the file written is saved there too
+    (what :func:`build_index` of the file gives, without reading it again): the byte
+    offsets go to a temporary file as they come, so memory stays bounded.
+
     Use as a context manager; the file appears complete or not at all.
     """
 
-    def __init__(self, path: str | os.PathLike, schema_of: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        schema_of: str | os.PathLike | None = None,
+        index: str | os.PathLike | None = None,
+    ) -> None:
         self.path = Path(path)
         self.kind = file_kind(path)
         if self.kind == "parquet" and schema_of is None:
             raise DatasetError(f"{path}: parquet is written from a parquet dataset only")
         self.schema_of = schema_of
+        self.index = None if index is None else Path(index)
         self.count = 0
         self._stack = contextlib.ExitStack()
         self._pending: list[Any] = []
         self._pending_bytes = 0
+        self._position = 0
+        self._digest = hashlib.sha256()
+        self._offsets = array("q")
 
     def __enter__(self) -> RecordWriter:
-        binary = self.kind == "parquet"
-        self.handle = self._stack.enter_context(atomic_write(self.path, "wb" if binary else "w"))
-        if binary:
+        self.handle = self._stack.enter_context(atomic_write(self.path, "wb"))
+        if self.kind == "parquet":
             import pyarrow.parquet as pq
 
             schema = _parquet_file(Path(self.schema_of)).schema_arrow
             self._parquet = self._stack.enter_context(pq.ParquetWriter(self.handle, schema))
-        elif self.kind == "json":
-            self.handle.write("[")
+            return self
+        if self.index is not None:
+            self.index.parent.mkdir(parents=True, exist_ok=True)
+            self._spill = self._stack.enter_context(tempfile.TemporaryFile(dir=self.index.parent))
+        if self.kind == "json":
+            self._emit(b"[")
         return self
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool | None:
-        if kind is None:
+        if kind is not None:
+            return self._stack.__exit__(kind, error, traceback)
+        with self._stack:
             if self.kind == "parquet":
                 self._flush()
             elif self.kind == "json":
-                self.handle.write("\n]\n")
-        return self._stack.__exit__(kind, error, traceback)
+                self._emit(b"\n]\n")
+            if self.index is not None and self.kind != "parquet":
+                self._spill.write(self._offsets.tobytes())
+                self._spill.seek(0)
+                chunks = iter(lambda: self._spill.read(8 * _OFFSETS_CHUNK), b"")
+                _write_index(self.index, self.count, self._digest.hexdigest(), self._position,
+                             "lines" if self.kind == "jsonl" else "array", self.count, chunks)
+        if self.index is not None and self.kind == "parquet":
+            build_index(self.path).save(self.index)
+        return None
 
     def write(self, record: Any) -> None:
         """Append one record (JSON kinds)."""
         if self.kind == "parquet":
             raise DatasetError(f"{self.path}: rows of a parquet file are written by batch")
         if self.kind == "json":
-            self.handle.write(",\n" if self.count else "\n")
-        self.handle.write(json.dumps(record, ensure_ascii=False))
-        if self.kind == "jsonl":
-            self.handle.write("\n")
+            self._emit(b",\n" if self.count else b"\n")
+        if self.index is not None:
+            self._offsets.append(self._position)
+            if len(self._offsets) == _OFFSETS_CHUNK:
+                self._spill.write(self._offsets.tobytes())
+                del self._offsets[:]
+        self._emit(json.dumps(record, ensure_ascii=False).encode("utf-8")
+                   + (b"\n" if self.kind == "jsonl" else b""))
         self.count += 1
+
+    def _emit(self, data: bytes) -> None:
+        self.handle.write(data)
+        if self.index is not None:
+            self._digest.update(data)
+        self._position += len(data)
 
     def write_rows(self, batch: Any) -> None:
         """Append the rows of an arrow record batch (parquet), in row groups of about
@@ -949,6 +1003,7 @@ def copy_records(
     drop: Sequence[int] | np.ndarray | None = None,
     check: Callable[[int, Any], None] | None = None,
     finish: Callable[[int, str | None], None] | None = None,
+    index: str | os.PathLike | None = None,
 ) -> int:
     """Stream ``source`` and write some of its records to ``out`` as they come,
     unchanged and in dataset order: those at the dataset indices ``keep``, or all but
@@ -958,8 +1013,9 @@ def copy_records(
     none), ``finish(count, sha256)`` the number of records and the digest of the bytes
     (``None`` for parquet) once all were read; either may raise to refuse the copy, and
     nothing is written then. A parquet ``source`` gives a parquet ``out`` with the same
-    schema; JSON kinds may be written as either JSON kind. Memory: one block or row
-    batch, and the indices.
+    schema; JSON kinds may be written as either JSON kind. With ``index``, the
+    :class:`DatasetIndex` of ``out`` is written there (:class:`RecordWriter`). Memory:
+    one block or row batch, and the indices.
 
     Raises ``DatasetError`` when ``keep`` names an index beyond the records of
     ``source``, or for parquet written from (or to) another kind.
@@ -975,7 +1031,7 @@ def copy_records(
         )
     stats = ReadStats()
     count = 0
-    with RecordWriter(out, schema_of=source) as writer:
+    with RecordWriter(out, schema_of=source, index=index) as writer:
         if writer.kind == "parquet":
             for first, batch in _parquet_batches(Path(source), 0, None, None):
                 rows = batch.num_rows

@@ -7,9 +7,11 @@ The model math (rendering, the first decoder layer, the kept vision tokens) live
 How a shard is processed
 ------------------------
 1. Shard ``i`` of ``n`` is a contiguous range of dataset indices (:func:`shard_range`).
-   Only its records are read (:func:`read_shard_records`): ``filter`` writes one record
-   per line, so a job finds its lines by a scan of line starts and parses nothing else;
-   its memory grows with the shard, not with the dataset.
+   Only its records are read (:func:`read_shard_records`): ``filter`` writes the
+   filtered dataset's index (where each record starts), so a job seeks to its records
+   and reads nothing else; its time and memory grow with the shard, not with the
+   dataset. Without an index, a file with one record per line is scanned for line
+   starts (parsing nothing else).
 2. Every sample gets its store key (:func:`scalselect.store.sample_key`: normalised
    messages and image bytes; not id, position, shard or chunk size). Rank 0 looks the
    keys up in the feature store of the run's model and settings; identical samples
@@ -68,6 +70,7 @@ from scalselect import features
 from scalselect.dataset import (
     FORMATS,
     DatasetError,
+    DatasetIndex,
     Sample,
     build_index,
     detect_format,
@@ -217,16 +220,24 @@ def _record_offsets(path: Path) -> array | None:
     return offsets
 
 
-def read_shard_records(path: str | os.PathLike, shard: int, num_shards: int) -> tuple[range, list[Any]]:
-    """The dataset indices of a shard and its records, reading only the shard's lines
+def read_shard_records(
+    path: str | os.PathLike, shard: int, num_shards: int, index: DatasetIndex | None = None
+) -> tuple[range, list[Any]]:
+    """The dataset indices of a shard and its records, reading only the shard's records
     (or, parquet, its row groups).
 
-    A file written by ``filter`` (one record per line, or parquet) costs memory in
-    proportion to the shard, not the dataset; any other layout is streamed twice (once
-    to index it), never held whole. Raises ``DatasetError`` for an unreadable file,
-    invalid JSON or an empty dataset.
+    With the file's ``index`` (``filter --index``) the job seeks to its first record:
+    time and memory in proportion to the shard. Without it, a file written by ``filter``
+    (one record per line, or parquet) is scanned for line starts (8 bytes a record),
+    any other layout is streamed twice (once to index it), never held whole. Raises
+    ``DatasetError`` for an unreadable file, invalid JSON, an empty dataset, or an index
+    of another file.
     """
     path = Path(path)
+    if index is not None:
+        index.check(path)
+        indices = shard_range(index.count, shard, num_shards)
+        return indices, [r for _, r in iter_records(path, indices.start, indices.stop, index=index)]
     offsets = None
     if file_kind(path) != "parquet":
         try:
@@ -536,6 +547,7 @@ class Job:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     cache_dirs: tuple[str, ...] = (DEFAULT_CACHE_DIR,)
     record_format: str = "auto"
+    index: str | None = None
 
     def store(self, key: str) -> FeatureStore:
         """The job's view of the feature store of settings key ``key``: its cache
@@ -590,7 +602,8 @@ def load_shard(job: Job) -> tuple[ShardInput, list[Any], str]:
 
     Raises ``UserError`` when the shard is empty (more shards than samples).
     """
-    indices, records = read_shard_records(job.dataset, job.shard, job.num_shards)
+    index = None if job.index is None else DatasetIndex.load(job.index)
+    indices, records = read_shard_records(job.dataset, job.shard, job.num_shards, index)
     if not indices:
         raise UserError(
             f"shard {job.shard} of {job.num_shards} is empty: the dataset has only"

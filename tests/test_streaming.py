@@ -257,6 +257,47 @@ def test_filter_and_select_write_what_plain_json_gives(demo: Path, tmp_path: Pat
         assert out.read_bytes() == _expected_bytes([kept[i] for i in sorted(drawn)], suffix)
 
 
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".parquet"])
+def test_filter_index_lets_an_extract_shard_seek_to_its_records(
+    demo: Path, tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    import scalselect.dataset
+    from scalselect.cli import main
+    from scalselect.dataset import DatasetIndex
+    from scalselect.extraction import read_shard_records
+
+    # Offsets spill to the temporary file many times over (as at 10M records).
+    monkeypatch.setattr(scalselect.dataset, "_OFFSETS_CHUNK", 16)
+    source = _demo_parquet(demo) if suffix == ".parquet" else demo / f"dataset{suffix}"
+    report = tmp_path / "report.json"
+    assert main(["validate", "--dataset", str(source), "--image-root", str(demo / "images"),
+                 "--out", str(report), "--no-progress", "--workers", "1"]) == 0
+    filtered, index_file = tmp_path / f"filtered{suffix}", tmp_path / "index.npz"
+    assert main(["filter", "--dataset", str(source), "--report", str(report),
+                 "--out", str(filtered), "--index", str(index_file)]) == 0
+    data = filtered.read_bytes()
+    if suffix == ".parquet":
+        kept = pq.read_table(filtered).to_pylist()
+    else:
+        kept = json.loads(data) if suffix == ".json" else [json.loads(x) for x in data.splitlines()]
+    index = DatasetIndex.load(index_file)
+    assert (index.count, index.size, index.sha256) == (
+        len(kept), len(data), hashlib.sha256(data).hexdigest())
+    if suffix != ".parquet":
+        assert index.layout == ("lines" if suffix == ".jsonl" else "array")
+        decoder = json.JSONDecoder()
+        assert [decoder.raw_decode(data[int(o):].decode())[0] for o in index.offsets] == kept
+    for n in (1, 4, 7):
+        got = [read_shard_records(filtered, i, n, index) for i in range(n)]
+        assert [r for _, records in got for r in records] == kept
+        assert [list(indices) for indices, _ in got] == [
+            list(read_shard_records(filtered, i, n)[0]) for i in range(n)]
+
+
 def _demo_parquet(demo: Path) -> Path:
     """The demo's LLaVA-format records as a LLaVA-OneVision-style parquet file: each
     image embedded as {"bytes", "path"} where its file exists, else given by path."""

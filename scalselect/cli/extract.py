@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="Model directory (or a name in the local Hugging Face cache).")
     parser.add_argument("--dataset", required=True, help="The filtered dataset (JSON array or JSON Lines).")
     parser.add_argument("--image-root", default=".", help="Directory relative image paths are joined to.")
+    parser.add_argument("--index", help="The dataset's index (filter --index): the job seeks to its shard's records.")
     parser.add_argument("--out", required=True, help="Shard directory to write.")
     parser.add_argument("--shard", type=int, default=0, help="Which shard (0-based) of --num-shards.")
     parser.add_argument("--num-shards", type=int, default=1, help="Number of contiguous shards the dataset is cut into.")
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         cache_dirs=tuple(args.cache_dir),
         record_format=args.format,
+        index=args.index,
     )
     extract_shard(job)
     return 0

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", required=True, help="Report of `validate` for this dataset.")
     parser.add_argument("--out", required=True, help="Filtered dataset (JSON Lines if named *.jsonl, parquet for a parquet "
                         "dataset, else a JSON array).")
+    parser.add_argument("--index", help="Also write the filtered dataset's index here (extract jobs seek"
+                        " to their shard's records with it).")
     parser.add_argument(
         "--keep-text-only",
         action=argparse.BooleanOptionalAction,
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     def matches(count: int, sha256: str | None) -> None:
         check_report_matches(report, args.dataset, count, digest or sha256)
 
-    copy_records(args.dataset, args.out, drop=drop, finish=matches)
+    copy_records(args.dataset, args.out, drop=drop, finish=matches, index=args.index)
     print(f"kept {kept} of {report['num_samples']} samples -> {args.out}", file=sys.stderr)
     for reason, count in removed.items():
         print(f"  removed {count:>8}  {reason}", file=sys.stderr)
