@@ -1,6 +1,7 @@
-"""Data stages on 10M-sample pools: peak memory and wall time of validate, filter, select
-and the random baseline at 1M, 3M and 10M records, in JSON Lines, a JSON array and
-parquet; the pre-change code (another checkout, ``--old``) measured in the same run.
+"""Data stages on 10M-sample pools: peak memory and wall time of validate, filter, select,
+the random baseline and one extract job at 1M, 3M and 10M records, in JSON Lines, a JSON
+array and parquet; the pre-change code (another checkout, ``--old``) measured in the same
+run.
 
 Synthetic LLaVA-style pools, written streaming under ``--work``: ids unique, one image
 per record drawn from a few distinct files (``--images``; checking images is not what
@@ -11,8 +12,13 @@ pool embeds the images' bytes (``{"bytes", "path"}`` structs, as Hugging Face da
 write them). Each stage runs as its own process under ``/usr/bin/time -v`` (peak RSS,
 wall time), as the workflow runs it: ``validate-index``, ``validate --shard 0
 --num-shards S`` and ``validate-merge`` (validate's figure is the largest of the three
-and their summed time), ``filter``, ``select --num 16%`` and ``select --random``.
-Validation reads image headers only (``--no-decode-images``) unless ``--decode``.
+and their summed time), ``filter`` (which writes the filtered file's index),
+``select --num 16%``, ``select --random`` and ``extract`` of shard 0 of the filtered
+pool cut in shards of ``--extract-records`` records (a tiny LLaVA on the CPU, no
+DataLoader workers, a fresh feature store): with the index as the workflow runs it
+(``new``), and without it (``scan``: every job scanned the whole filtered file for
+line starts, as before the index). Validation reads image headers only
+(``--no-decode-images``) unless ``--decode``.
 
 The free disk space is checked before each pool: a size that does not fit (pool,
 filtered copy and selections) is skipped and said so. Every measurement is appended to
@@ -43,11 +49,15 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from scalselect.demo.tinymodels import build_tiny_model  # noqa: E402
+
 WORDS = ("the a an image shows of and in to is on with what color how many people this that"
          " there are picture man woman dog cat car street table red blue green white black"
          " sitting standing holding near next left right top bottom background front large"
          " small two three building sign text written bus train plate food water sky").split()
 FORMATS = ("jsonl", "json", "parquet")
+STAGES = ("validate", "filter", "select", "random", "extract")
 BATCH = 50_000
 
 
@@ -137,7 +147,7 @@ def timed(command: list[str], cwd: Path) -> tuple[float, float]:
 
 
 def stages(python: str, pool: Path, images: Path, work: Path, old: bool, decode: bool,
-           shards: int) -> dict[str, list[tuple[str, list[str]]]]:
+           shards: int, model: Path, extract_shards: int) -> dict[str, list[tuple[str, list[str]]]]:
     """The commands of each stage (several for validate)."""
     ext = pool.suffix
     module = [python, "-m", "scalselect"]
@@ -158,22 +168,35 @@ def stages(python: str, pool: Path, images: Path, work: Path, old: bool, decode:
         validate.append(("merge", [*module, "validate-merge", *check, "--index", str(index),
                                    "--parts", *map(str, parts), "--out", str(report)]))
     scores = work / "scores.parquet"
-    return {
+    index = work / f"filtered{ext}.index.npz"
+    extract = [*module, "extract", "--model", str(model), "--model-type", "llava", "--dataset",
+               str(filtered), "--image-root", str(images), "--shard", "0", "--num-shards",
+               str(extract_shards), "--num-workers", "0"]
+    commands = {
         "validate": validate,
         "filter": [("filter", [*module, "filter", "--dataset", str(pool), "--report", str(report),
-                               "--out", str(filtered)])],
+                               "--out", str(filtered), *([] if old else ["--index", str(index)])])],
         "select": [("select", [*module, "select", "--dataset", str(filtered), "--scores",
                                str(scores), "--num", "16%", "--out", str(work / f"top{ext}")])],
         "random": [("random", [*module, "select", "--dataset", str(filtered), "--scores",
                                str(scores), "--num", "16%", "--random", "--seed", "0",
                                "--out", str(work / f"random{ext}")])],
     }
+    if not old:
+        commands["extract"] = [("extract", [*extract, "--index", str(index), "--out",
+                                            str(work / "shard"), "--cache-dir", str(work / "store")])]
+        commands["extract-scan"] = [("extract", [*extract, "--out", str(work / "shard-scan"),
+                                                 "--cache-dir", str(work / "store-scan")])]
+    return commands
 
 
 def measure(args: argparse.Namespace) -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     data = write_images(work / "images", args.images)
+    model = work / "tiny-llava"
+    if "extract" in args.stages and not model.exists():
+        build_tiny_model("llava", model)
     for n in args.sizes:
         for fmt in args.formats:
             pool = work / f"pool-{n}.{fmt}"
@@ -200,7 +223,10 @@ def measure(args: argparse.Namespace) -> None:
                 out = work / f"out-{code}"
                 out.mkdir(exist_ok=True)
                 for stage, commands in stages(python, pool, work / "images", out, code == "old",
-                                              args.decode, shards).items():
+                                              args.decode, shards, model,
+                                              max(1, n // args.extract_records)).items():
+                    stage, variant = stage.removesuffix("-scan"), ("scan" if stage.endswith("-scan")
+                                                                      else code)
                     if stage not in args.stages:
                         continue
                     if stage in ("select", "random") and not (out / "scores.parquet").exists():
@@ -209,7 +235,7 @@ def measure(args: argparse.Namespace) -> None:
                     steps = []
                     for name, command in commands:
                         steps.append((name, *timed(command, cwd)))
-                    entry = {"records": n, "format": fmt, "code": code, "stage": stage,
+                    entry = {"records": n, "format": fmt, "code": variant, "stage": stage,
                              "shards": shards if stage == "validate" and code == "new" else None,
                              "peak_mb": round(max(s[1] for s in steps), 1),
                              "wall_s": round(sum(s[2] for s in steps), 1),
@@ -217,7 +243,7 @@ def measure(args: argparse.Namespace) -> None:
                              "bytes": pool.stat().st_size}
                     append(args.out, entry)
                     print(json.dumps(entry), flush=True)
-            if len(args.stages) == 4:
+            if {"validate", "filter", "select", "random"} <= set(args.stages):
                 compare_outputs(work, pool.suffix)
             for code, _, _ in runs:
                 shutil.rmtree(work / f"out-{code}")
@@ -252,7 +278,7 @@ def table(path: Path) -> None:
           + " | RSS ratio | time ratio |")
     print("|---" * (5 + len(sizes)) + "|")
     keys = sorted({(r["stage"], r["format"], r["code"]) for r in rows},
-                  key=lambda k: (["validate", "filter", "select", "random"].index(k[0]),
+                  key=lambda k: (STAGES.index(k[0]),
                                  FORMATS.index(k[1]), k[2]))
     for stage, fmt, code in keys:
         found = {r["records"]: r for r in rows
@@ -271,8 +297,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--images", type=int, default=64, help="Distinct image files.")
-    parser.add_argument("--stages", nargs="+", default=["validate", "filter", "select", "random"],
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                         help="Stages to run (each needs those before it).")
+    parser.add_argument("--extract-records", type=int, default=2000,
+                        help="Records of the extract job's shard.")
     parser.add_argument("--decode", action="store_true", help="Decode every image in validate.")
     parser.add_argument("--shard-size", type=int, default=0,
                         help="Records per validate shard (0: one shard).")
