@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from scalselect import browse, leverage  # noqa: E402
 from scalselect.dataset import write_records  # noqa: E402
+from scalselect.methods import PICKS_SUFFIX, picks_name  # noqa: E402
 
 SOURCES = ("coco", "gqa", "ocr_vqa", "textvqa", "vg")
 SHARES = (0.59, 0.12, 0.13, 0.03, 0.13)
@@ -91,7 +92,8 @@ def write_inputs(work: Path, n: int) -> None:
     for method in ("kcenter", "kmeans"):
         for budget in budgets(n):
             picks = np.sort(rng.choice(n, int(budget), replace=False))
-            pd.DataFrame({"index": picks}).to_parquet(work / "select" / f"{method}-{budget}.parquet")
+            path = work / "select" / picks_name(method, int(budget), "json")
+            pd.DataFrame({"index": picks}).to_parquet(path)
 
 
 def size(path: Path) -> int:
@@ -145,7 +147,7 @@ def main() -> None:
     command = ["browse", "--dataset", str(work / "filter/dataset.json"),
                "--image-root", str(work / "images"), "--scores", str(work / "score/scores.parquet"),
                "--budgets", *budgets(args.n), "--random-seeds", "0",
-               "--picks", *map(str, sorted((work / "select").glob("*.parquet"))),
+               "--picks", *map(str, sorted((work / "select").glob(f"*{PICKS_SUFFIX}"))),
                "--run", "bench", "--out", str(out)]
     start = time.perf_counter()
     rss = float(subprocess.run(

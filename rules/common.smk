@@ -15,7 +15,7 @@ from scalselect.config import (
     schema_problems,
     shard_group_problems,
 )
-from scalselect.methods import BASELINES
+from scalselect.methods import BASELINES, picks_name
 from scalselect.settings import RESULT_KEYS
 
 # Run sections override the global stage sections key by key; keep what the user wrote
@@ -187,14 +187,17 @@ def random_seeds(run):
 
 
 def baseline_picks(wildcards):
-    """Input function of `plots_methods`: the picks of the run's baseline selectors
-    (`select.methods`) for each budget."""
-    methods = settings(wildcards.run, "select")["methods"]
+    """Input function of `plots_methods` and `browse`: the picks tables of the run's
+    baseline selectors (`select.methods`) for each budget, named after their selections
+    `<method>-<N>.<ext>` (`dataset_extension`), which the same jobs write."""
+    run = wildcards.run
+    methods = settings(run, "select")["methods"]
+    ext = dataset_extension(run)
     return [
-        f"results/{wildcards.run}/select/{method}-{n}.parquet"
+        f"results/{run}/select/{picks_name(method, n, ext)}"
         for method in BASELINES
         if method in methods
-        for n in resolved_budgets(wildcards.run)
+        for n in resolved_budgets(run)
     ]
 
 

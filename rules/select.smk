@@ -2,7 +2,9 @@
 # target of its own, so new budgets or methods run only these rules (and the methods
 # comparison). Samples are matched by dataset index (scores.parquet).
 # A selection named .jsonl is JSON Lines, .parquet parquet (from a parquet dataset), .json a
-# JSON array (the run's dataset decides which the default target asks for).
+# JSON array (the run's dataset decides which the default target asks for). A baseline's
+# picks table is named after its selection, <method>-<N>.<ext>.picks.parquet
+# (scalselect.methods.picks_name): every output of a rule has the same wildcards.
 
 
 rule select:
@@ -74,14 +76,15 @@ rule select_kcenter:
         model="results/{run}/score/model.npz",
         shards=run_shards,
     output:
-        selection="results/{run}/select/kcenter-{N}.json",
-        picks="results/{run}/select/kcenter-{N}.parquet",
+        selection="results/{run}/select/kcenter-{N}.{ext}",
+        picks="results/{run}/select/kcenter-{N}.{ext}.picks.parquet",
     log:
-        "results/{run}/logs/select/kcenter-{N}.log",
+        "results/{run}/logs/select/kcenter-{N}.{ext}.log",
     benchmark:
-        "results/{run}/benchmarks/select/kcenter-{N}.tsv"
+        "results/{run}/benchmarks/select/kcenter-{N}.{ext}.tsv"
     wildcard_constraints:
         N=r"[1-9]\d*",
+        ext="jsonl?|parquet",
     conda:
         "../envs/cur.yaml"
     threads: 4
@@ -127,14 +130,15 @@ rule select_kmeans:
         scores="results/{run}/score/scores.parquet",
         clusters="results/{run}/select/kmeans-clusters.parquet",
     output:
-        selection="results/{run}/select/kmeans-{N}.json",
-        picks="results/{run}/select/kmeans-{N}.parquet",
+        selection="results/{run}/select/kmeans-{N}.{ext}",
+        picks="results/{run}/select/kmeans-{N}.{ext}.picks.parquet",
     log:
-        "results/{run}/logs/select/kmeans-{N}.log",
+        "results/{run}/logs/select/kmeans-{N}.{ext}.log",
     benchmark:
-        "results/{run}/benchmarks/select/kmeans-{N}.tsv"
+        "results/{run}/benchmarks/select/kmeans-{N}.{ext}.tsv"
     wildcard_constraints:
         N=r"[1-9]\d*",
+        ext="jsonl?|parquet",
     conda:
         "../envs/data.yaml"
     shell:

@@ -37,6 +37,7 @@ import pandas as pd
 
 from scalselect.errors import UserError
 from scalselect.leverage import BLOCK_ROWS, Backend, Model, open_sources
+from scalselect.methods import picks_key
 
 METHODS = ("scalselect", "random", "kcenter", "kmeans")
 # scikit-learn's k-means reduces per thread: a fixed count keeps results machine-independent.
@@ -282,3 +283,21 @@ def picks_table(index: np.ndarray, picks: np.ndarray, ids: pd.Series) -> pd.Data
         "order": np.arange(1, len(picks) + 1, dtype=np.int64),
     })
     return table.sort_values("index", kind="stable").reset_index(drop=True)
+
+
+def read_picks(paths: Sequence[str | os.PathLike]) -> dict[tuple[str, int], np.ndarray]:
+    """``(method, N)`` -> dataset indices (in dataset order) of each picks table, the
+    method and budget read from the file's name (:func:`scalselect.methods.picks_name`).
+
+    Raises
+    ------
+    UserError
+        A file not named as a picks table, or two tables of one method and budget.
+    """
+    picks: dict[tuple[str, int], np.ndarray] = {}
+    for path in paths:
+        key = picks_key(path)
+        if key in picks:
+            raise UserError(f"{path}: a second picks table of {key[0]} at {key[1]} samples")
+        picks[key] = pd.read_parquet(path, columns=["index"])["index"].to_numpy()
+    return picks

@@ -97,7 +97,8 @@ def run_subsets(
     seeds : sequence of int
         Seeds of the random subsets (none when random is not a method of the run).
     picks : mapping
-        ``(method, N)`` -> dataset indices of a baseline's picks (``select/<method>-<N>.parquet``).
+        ``(method, N)`` -> dataset indices of a baseline's picks
+        (``select/<method>-<N>.<ext>.picks.parquet``).
 
     Raises
     ------

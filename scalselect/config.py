@@ -177,13 +177,6 @@ def run_problems(run: str, entry: Mapping[str, Any], select: Mapping[str, Any]) 
     if not made_by_workflow(model["path"]):
         problems += model_problems(model["path"], model["type"])
     problems += [f"select.budgets: {p}" for p in budget_problems(select["budgets"])]
-    baselines = [m for m in ("kcenter", "kmeans") if m in select.get("methods", ())]
-    if baselines and str(entry["dataset"]).lower().endswith(".parquet"):
-        # Their selections are named <method>-<N>.json next to the picks' .parquet table.
-        problems.append(
-            f"select.methods: {', '.join(baselines)} cannot write the selection of a parquet"
-            " dataset yet (use scalselect and random, or a JSON Lines copy of the dataset)"
-        )
     return [f"runs.{run}: {problem}" for problem in problems]
 
 

@@ -8,7 +8,12 @@ methods comparison.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
+
+from scalselect.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -16,7 +21,9 @@ class Method:
     """A selection method.
 
     ``baseline``: a selector on the run's representations (``select-baseline``), whose
-    picks the workflow writes as ``select/<name>-<N>.parquet``.
+    selection the workflow writes as ``select/<name>-<N>.<ext>`` (``ext``: the dataset's
+    kind, as for top-N) and its picks as ``select/<name>-<N>.<ext>.picks.parquet``
+    (:func:`picks_name`).
     """
 
     name: str
@@ -44,3 +51,40 @@ def random_label(seed: int) -> str:
     'Random (seed 3)'
     """
     return f"{METHODS['random'].label} (seed {seed})"
+
+
+# A picks table is named after its selection: Snakemake wants the same wildcards in every
+# output of a rule (the selection's extension among them), and ``<name>-<N>.parquet`` is
+# the selection of a parquet dataset.
+PICKS_SUFFIX = ".picks.parquet"
+_PICKS_NAME = re.compile(r"(\w+)-([1-9]\d*)\.(?:jsonl?|parquet)" + re.escape(PICKS_SUFFIX))
+
+
+def picks_name(method: str, n: int, ext: str) -> str:
+    """File name of the picks table of the baseline selection ``<method>-<n>.<ext>``.
+
+    >>> picks_name("kcenter", 32, "parquet")
+    'kcenter-32.parquet.picks.parquet'
+    """
+    return f"{method}-{n}.{ext}{PICKS_SUFFIX}"
+
+
+def picks_key(path: str | os.PathLike) -> tuple[str, int]:
+    """The baseline and budget of a picks table named as :func:`picks_name` names it.
+
+    >>> picks_key("results/run/select/kmeans-8.jsonl.picks.parquet")
+    ('kmeans', 8)
+
+    Raises
+    ------
+    UserError
+        A file name of another form, or of a method that is not a baseline.
+    """
+    name = Path(path).name
+    match = _PICKS_NAME.fullmatch(name)
+    if match is None or match[1] not in BASELINES:
+        raise UserError(
+            f"{path}: not a baseline's picks table (named <method>-<N>.<json|jsonl|parquet>"
+            f"{PICKS_SUFFIX}, method one of {', '.join(BASELINES)})"
+        )
+    return match[1], int(match[2])

@@ -200,6 +200,10 @@ def test_select_baseline_command(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == [records[i] for i in expected]
     assert pd.read_parquet(tmp_path / "kmeans.parquet")["index"].tolist() == expected.tolist()
     assert main([*kmeans, "--num", "79", "--out", str(out), "--picks", str(tmp_path / "k.parquet")]) == 2
+    # One file named as both the selection and the picks (one would overwrite the other).
+    same = tmp_path / "kmeans-5.json"
+    assert main([*kmeans, "--num", "5", "--out", str(same), "--picks", str(same)]) == 2
+    assert not same.exists()
     # Each selector names the inputs it lacks; a clustering of other samples is refused.
     assert main([*kmeans[:-2], "--num", "5", "--out", str(out), "--picks", str(picks)]) == 2
     assert main(["select-baseline", "--method", "kcenter", *common[:2], *common[-2:], "--num", "5",
@@ -262,7 +266,8 @@ def test_demo_methods_and_layer_ablation(demo_workflow: Path) -> None:
         shares = table[[c for c in table.columns if c.startswith("share:")]]
         assert np.allclose(shares.sum(axis=1), 1)
         for n in table["budget"].unique():
-            picks = pd.read_parquet(demo_workflow / "results" / run / "select" / f"kcenter-{n}.parquet")
+            picks = pd.read_parquet(demo_workflow / "results" / run / "select"
+                                    / f"kcenter-{n}.json.picks.parquet")
             assert len(picks) == n
     ablation = demo_workflow / "results/layers/demo-llava-format_vs_demo-llava-format-layer2"
     table = pd.read_csv(ablation / "layer_ablation.csv")
@@ -272,3 +277,55 @@ def test_demo_methods_and_layer_ablation(demo_workflow: Path) -> None:
         (demo_workflow / "results/demo-llava-format-layer2/extract").glob("shard-*/manifest.json")
     ).read_text())
     assert manifest["settings"]["layer"] == 2
+
+
+@pytest.mark.slow
+def test_baseline_selections_keep_the_dataset_format(demo_workflow: Path, tmp_path: Path) -> None:
+    """A parquet run with k-center and k-means: each selection is parquet, with the
+    dataset's schema, holding exactly the picked rows; a JSON run's are JSON arrays."""
+    import shutil
+
+    import pyarrow.parquet as pq
+    import yaml
+
+    from conftest import demo_parquet, snakemake
+
+    workdir = tmp_path / "workflow"
+    shutil.copytree(demo_workflow, workdir, symlinks=True)
+    source = demo_parquet(workdir / "resources/demo")
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    assert {"kcenter", "kmeans"} <= set(config["select"]["methods"])
+    run = "demo-parquet"
+    extra = tmp_path / "parquet.yaml"
+    extra.write_text(yaml.safe_dump({"runs": {**config["runs"], run: {
+        "dataset": str(source.relative_to(workdir)), "image_root": "resources/demo/images",
+        "format": "llava", "model": config["runs"]["demo-llava-format"]["model"],
+        "extract": {"shards": 1}}}}))
+    # The consumers of the picks (the methods comparison, the browser) as targets; targets
+    # first (`--configfile` takes several values).
+    snakemake(workdir, f"results/{run}/plots/methods.csv", f"results/{run}/browse",
+              "--cores", "2", "--configfile", str(extra))
+
+    for name, read in ((run, lambda p: pq.read_table(p).to_pylist()),
+                       ("demo-llava", lambda p: json.loads(p.read_text()))):
+        results = workdir / "results" / name
+        ext = "parquet" if name == run else "json"
+        records = read(results / f"filter/dataset.{ext}")
+        n_scored = len(pd.read_parquet(results / "score/scores.parquet"))
+        # 32 and 16% of the scored samples, rounded half up.
+        budgets = [32, (2 * 16 * n_scored + 100) // 200]
+        for method in ("kcenter", "kmeans"):
+            for n in budgets:
+                picks = pd.read_parquet(results / f"select/{method}-{n}.{ext}.picks.parquet")
+                chosen = sorted(picks["index"])
+                assert len(set(chosen)) == n, (name, method, n)
+                selection = results / f"select/{method}-{n}.{ext}"
+                expected = [records[i] for i in chosen]
+                assert read(selection) == expected, (name, method, n)
+                assert [str(r["id"]) for r in expected] == [
+                    str(i) for i in picks.sort_values("index")["id"]]
+                if ext == "parquet":
+                    assert pq.read_schema(selection) == pq.read_schema(source)
+    table = pd.read_csv(workdir / f"results/{run}/plots/methods.csv")
+    assert {"k-center", "k-means"} <= set(table["method"])
+    assert (workdir / f"results/{run}/browse/index.html").is_file()

@@ -65,7 +65,7 @@ def make_run(root: Path) -> dict:
         extra = ["--random", "--seed", method.removeprefix("random-seed")] if method != "scalselect" else []
         assert main(["select", "--dataset", str(dataset), "--scores", str(scores_path),
                      "--num", str(n), "--out", str(path), *extra]) == 0
-    picks = select / "kcenter-4.parquet"
+    picks = select / "kcenter-4.json.picks.parquet"
     pd.DataFrame({"index": KCENTER, "id": [f"s-{i}" for i in KCENTER],
                   "order": range(1, 5)}).to_parquet(picks)
     return {"dataset": dataset, "scores": scores_path, "images": images, "records": records,

@@ -122,10 +122,11 @@ def test_plot_methods_and_layers_commands(tmp_path) -> None:
     common = ["--dataset", str(tmp_path / "dataset.json"), "--features", str(shard),
               "--model", str(root / "model.npz"), "--scores", str(root / "scores.parquet")]
     assert main(["select-baseline", "--method", "kcenter", *common, "--num", "10",
-                 "--out", str(root / "kcenter-10.json"), "--picks", str(root / "kcenter-10.parquet")]) == 0
+                 "--out", str(root / "kcenter-10.json"),
+                 "--picks", str(root / "kcenter-10.json.picks.parquet")]) == 0
     out = tmp_path / "plots"
     assert main(["plot-methods", *common, "--budgets", "10", "--random-seeds", "0", "1",
-                 "--picks", str(root / "kcenter-10.parquet"), "--out-dir", str(out),
+                 "--picks", str(root / "kcenter-10.json.picks.parquet"), "--out-dir", str(out),
                  "--formats", "png"]) == 0
     table = pd.read_csv(out / "methods.csv")
     assert table["method"].tolist() == ["ScalSelect", "Random (seed 0)", "Random (seed 1)", "k-center"]

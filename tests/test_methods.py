@@ -10,7 +10,8 @@ import yaml
 from conftest import REPO
 
 from scalselect.cli import build_parser
-from scalselect.methods import BASELINES, METHODS
+from scalselect.errors import UserError
+from scalselect.methods import BASELINES, METHODS, picks_key, picks_name
 
 
 def test_the_schema_offers_exactly_the_registered_methods() -> None:
@@ -19,10 +20,24 @@ def test_the_schema_offers_exactly_the_registered_methods() -> None:
     assert methods["items"]["enum"] == list(METHODS)
 
 
-def test_every_baseline_has_a_rule_writing_its_picks() -> None:
+def test_every_baseline_has_a_rule_writing_its_selection_and_picks() -> None:
     rules = (REPO / "rules/select.smk").read_text()
-    written = set(re.findall(r'picks="results/\{run\}/select/(\w+)-\{N\}\.parquet"', rules))
-    assert written == set(BASELINES)
+    # Each baseline's selection is named as top-N's, in the dataset's format (`{ext}`).
+    selections = re.findall(r'selection="results/\{run\}/select/(\w+)-\{N\}\.\{ext\}"', rules)
+    assert set(selections) == set(BASELINES) | {"top"}
+    # Its picks table beside it, as `picks_name` names it (what the figures and browser read).
+    picks = re.findall(r'picks="results/\{run\}/select/([^"]+)"', rules)
+    assert picks == [picks_name(m, "{N}", "{ext}") for m in BASELINES]
+    assert picks_name("kmeans", 8, "parquet") == "kmeans-8.parquet.picks.parquet"
+
+
+def test_picks_tables_are_known_by_their_names_alone() -> None:
+    assert picks_key("run/select/kcenter-32.jsonl.picks.parquet") == ("kcenter", 32)
+    # The selection of a parquet run is not a picks table, nor are other methods' files.
+    for name in ("kcenter-32.parquet", "kcenter-32.picks.parquet", "top-32.json.picks.parquet",
+                 "kmeans-0.json.picks.parquet", "kmeans-clusters.parquet"):
+        with pytest.raises(UserError, match=re.escape(name)):
+            picks_key(f"select/{name}")
 
 
 def test_select_baseline_accepts_the_baselines_only() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import demo_parquet
 
 from scalselect import dataset
 from scalselect.dataset import (
@@ -272,7 +273,7 @@ def test_filter_index_lets_an_extract_shard_seek_to_its_records(
 
     # Offsets spill to the temporary file many times over (as at 10M records).
     monkeypatch.setattr(scalselect.dataset, "_OFFSETS_CHUNK", 16)
-    source = _demo_parquet(demo) if suffix == ".parquet" else demo / f"dataset{suffix}"
+    source = demo_parquet(demo) if suffix == ".parquet" else demo / f"dataset{suffix}"
     report = tmp_path / "report.json"
     assert main(["validate", "--dataset", str(source), "--image-root", str(demo / "images"),
                  "--out", str(report), "--no-progress", "--workers", "1"]) == 0
@@ -298,36 +299,11 @@ def test_filter_index_lets_an_extract_shard_seek_to_its_records(
             list(read_shard_records(filtered, i, n)[0]) for i in range(n)]
 
 
-def _demo_parquet(demo: Path) -> Path:
-    """The demo's LLaVA-format records as a LLaVA-OneVision-style parquet file: each
-    image embedded as {"bytes", "path"} where its file exists, else given by path."""
-    path = demo / "dataset.parquet"
-    if path.exists():
-        return path
-    rows = []
-    for record in json.loads((demo / "dataset_llava.json").read_text(encoding="utf-8")):
-        if not (isinstance(record, dict) and isinstance(record.get("conversations"), list)
-                and isinstance(record.get("image"), (str, type(None)))
-                and isinstance(record.get("id"), (int, str))):
-            continue  # rows of one schema only
-        image = record.get("image")
-        file = demo / "images" / image if image else None
-        rows.append({
-            "id": str(record["id"]),
-            "image": None if image is None else {
-                "bytes": file.read_bytes() if file.is_file() else None, "path": image},
-            "conversations": [{"from": str(t.get("from")), "value": str(t.get("value"))}
-                              for t in record["conversations"]],
-        })
-    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=50)
-    return path
-
-
 @pytest.mark.parametrize("name", ["dataset.json", "dataset.jsonl", "parquet"])
 def test_sharded_validation_gives_the_same_report_bytes(demo: Path, tmp_path: Path, name: str) -> None:
     from scalselect.cli import main
 
-    source = _demo_parquet(demo) if name == "parquet" else demo / name
+    source = demo_parquet(demo) if name == "parquet" else demo / name
     common = ["--dataset", str(source), "--image-root", str(demo / "images")]
     whole = tmp_path / "whole.json"
     assert main(["validate", *common, "--out", str(whole), "--no-progress", "--workers", "1"]) == 0
@@ -384,7 +360,7 @@ def test_parquet_dataset_through_validate_filter_and_select(demo: Path, tmp_path
 
     from scalselect.cli import main
 
-    source = _demo_parquet(demo)
+    source = demo_parquet(demo)
     rows = pq.read_table(source).to_pylist()
     report_path = tmp_path / "report.json"
     assert main(["validate", "--dataset", str(source), "--image-root", str(demo / "images"),

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-seeds", nargs="*", type=int, default=[],
                         help="Seeds of the random subsets.")
     parser.add_argument("--picks", nargs="*", default=[], type=Path,
-                        help="Baseline picks, select/<method>-<N>.parquet.")
+                        help="Baseline picks, select/<method>-<N>.<ext>.picks.parquet.")
     parser.add_argument("--run", required=True, help="The run's name (the page's title).")
     parser.add_argument("--thumbnails", type=int, default=None,
                         help="Samples per thumbnail group: best ranked, worst ranked, and each"
@@ -36,16 +36,11 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    import pandas as pd
-
-    from scalselect import browse, selection
+    from scalselect import baselines, browse, selection
 
     began = time.perf_counter()
     scores = selection.read_scores(args.scores)
-    picks = {}
-    for path in args.picks:
-        method, _, n = path.stem.rpartition("-")
-        picks[(method, int(n))] = pd.read_parquet(path, columns=["index"])["index"].to_numpy()
+    picks = baselines.read_picks(args.picks)
     subsets = browse.run_subsets(scores, args.budgets, args.random_seeds, picks)
     stats = browse.build_browser(
         args.dataset, scores, subsets, args.out, image_root=args.image_root, run=args.run,

@@ -4,7 +4,7 @@ selection methods per budget, on the scored representations.
 Writes ``methods.csv`` (every measure, exact), ``methods.tex`` (booktabs) and
 ``methods.<format>`` (:func:`scalselect.figures.methods_comparison`). The subsets are
 those the workflow writes: ScalSelect's top-N, each random-N seed, and the picks of the
-baseline selectors (``select/<method>-<N>.parquet``).
+baseline selectors (``select/<method>-<N>.<ext>.picks.parquet``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budgets", nargs="+", required=True, help="Budgets as configured.")
     parser.add_argument("--random-seeds", nargs="*", type=int, default=[], help="Seeds of the random subsets.")
     parser.add_argument("--picks", nargs="*", default=[], type=Path,
-                        help="Baseline picks, select/<method>-<N>.parquet.")
+                        help="Baseline picks, select/<method>-<N>.<ext>.picks.parquet.")
     add_output_arguments(parser)
 
 
@@ -40,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     import numpy as np
-    import pandas as pd
 
     from scalselect import baselines, composition, diagnostics, figures, selection, style, tables
     from scalselect.errors import UserError
@@ -49,16 +48,14 @@ def run(args: argparse.Namespace) -> int:
 
     began = time.perf_counter()
     scores = selection.read_scores(args.scores)
+    picks = {(n, METHODS[method].label): indices
+             for (method, n), indices in baselines.read_picks(args.picks).items()}
     model = Model.load(args.model)
     reps = baselines.load_representations(args.features, model)
     spectrum = model.spectrum
     basis = spectrum.basis * spectrum.singular_values[: spectrum.k]
     space = diagnostics.Space(reps.index, reps.matrix, basis,
                               float(np.square(spectrum.singular_values[: spectrum.k]).sum()))
-    picks = {}
-    for path in args.picks:
-        method, _, n = path.stem.rpartition("-")
-        picks[(int(n), METHODS[method].label)] = pd.read_parquet(path, columns=["index"])["index"].to_numpy()
     subsets = {}
     for n in sorted({selection.resolve_budget(b, len(scores)) for b in args.budgets}):
         subsets[(n, SCALSELECT)] = selection.top_indices(scores, n)

@@ -22,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--num", required=True,
         help="Budget: a sample count (100000) or a percentage of the scored samples (16%%).",
     )
-    parser.add_argument("--out", required=True, type=Path, help="Selection (JSON Lines if named *.jsonl, else a JSON array).")
+    parser.add_argument(
+        "--out", required=True, type=Path,
+        help="Selection (parquet from a parquet dataset; JSON Lines if named *.jsonl, else a JSON array).",
+    )
     parser.add_argument(
         "--random", action="store_true", help="Random baseline instead of the top-N."
     )

@@ -1,6 +1,7 @@
 """``select-baseline``: a k-center or k-means selection of N samples, written like
-``select``'s top-N. k-center reads the run's representations (preprocessed as for
-scoring); k-means reads the clustering of ``kmeans-clusters``, fitted once per run."""
+``select``'s top-N (the records unchanged, in dataset order, in the dataset's format), and
+its picks table. k-center reads the run's representations (preprocessed as for scoring);
+k-means reads the clustering of ``kmeans-clusters``, fitted once per run."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="k-center: score/model.npz (the preprocessing of scoring).")
     parser.add_argument("--clusters", type=Path, help="k-means: the table written by kmeans-clusters.")
     parser.add_argument("--num", required=True, help="Budget: a sample count or a percentage of the scored samples.")
-    parser.add_argument("--out", required=True, type=Path, help="Selection (JSON array).")
-    parser.add_argument("--picks", required=True, type=Path, help="Table of the picks (parquet: index, id, order).")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="Selection (parquet from a parquet dataset; JSON Lines if named *.jsonl,"
+                        " else a JSON array).")
+    parser.add_argument("--picks", required=True, type=Path,
+                        help="Table of the picks (parquet: index, id, order), e.g. <out>.picks.parquet.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from scalselect.io import atomic_write
     from scalselect.leverage import Model
 
+    if args.out.resolve() == args.picks.resolve():
+        raise UserError(f"--out and --picks name the same file, {args.out}")
     began = time.perf_counter()
     scores = selection.read_scores(args.scores)
     n = selection.resolve_budget(args.num, len(scores))
