@@ -11,16 +11,17 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-# The modules where a wrong number is silent, whole; for extraction its shard planning,
-# and the store's key functions (``make mutation`` mutates exactly these: MUTANTS).
+# The modules where a wrong number is silent, whole; the shard planning (shard ranges
+# live in dataset), and the store's key functions (``make mutation`` mutates exactly these: MUTANTS).
 MODULES = ("selection", "leverage", "conversation", "representation", "validation")
-EXTRACTION_FUNCTIONS = ("shard_range", "plan_chunks", "split_batches", "length_estimate")
+EXTRACTION_FUNCTIONS = ("plan_chunks", "split_batches", "length_estimate")
 STORE_FUNCTIONS = (
     "sample_key", "settings_key",
     "file_digest", "_image_digest", "image_digests", "model_digest", "shard_keys",
 )
 FUNCTIONS = frozenset(
-    [("extraction", name) for name in EXTRACTION_FUNCTIONS]
+    [("dataset", "shard_range")]
+    + [("extraction", name) for name in EXTRACTION_FUNCTIONS]
     + [("store", name) for name in STORE_FUNCTIONS]
 )
 MUTANTS = (

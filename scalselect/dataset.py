@@ -871,6 +871,22 @@ def build_index(path: str | os.PathLike) -> DatasetIndex:
     return DatasetIndex(count, stats.digest(path), os.stat(path).st_size, stats.layout, offsets)
 
 
+# A job's records: light enough for the data stages (extraction imports torch).
+def shard_range(num_samples: int, shard: int, num_shards: int) -> range:
+    """Dataset indices of shard ``shard`` of ``num_shards``: contiguous, sizes within one.
+
+    Examples
+    --------
+    >>> [list(shard_range(5, i, 2)) for i in range(2)]
+    [[0, 1], [2, 3, 4]]
+    >>> shard_range(2, 2, 3)
+    range(1, 2)
+    """
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} of {num_shards} does not exist")
+    return range(shard * num_samples // num_shards, (shard + 1) * num_samples // num_shards)
+
+
 # ---------------------------------------------------------------------------------------
 # Writing records
 

@@ -6,7 +6,8 @@ The model math (rendering, the first decoder layer, the kept vision tokens) live
 
 How a shard is processed
 ------------------------
-1. Shard ``i`` of ``n`` is a contiguous range of dataset indices (:func:`shard_range`).
+1. Shard ``i`` of ``n`` is a contiguous range of dataset indices
+   (:func:`scalselect.dataset.shard_range`).
    Only its records are read (:func:`read_shard_records`): ``filter`` writes the
    filtered dataset's index (where each record starts), so a job seeks to its records
    and reads nothing else; its time and memory grow with the shard, not with the
@@ -78,6 +79,7 @@ from scalselect.dataset import (
     inspect_record,
     iter_records,
     resolve_image,
+    shard_range,
 )
 from scalselect.errors import UserError
 from scalselect.io import atomic_write, file_digest, kill_point, write_json
@@ -114,21 +116,6 @@ OUT_OF_MEMORY = "out_of_memory"
 _CHARS_PER_TOKEN = 4
 ROW_TYPES = {"index": "int64", "id": "str", "status": "str", "n_vision": "int64",
              "n_kept": "int64", "seq_len": "int64", "truncated": "bool", "detail": "str"}
-
-
-def shard_range(num_samples: int, shard: int, num_shards: int) -> range:
-    """Dataset indices of shard ``shard`` of ``num_shards``: contiguous, sizes within one.
-
-    Examples
-    --------
-    >>> [list(shard_range(5, i, 2)) for i in range(2)]
-    [[0, 1], [2, 3, 4]]
-    >>> shard_range(2, 2, 3)
-    range(1, 2)
-    """
-    if num_shards < 1 or not 0 <= shard < num_shards:
-        raise ValueError(f"shard {shard} of {num_shards} does not exist")
-    return range(shard * num_samples // num_shards, (shard + 1) * num_samples // num_shards)
 
 
 def length_estimate(sample: Sample | None, image_tokens: int) -> int:

@@ -81,6 +81,7 @@ from scalselect.dataset import (
     iter_records,
     parquet_columns,
     resolve_image,
+    shard_range,
 )
 from scalselect.io import atomic_write
 
@@ -401,8 +402,6 @@ def validate_part(
     check_format_name(fmt)
     if index is None and num_shards > 1:
         raise ValueError("a sharded validation needs the dataset's index")
-    from scalselect.extraction import shard_range
-
     start, stop = 0, None
     if index is not None:
         index.check(path)

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scalselect.dataset import Message, Sample
-from scalselect.extraction import length_estimate, plan_chunks, shard_range, split_batches
+from scalselect.dataset import shard_range
+from scalselect.extraction import length_estimate, plan_chunks, split_batches
 
 
 @pytest.mark.parametrize(

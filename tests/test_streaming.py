@@ -299,6 +299,34 @@ def test_filter_index_lets_an_extract_shard_seek_to_its_records(
             list(read_shard_records(filtered, i, n)[0]) for i in range(n)]
 
 
+def test_data_stages_never_load_torch(demo: Path, tmp_path: Path) -> None:
+    """validate (all three steps), filter and select run without torch: importing it
+    costs ~0.6 GB in every data job (and in each of validate's image workers)."""
+    import subprocess
+    import sys
+
+    dataset, images = demo / "dataset.jsonl", demo / "images"
+    out = tmp_path
+    steps = [
+        ["validate-index", "--dataset", dataset, "--out", out / "index.npz"],
+        ["validate", "--dataset", dataset, "--image-root", images, "--index", out / "index.npz",
+         "--shard", "0", "--num-shards", "2", "--out", out / "p0.npz", "--no-progress"],
+        ["validate", "--dataset", dataset, "--image-root", images, "--index", out / "index.npz",
+         "--shard", "1", "--num-shards", "2", "--out", out / "p1.npz", "--no-progress"],
+        ["validate-merge", "--dataset", dataset, "--image-root", images, "--index",
+         out / "index.npz", "--parts", out / "p0.npz", out / "p1.npz", "--out", out / "report.json"],
+        ["filter", "--dataset", dataset, "--report", out / "report.json", "--out",
+         out / "kept.jsonl", "--index", out / "kept.index.npz"],
+    ]
+    script = ("import sys\nfrom scalselect.cli import main\n"
+              "for args in {steps!r}:\n    assert main(args) == 0, args\n"
+              "assert 'torch' not in sys.modules, 'a data stage imported torch'\n")
+    commands = [[str(part) for part in step] for step in steps]
+    result = subprocess.run([sys.executable, "-c", script.format(steps=commands)],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("name", ["dataset.json", "dataset.jsonl", "parquet"])
 def test_sharded_validation_gives_the_same_report_bytes(demo: Path, tmp_path: Path, name: str) -> None:
     from scalselect.cli import main
