@@ -313,13 +313,14 @@ def file_kind(path: str | os.PathLike) -> str:
 class ReadStats:
     """What a stream learns about its file as it reads it.
 
-    ``offsets`` (when given an array) receives the byte offset of every record read
-    (JSON and JSON Lines; parquet rows are found by number), ``count`` the number of
-    records read, ``sha256`` the digest of the file's bytes once a stream from the first
-    byte reached the end (JSON and JSON Lines), ``layout`` ``"array"`` or ``"lines"``.
+    ``offsets`` (when given an array or an offset spill) receives the byte offset of
+    every record read (JSON and JSON Lines; parquet rows are found by number), ``count``
+    the number of records read, ``sha256`` the digest of the file's bytes once a stream
+    from the first byte reached the end (JSON and JSON Lines), ``layout`` ``"array"``
+    or ``"lines"``.
     """
 
-    offsets: array | None = None
+    offsets: array | _OffsetSpill | None = None
     count: int = 0
     sha256: str | None = None
     layout: str = "lines"
@@ -757,16 +758,9 @@ class DatasetIndex:
     layout: str
     offsets: np.ndarray
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the index (``.npz``), atomically."""
-        step = _OFFSETS_CHUNK
-        chunks = (self.offsets[i : i + step].astype("<i8").tobytes()
-                  for i in range(0, len(self.offsets), step))
-        _write_index(path, self.count, self.sha256, self.size, self.layout, len(self.offsets), chunks)
-
     @classmethod
     def load(cls, path: str | os.PathLike) -> DatasetIndex:
-        """Read an index written by :meth:`save`; the offsets are memory-mapped (a job
+        """Read an index written by :func:`write_index`; the offsets are memory-mapped (a job
         reads the few it needs, not 8 bytes for every record of the dataset)."""
         try:
             with np.load(path) as data:
@@ -844,31 +838,72 @@ def build_index(path: str | os.PathLike) -> DatasetIndex:
     JSON Lines are scanned for line starts without parsing a record (their records are
     parsed, and bad lines found, by whoever reads them); a JSON array is parsed once,
     which finds its syntax errors; a parquet file gives its row count from its metadata.
-    Memory: 8 bytes per record.
+    Memory: 8 bytes per record (:func:`write_index` saves an index in constant memory).
 
     Raises ``DatasetError`` as :func:`iter_records`, or for an empty dataset.
     """
-    path = Path(path)
-    stats = ReadStats(offsets=array("q"))
+    offsets = array("q")
+    count, sha256, layout = _scan(Path(path), offsets)
+    found = np.frombuffer(offsets, dtype=np.int64) if len(offsets) else np.zeros(0, np.int64)
+    return DatasetIndex(count, sha256, os.stat(path).st_size, layout, found)
+
+
+def write_index(path: str | os.PathLike, out: str | os.PathLike) -> DatasetIndex:
+    """Index a dataset file as :func:`build_index` does and save the index at ``out``,
+    the offsets spilled to a temporary file as they come (memory bounded whatever the
+    number of records). Returns the saved index, its offsets memory-mapped."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out.parent) as handle:
+        offsets = _OffsetSpill(handle)
+        count, sha256, layout = _scan(Path(path), offsets)
+        _write_index(out, count, sha256, os.stat(path).st_size, layout, offsets.count,
+                     offsets.chunks())
+    return DatasetIndex.load(out)
+
+
+def _scan(path: Path, offsets: array | _OffsetSpill) -> tuple[int, str, str]:
+    """Read ``path`` once, its records' byte offsets appended to ``offsets``:
+    ``(count, sha256, layout)``."""
+    stats = ReadStats(offsets=offsets)
     if file_kind(path) == "parquet":
         count = _parquet_file(path).metadata.num_rows
-        offsets = np.zeros(0, dtype=np.int64)
     else:
-        layout = "lines" if file_kind(path) == "jsonl" else _json_layout(path)
-        stats.layout = layout
+        stats.layout = "lines" if file_kind(path) == "jsonl" else _json_layout(path)
         with _ByteReader(path, 0) as reader:
-            if layout == "lines":
-                for _ in _json_lines(reader, 0, stats, parse=False):
-                    pass
-            else:
-                for _ in _json_array(reader, 0, stats):
-                    pass
+            records = (_json_lines(reader, 0, stats, parse=False) if stats.layout == "lines"
+                       else _json_array(reader, 0, stats))
+            for _ in records:
+                pass
             stats.sha256 = reader.digest.hexdigest()
         count = stats.count
-        offsets = np.frombuffer(stats.offsets, dtype=np.int64) if count else np.zeros(0, np.int64)
     if not count:
         raise DatasetError(f"{path}: the dataset is empty (no records)")
-    return DatasetIndex(count, stats.digest(path), os.stat(path).st_size, stats.layout, offsets)
+    return count, stats.digest(path), stats.layout
+
+
+class _OffsetSpill:
+    """Byte offsets appended one by one and moved to ``handle`` (a temporary file)
+    every :data:`_OFFSETS_CHUNK`, so that an index is written in bounded memory."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._held = array("q")
+        self.count = 0
+
+    def append(self, offset: int) -> None:
+        self._held.append(offset)
+        self.count += 1
+        if len(self._held) == _OFFSETS_CHUNK:
+            self._handle.write(self._held.tobytes())
+            del self._held[:]
+
+    def chunks(self) -> Iterator[bytes]:
+        """Every offset so far, as little-endian int64 bytes, in order."""
+        self._handle.write(self._held.tobytes())
+        del self._held[:]
+        self._handle.seek(0)
+        return iter(lambda: self._handle.read(8 * _OFFSETS_CHUNK), b"")
 
 
 # A job's records: light enough for the data stages (extraction imports torch).
@@ -922,7 +957,6 @@ class RecordWriter:
         self._pending_bytes = 0
         self._position = 0
         self._digest = hashlib.sha256()
-        self._offsets = array("q")
 
     def __enter__(self) -> RecordWriter:
         self.handle = self._stack.enter_context(atomic_write(self.path, "wb"))
@@ -934,7 +968,8 @@ class RecordWriter:
             return self
         if self.index is not None:
             self.index.parent.mkdir(parents=True, exist_ok=True)
-            self._spill = self._stack.enter_context(tempfile.TemporaryFile(dir=self.index.parent))
+            self._offsets = _OffsetSpill(
+                self._stack.enter_context(tempfile.TemporaryFile(dir=self.index.parent)))
         if self.kind == "json":
             self._emit(b"[")
         return self
@@ -948,13 +983,11 @@ class RecordWriter:
             elif self.kind == "json":
                 self._emit(b"\n]\n")
             if self.index is not None and self.kind != "parquet":
-                self._spill.write(self._offsets.tobytes())
-                self._spill.seek(0)
-                chunks = iter(lambda: self._spill.read(8 * _OFFSETS_CHUNK), b"")
                 _write_index(self.index, self.count, self._digest.hexdigest(), self._position,
-                             "lines" if self.kind == "jsonl" else "array", self.count, chunks)
+                             "lines" if self.kind == "jsonl" else "array", self.count,
+                             self._offsets.chunks())
         if self.index is not None and self.kind == "parquet":
-            build_index(self.path).save(self.index)
+            write_index(self.path, self.index)
         return None
 
     def write(self, record: Any) -> None:
@@ -965,9 +998,6 @@ class RecordWriter:
             self._emit(b",\n" if self.count else b"\n")
         if self.index is not None:
             self._offsets.append(self._position)
-            if len(self._offsets) == _OFFSETS_CHUNK:
-                self._spill.write(self._offsets.tobytes())
-                del self._offsets[:]
         self._emit(json.dumps(record, ensure_ascii=False).encode("utf-8")
                    + (b"\n" if self.kind == "jsonl" else b""))
         self.count += 1

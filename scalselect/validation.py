@@ -49,6 +49,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import multiprocessing
 import os
 import stat
@@ -639,9 +640,10 @@ def merge_parts(
     again and their ids compared exactly), and counts the distinct images over all
     parts. The report is the same whatever the number of shards.
 
-    Memory: the digests of the ids (8 bytes a record, sorted in place), then the keys
-    of the distinct images (17 bytes each), one part's arrays at a time, and what the
-    report lists (its defective records and text-only indices).
+    Memory: the ids' digests of one bucket of them at a time (at most twice 32 MiB,
+    :func:`_repeated_digests`), then the keys of the distinct images (17 bytes each),
+    one part's arrays at a time, and what the report lists (its defective records and
+    text-only indices).
 
     Raises ``DatasetError`` for parts that do not cover the dataset (in any order) or
     whose records mix formats.
@@ -733,16 +735,7 @@ def _duplicate_ids(
 ) -> list[tuple[Any, list[int]]]:
     """Every id held by several records, with their dataset indices, in the order of
     each id's first record."""
-    hashes = np.empty(index.count, dtype=np.uint64)  # at most one id a record
-    filled = 0
-    for part in parts:
-        part_hashes = part.array("id_hashes")
-        hashes[filled : filled + len(part_hashes)] = part_hashes
-        filled += len(part_hashes)
-    hashes = hashes[:filled]
-    hashes.sort()
-    repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
-    del hashes
+    repeated = _repeated_digests(parts, index.count)
     # Parts are in order and their indices ascending: the numbers come sorted.
     numbers = np.concatenate(
         [part.array("id_indices")[np.isin(part.array("id_hashes"), repeated)] for part in parts]
@@ -753,6 +746,30 @@ def _duplicate_ids(
         groups.setdefault(_id_key(value), []).append(number)
     found = [(key[1], members) for key, members in groups.items() if len(members) > 1]
     return sorted(found, key=lambda item: item[1][0])
+
+
+# Id digests searched for repeats at a time (32 MiB): a larger dataset is searched in
+# buckets of digests by their top bits, each bucket a pass over the parts.
+_DIGESTS_AT_ONCE = 1 << 22
+
+
+def _repeated_digests(parts: Sequence[Part], count: int) -> np.ndarray:
+    """The id digests (sorted) that several of the ``count`` records' ids have.
+
+    Memory: twice a bucket's digests, about ``min(count, _DIGESTS_AT_ONCE)`` each.
+    """
+    bits = max(0, math.ceil(math.log2(max(count, 1) / _DIGESTS_AT_ONCE)))
+    found = []
+    for bucket in range(1 << bits):
+        chunks = []
+        for part in parts:
+            digests = part.array("id_hashes")
+            chunks.append(digests[digests >> np.uint64(64 - bits) == bucket] if bits else digests)
+        digests = np.concatenate(chunks)
+        del chunks
+        digests.sort()
+        found.append(np.unique(digests[1:][digests[1:] == digests[:-1]]))
+    return np.concatenate(found)
 
 
 def _ids_at(path: Path, index: DatasetIndex, numbers: np.ndarray) -> Iterator[tuple[int, Any]]:

@@ -328,15 +328,31 @@ def test_data_stages_never_load_torch(demo: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["dataset.json", "dataset.jsonl", "parquet"])
-def test_sharded_validation_gives_the_same_report_bytes(demo: Path, tmp_path: Path, name: str) -> None:
+def test_sharded_validation_gives_the_same_report_bytes(
+    demo: Path, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import scalselect.dataset
+    import scalselect.validation
     from scalselect.cli import main
+    from scalselect.dataset import DatasetIndex
 
+    # As at 10M records: the index's offsets spill to a temporary file many times over,
+    # and repeated ids are searched for in 8 buckets of digests.
+    monkeypatch.setattr(scalselect.dataset, "_OFFSETS_CHUNK", 16)
+    monkeypatch.setattr(scalselect.validation, "_DIGESTS_AT_ONCE", 40)
     source = demo_parquet(demo) if name == "parquet" else demo / name
     common = ["--dataset", str(source), "--image-root", str(demo / "images")]
     whole = tmp_path / "whole.json"
     assert main(["validate", *common, "--out", str(whole), "--no-progress", "--workers", "1"]) == 0
     index = tmp_path / "index.npz"
     assert main(["validate-index", "--dataset", str(source), "--out", str(index)]) == 0
+    if name != "parquet":
+        data = source.read_bytes()
+        records = json.loads(data) if name.endswith(".json") else [
+            json.loads(line) for line in data.splitlines() if line.strip()]
+        decoder = json.JSONDecoder()
+        offsets = DatasetIndex.load(index).offsets
+        assert [decoder.raw_decode(data[int(o):].decode())[0] for o in offsets] == records
     parts = [str(tmp_path / f"part-{i}.npz") for i in range(3)]
     for i, part in enumerate(parts):
         assert main(["validate", *common, "--index", str(index), "--shard", str(i),

@@ -17,10 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect.dataset import build_index
+    from scalselect.dataset import write_index
 
-    index = build_index(args.dataset)
-    index.save(args.out)
+    index = write_index(args.dataset, args.out)
     print(f"{args.dataset}: {index.count} records ({index.layout}), sha256 {index.sha256}",
           file=sys.stderr)
     return 0
