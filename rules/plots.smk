@@ -89,6 +89,7 @@ rule plots_gallery:
             "attention_gallery.rst",
             "Attention",
         ),
+        tokens=directory("results/{run}/plots/attention_tokens"),
     log:
         "results/{run}/logs/plots/gallery.log",
     benchmark:

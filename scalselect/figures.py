@@ -412,7 +412,8 @@ class GalleryEntry:
     """One sample of the attention gallery.
 
     ``image`` is the region of the image the model saw; ``grid`` its vision-token grid
-    (rows, cols); ``kept`` the indices (row-major in that grid) of the kept tokens.
+    (rows, cols); ``kept`` the indices (row-major in that grid) of the kept tokens;
+    ``index`` the sample's dataset index.
     """
 
     image: Image.Image
@@ -420,6 +421,7 @@ class GalleryEntry:
     kept: np.ndarray
     importance: float
     rank: int
+    index: int
 
 
 def _cell_borders(dropped: np.ndarray, cell_w: float, cell_h: float) -> list:
@@ -492,6 +494,21 @@ def attention_gallery(
     dropped = Patch(facecolor=(0, 0, 0, 0.6), edgecolor=style.PALETTE[6], linewidth=0.6,
                     label="dropped (dimmed)")
     fig.legend(handles=[kept, dropped], loc="outside upper center", ncols=2)
+    return fig
+
+
+# Width of :func:`token_overlay` (inches): about the browser's thumbnails at 100 dpi.
+TOKEN_OVERLAY_WIDTH = 2.0
+
+
+def token_overlay(entry: GalleryEntry) -> Figure:
+    """One sample of the attention gallery alone, drawn as in the gallery (its dropped
+    vision tokens dimmed, rank, score and kept count below): the selection browser
+    shows it in the sample's row."""
+    width, height = entry.image.size
+    fig, ax = style.new_figure(TOKEN_OVERLAY_WIDTH,
+                               TOKEN_OVERLAY_WIDTH * height / width + 0.3)
+    _draw_tokens(ax, entry)
     return fig
 
 

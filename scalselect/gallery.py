@@ -150,6 +150,7 @@ def gallery_entries(
                 kept=kept[kept < rows_ * cols],
                 importance=float(row["importance"]),
                 rank=int(row["rank"]),
+                index=index,
             ))
             shown.add(index)
         rows.append(entries)

@@ -32,13 +32,32 @@ def test_spectrum_legend_stays_off_the_plot() -> None:
 
 def test_gallery_legend_names_kept_and_dropped_tokens() -> None:
     image = Image.new("RGB", (64, 48), "navy")
-    entry = figures.GalleryEntry(image, (3, 4), np.array([0, 5, 6]), 0.5, 1)
+    entry = figures.GalleryEntry(image, (3, 4), np.array([0, 5, 6]), 0.5, 1, 7)
     with style.paper_style():
         fig = figures.attention_gallery([entry], [entry])
         labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
         plt.close(fig)
     assert any("kept" in label for label in labels)
     assert any("dropped" in label for label in labels)
+
+
+def test_token_overlay_dims_the_dropped_tokens_only() -> None:
+    """A white image on a 2 x 3 grid with tokens 0, 4 and 5 kept: the dropped cells are
+    drawn dark, the kept ones white (read at each cell's centre)."""
+    entry = figures.GalleryEntry(Image.new("RGB", (90, 60), "white"), (2, 3),
+                                 np.array([0, 4, 5]), 0.25, 3, 11)
+    with style.paper_style():
+        fig = figures.token_overlay(entry)
+        fig.canvas.draw()
+        pixels = np.asarray(fig.canvas.buffer_rgba())
+        ax = fig.axes[0]
+        for token in range(6):
+            row, col = divmod(token, 3)
+            x, y = ax.transData.transform((30 * col + 15, 30 * row + 15))
+            grey = pixels[pixels.shape[0] - 1 - round(y), round(x), :3].mean()
+            assert (grey > 240) if token in (0, 4, 5) else (grey < 120), (token, grey)
+        assert "kept 3/6 tokens" in ax.get_xlabel()
+        plt.close(fig)
 
 
 def test_every_composition_segment_has_its_percentage_without_overlaps() -> None:

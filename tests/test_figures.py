@@ -446,6 +446,7 @@ def test_gallery_shows_the_tokens_extraction_kept(
     assert [e.rank for e in lowest] == [10, 9, 8]
     for entry in highest + lowest:
         index = int(scores["index"].iloc[entry.rank - 1])
+        assert entry.index == index
         grid_rows, grid_cols = entry.grid
         assert grid_rows * grid_cols == rows.loc[index, "n_vision"]
         assert len(entry.kept) == rows.loc[index, "n_kept"]
@@ -462,6 +463,10 @@ def test_gallery_shows_the_tokens_extraction_kept(
                  *settings, "--out-dir", str(out), "--dpi", str(DPI)]) == 0
     check_pdf(out / "attention_gallery.pdf")
     check_png(out / "attention_gallery.png", style.DOUBLE_COLUMN)
+    # Each sample alone for the browser, named by its dataset index.
+    shown = [int(scores["index"].iloc[e.rank - 1]) for e in highest + lowest]
+    assert sorted(p.name for p in (out / "attention_tokens").iterdir()) == sorted(
+        f"{i}.png" for i in shown)
     with style.paper_style():
         assert text_overlaps(figures.attention_gallery(highest, lowest)) == []
 

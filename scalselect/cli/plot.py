@@ -9,7 +9,8 @@ budget-dependent ones:
 - ``composition``: data sources of the full set, top-N and random-N (also the dataset
   and the random seeds);
 - ``gallery``: images of the highest- and lowest-scored samples with their kept vision
-  tokens (recomputed with the model for just those samples).
+  tokens (recomputed with the model for just those samples), and each of them alone in
+  ``OUT_DIR/attention_tokens/<dataset index>.png`` for the selection browser.
 
 Every figure is written as ``OUT_DIR/<name>.<format>`` for each ``--formats``.
 """
@@ -32,6 +33,9 @@ log = logging.getLogger("scalselect.plot")
 BUDGET_TABLE = "budgets"
 COMPOSITION = "composition"
 GALLERY = "attention_gallery"
+# The gallery's samples one by one, ``<dataset index>.png``, for the selection browser.
+TOKENS = "attention_tokens"
+TOKENS_DPI = 100
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -194,4 +198,24 @@ def _gallery(args: argparse.Namespace) -> list[Path]:
         args.dataset, args.format, args.image_root, scores, args.samples,
         args.model, settings.from_arguments(args),
     )
-    return _save(figures.attention_gallery(highest, lowest), args, GALLERY)
+    written = _save(figures.attention_gallery(highest, lowest), args, GALLERY)
+    return [*written, _save_overlays([*highest, *lowest], args.out_dir / TOKENS)]
+
+
+def _save_overlays(entries: list, folder: Path) -> Path:
+    """Each gallery sample's :func:`~scalselect.figures.token_overlay` as
+    ``folder/<dataset index>.png``; the folder is replaced as a whole."""
+    import os
+    import shutil
+
+    from scalselect import figures, style
+
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for entry in entries:
+        style.save_figure(figures.token_overlay(entry), partial / str(entry.index), ["png"],
+                          TOKENS_DPI)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+    return folder

@@ -191,6 +191,16 @@ const ScalBrowse = (() => {
       images.appendChild(link);
     }
     if (!entry.images.length) images.appendChild(element("span", "missing", "text only"));
+    if (entry.tokens) {  // a sample of the attention gallery: its kept vision tokens
+      const figure = element("figure", "tokens");
+      const img = element("img", "tokens");
+      img.alt = "kept vision tokens (dropped ones dimmed)";
+      img.onload = () => { img.dataset.naturalWidth = img.naturalWidth; };
+      img.src = entry.tokens;
+      figure.appendChild(img);
+      figure.appendChild(element("figcaption", "", img.alt));
+      images.appendChild(figure);
+    }
     const messages = item.querySelector(".messages");
     messages.replaceChildren();
     for (const [role, text] of entry.messages) {
