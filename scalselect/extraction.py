@@ -633,6 +633,17 @@ def plan_shard(job: Job, settings: Settings, shard: ShardInput, records: Sequenc
     return ShardPlan(store_key, keys, found, lookup.scanned, pending, len(lookup.lost))
 
 
+def dataset_digest(job: Job) -> str:
+    """The SHA-256 of the dataset the shard's indices refer to: from the file's index
+    (``filter`` hashed the bytes it wrote; the size is checked), else hashed now as a
+    stream. With the index, no job reads more of the dataset than its shard."""
+    if job.index is None:
+        return file_digest(job.dataset)
+    index = DatasetIndex.load(job.index)
+    index.check(job.dataset)
+    return index.sha256
+
+
 def finish_shard(job: Job, settings: Settings, shard: ShardInput, record_format: str,
                  plan: ShardPlan, store: FeatureStore, began: float) -> dict[str, int]:
     """Find the computed samples, assemble the shard directory and count its statuses."""
@@ -652,9 +663,7 @@ def finish_shard(job: Job, settings: Settings, shard: ShardInput, record_format:
         "dataset_format": record_format,
         "samples_computed": computed, "samples_reused": reused,
         "samples_recomputed_damaged": plan.damaged,
-        # The fingerprint of the dataset the shard's indices refer to (the bytes of the
-        # filtered file, hashed as a stream: the job still holds only its shard).
-        "dataset_sha256": file_digest(job.dataset),
+        "dataset_sha256": dataset_digest(job),
     }
     rows = assemble_shard(store, [found[k] for k in plan.keys], shard, job.out, manifest)
     try:

@@ -24,7 +24,7 @@ from conftest import REPO, planned_jobs
 from PIL import Image
 
 from scalselect import features
-from scalselect.dataset import write_records
+from scalselect.dataset import write_index, write_records
 from scalselect.extraction import (
     Job,
     extract_shard,
@@ -277,6 +277,24 @@ def test_rerun_after_output_deleted_is_served_from_the_store(models, tmp_path: P
     assert again[features.FEATURES] == first[features.FEATURES]
     assert again[features.ROWS] == first[features.ROWS]
     assert (manifest_of(out)["samples_computed"], manifest_of(out)["samples_reused"]) == (0, 6)
+
+
+def test_a_job_given_the_index_does_not_hash_the_dataset(models, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """The manifest's digest of the dataset comes from the filter's index (which hashed
+    the bytes it wrote), so a job reads no more of a 10M-record file than its shard."""
+    import hashlib
+
+    import scalselect.extraction as extraction
+
+    dataset = write_dataset(tmp_path / "data", 4)
+    index = tmp_path / "data/dataset.json.index.npz"
+    write_index(dataset, index)
+    monkeypatch.setattr(extraction, "file_digest",
+                        lambda path: pytest.fail(f"{path} was hashed by the job"))
+    out = tmp_path / "out"
+    extract_shard(job(models, dataset, out, tmp_path / "cache", family="llava", index=str(index)))
+    assert manifest_of(out)["dataset_sha256"] == hashlib.sha256(dataset.read_bytes()).hexdigest()
 
 
 def test_sample_key_depends_on_content_not_place(models, tmp_path: Path) -> None:
