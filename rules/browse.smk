@@ -10,7 +10,6 @@ rule browse:
         # The top-N and random-N subsets are recomputed from the scores as `select`
         # makes them; only the baselines' picks are read.
         picks=baseline_picks,
-        tokens="results/{run}/plots/attention_tokens",
     output:
         browse=report(
             directory("results/{run}/browse"),
@@ -34,5 +33,5 @@ rule browse:
     shell:
         "python -m scalselect browse --dataset {input.dataset} {params.dataset}"
         " --image-root {params.image_root} --scores {input.scores} {params.budgets}"
-        " {params.seeds} --picks {input.picks} --tokens {input.tokens}"
-        " --run {wildcards.run} --out {output.browse} > {log} 2>&1"
+        " {params.seeds} --picks {input.picks} --run {wildcards.run}"
+        " --out {output.browse} > {log} 2>&1"

@@ -13,9 +13,13 @@ dropped before training on it.
 - ``data/ids.js``: every sample id in rank order, loaded on the first search by id.
 - ``thumbs/``: JPEG thumbnails of a bounded set of samples (:func:`thumbnail_positions`:
   the best and worst ranked, and the samples where ScalSelect and random differ most
-  visibly); every other image is referenced where it lies, relative to the page. With
-  the attention gallery's overlays (``plot gallery``), ``tokens-<dataset index>.png``:
-  the kept vision tokens of the gallery's samples, shown in their rows.
+  visibly); every other image is referenced where it lies, relative to the page.
+
+The attention gallery's samples also show their kept vision tokens: ``plot gallery``
+writes each of them alone to ``results/<run>/plots/attention_tokens/<dataset index>.png``
+with :func:`overlay_index` beside them, and the page loads that index from there
+(``../plots/attention_tokens/``) when it is present. The browser does not wait for the
+gallery (a GPU job), and a copy of the page without the plots shows no overlays.
 
 Browsers do not let a page opened from ``file://`` read files with ``fetch``, so the data
 files are scripts that hand their content to the page's ``ScalBrowse`` object; the page
@@ -216,6 +220,12 @@ def _script(call: str, value: Any) -> str:
     return f"{CALLBACK}.{call}({json.dumps(value, ensure_ascii=False, separators=(',', ':'))});\n"
 
 
+def overlay_index(indices: Sequence[int]) -> str:
+    """``index.js`` of the attention gallery's overlays: the dataset indices that have
+    ``<dataset index>.png`` beside it, as a script the page loads (:data:`CALLBACK`)."""
+    return _script("tokens", [int(i) for i in indices])
+
+
 def _image_url(path: Path, page_dir: Path) -> str:
     """``path`` as a URL relative to the page (works from file:// on the same filesystem)."""
     relative = os.path.relpath(path.absolute(), page_dir.absolute())
@@ -253,32 +263,6 @@ class Thumbnails:
         return self.made[key]
 
 
-def token_overlays(folder: str | os.PathLike | None, position: np.ndarray,
-                   thumbs: Path) -> dict[int, str]:
-    """The attention gallery's overlays (``plot gallery`` writes them to
-    ``plots/attention_tokens/<dataset index>.png``) copied into ``thumbs``: dataset index
-    -> the copy's path relative to the page (none without ``folder``).
-
-    ``position`` is :func:`positions` of the run's scores. Raises ``UserError`` for a
-    folder that cannot be read or a file that is not the overlay of a scored sample.
-    """
-    if folder is None:
-        return {}
-    try:
-        files = sorted(Path(folder).iterdir())
-    except OSError as error:
-        raise UserError(f"cannot read the attention overlays {folder}: {error.strerror}") from None
-    found = {}
-    for path in files:
-        index = int(path.stem) if path.suffix == ".png" and path.stem.isdigit() else -1
-        if not 0 <= index < len(position) or position[index] < 0:
-            raise UserError(f"{path} is not the attention overlay of a scored sample"
-                            " (<dataset index>.png): overlays of another run?")
-        shutil.copyfile(path, thumbs / f"tokens-{index}.png")
-        found[index] = f"thumbs/tokens-{index}.png"
-    return found
-
-
 def build_browser(
     dataset: str | os.PathLike,
     scores: pd.DataFrame,
@@ -291,7 +275,6 @@ def build_browser(
     source_field: str | None = None,
     thumbnails: int = THUMBNAILS,
     page_size: int = PAGE_SIZE,
-    tokens: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Write the browser of one run into ``out_dir`` (replaced as a whole at the end).
 
@@ -317,21 +300,17 @@ def build_browser(
         Samples per thumbnail group (:func:`thumbnail_positions`).
     page_size : int
         Samples per page file.
-    tokens : str or PathLike, optional
-        The attention gallery's overlays, ``<dataset index>.png`` (:func:`token_overlays`).
 
     Returns
     -------
     stats : dict
-        Samples shown, unscored samples left out, page files, thumbnails made and failed,
-        attention overlays.
+        Samples shown, unscored samples left out, page files, thumbnails made and failed.
 
     Raises
     ------
     UserError
         A record that is malformed or holds another id than the scores say (scores of
-        another dataset), scored indices beyond the dataset, or an overlay of a sample
-        without a score.
+        another dataset), or scored indices beyond the dataset.
     """
     out_dir = Path(out_dir)
     n = len(scores)
@@ -347,7 +326,6 @@ def build_browser(
     (partial / "data").mkdir(parents=True)
     (partial / "thumbs").mkdir()
     thumbs = Thumbnails(partial / "thumbs")
-    overlays = token_overlays(tokens, position, partial / "thumbs")
     codes: dict[str, int] = {}
     source = np.zeros(n, dtype=np.int64)
     offsets = np.zeros(n, dtype=np.int64)
@@ -383,8 +361,6 @@ def build_browser(
                 images.append(entry)
             entry = {"index": index, "id": sample.id, "images": images,
                      "messages": [[m.role, m.content] for m in sample.messages]}
-            if index in overlays:
-                entry["tokens"] = overlays[index]
             offsets[pos] = parked.tell()
             lengths[pos] = parked.write(json.dumps(entry, ensure_ascii=False).encode())
         if seen != n:
@@ -425,14 +401,12 @@ def build_browser(
         "differences": pairs,
         "thumbnails": {"perGroup": thumbnails, "samples": int(wanted.sum()),
                        "files": sum(1 for v in thumbs.made.values() if v), "failed": thumbs.failed},
-        "overlays": len(overlays),
     }
     _write_page(partial, config)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(partial, out_dir)
     return {"samples": n, "unscored": unscored, "pages": pages,
-            "thumbnails": config["thumbnails"]["files"], "thumbnails_failed": thumbs.failed,
-            "overlays": len(overlays)}
+            "thumbnails": config["thumbnails"]["files"], "thumbnails_failed": thumbs.failed}
 
 
 def _write_page(folder: Path, config: dict[str, Any]) -> None:

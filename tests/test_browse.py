@@ -96,13 +96,14 @@ def selection_indices(path: Path, records: list[dict]) -> set[int]:
 def unit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("browse")
     run = make_run(root)
-    # The attention gallery's overlay of the top-ranked sample (as `plot gallery` names it).
+    build(run, root / "browse", "--thumbnails", "2")
+    # The attention gallery's overlay of the top-ranked sample, where `plot gallery` puts
+    # it: beside the browser (the page finds it there when it opens).
     tokens = root / "plots/attention_tokens"
     tokens.mkdir(parents=True)
     top = min(run["importance"], key=lambda i: (-run["importance"][i], i))
     Image.new("RGB", (200, 150), "orange").save(tokens / f"{top}.png")
-    run["tokens"] = {top: tokens / f"{top}.png"}
-    build(run, root / "browse", "--thumbnails", "2", "--tokens", str(tokens))
+    (tokens / "index.js").write_text(browse.overlay_index([top]), encoding="utf-8")
     return run, root / "browse"
 
 
@@ -139,10 +140,6 @@ def test_data_files_match_the_selection_files(unit_run: tuple[dict, Path]) -> No
         record = run["records"][entry["index"]]
         assert entry["id"] == record["id"]
         assert entry["messages"] == [[m["role"], m["content"]] for m in record["messages"]]
-        if entry["index"] in run["tokens"]:
-            assert (out / entry["tokens"]).read_bytes() == run["tokens"][entry["index"]].read_bytes()
-        else:
-            assert "tokens" not in entry
         (image,) = entry["images"]
         # The original, relative to the page and URL-quoted.
         assert (out / unquote(image["src"])).resolve() == (run["images"] / record["images"][0]).resolve()
@@ -169,7 +166,7 @@ def test_thumbnails_cover_a_bounded_set(unit_run: tuple[dict, Path]) -> None:
         if entry["index"] in with_thumbs:
             with Image.open(out / entry["images"][0]["thumb"]) as thumb:
                 assert thumb.format == "JPEG" and max(thumb.size) == browse.THUMB_SIDE
-    assert len(list((out / "thumbs").glob("*.jpg"))) == len(with_thumbs)
+    assert len(list((out / "thumbs").iterdir())) == len(with_thumbs)
 
 
 def test_rebuild_replaces_the_folder(tmp_path: Path) -> None:
@@ -180,18 +177,6 @@ def test_rebuild_replaces_the_folder(tmp_path: Path) -> None:
     build(run, out)
     assert not (out / "data/page-00009.js").exists()
     assert not (tmp_path / "browse.partial").exists()
-
-
-def test_overlays_of_unscored_samples_are_named(tmp_path: Path) -> None:
-    run = make_run(tmp_path)
-    tokens = tmp_path / "attention_tokens"
-    tokens.mkdir()
-    Image.new("RGB", (20, 20)).save(tokens / f"{UNSCORED}.png")
-    with pytest.raises(UserError, match=rf"{UNSCORED}\.png is not the attention overlay of a"
-                       " scored sample"):
-        browse.build_browser(run["dataset"], selection.read_scores(run["scores"]), [],
-                             tmp_path / "browse", image_root=run["images"], run="unit",
-                             tokens=tokens)
 
 
 def test_scores_of_another_dataset_are_named(tmp_path: Path) -> None:
@@ -331,9 +316,14 @@ def test_page_in_headless_chromium(unit_run: tuple[dict, Path], chromium: str,
     sources = {i: SOURCES[i % 3] for i in run["importance"]}
     files = {key: selection_indices(path, run["records"]) for key, path in run["files"].items()}
     check_page(chromium, tmp_path, out / "index.html", sources, files)
-    # The top sample's attention overlay, drawn at its own size.
+    # The top sample's attention overlay, found beside the browser and drawn at its size;
+    # a copy of the page without the plots shows none, and says nothing is missing.
     dom = page_dom(chromium, tmp_path, out / "index.html")
     assert re.findall(r'<img [^>]*class="tokens"[^>]*data-natural-width="(\d+)"', dom) == ["200"]
+    alone = tmp_path / "copy/browse"
+    shutil.copytree(out, alone)
+    dom = page_dom(chromium, tmp_path, alone / "index.html")
+    assert 'class="tokens"' not in dom and "Cannot load" not in dom and shown_count(dom) > 0
     # Search by id, and the lowest ranked first.
     ranked = sorted(run["importance"], key=lambda i: (-run["importance"][i], i))
     dom = page_dom(chromium, tmp_path, out / "index.html", f"id=s-{ranked[3]}")

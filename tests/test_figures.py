@@ -466,7 +466,9 @@ def test_gallery_shows_the_tokens_extraction_kept(
     # Each sample alone for the browser, named by its dataset index.
     shown = [int(scores["index"].iloc[e.rank - 1]) for e in highest + lowest]
     assert sorted(p.name for p in (out / "attention_tokens").iterdir()) == sorted(
-        f"{i}.png" for i in shown)
+        [*(f"{i}.png" for i in shown), "index.js"])
+    index = (out / "attention_tokens/index.js").read_text()
+    assert index == f"ScalBrowse.tokens({json.dumps(shown, separators=(',', ':'))});\n"
     with style.paper_style():
         assert text_overlaps(figures.attention_gallery(highest, lowest)) == []
 

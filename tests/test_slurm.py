@@ -383,12 +383,11 @@ def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
     submitted = Counter(job.rule for job in jobs)
     assert (jobs[0].rule, jobs[0].wildcards) == ("extract", f"{RUN}_{FAULT_SHARD}_{SHARDS}")
     # The shard's moments came with it; scoring is one job; selection and figures in
-    # group jobs (one per set of connected jobs: select and its figures, the score
-    # figures, the methods comparison, the gallery with the browser that shows its
-    # overlays), side by side.
+    # group jobs (one per set of connected jobs: the gallery and the browser need no
+    # other), side by side.
     assert submitted["extract"] == 1 and submitted["cur"] == 1, submitted
     assert {job.group for job in jobs if job.group} == {"methods", "select"}, jobs
-    assert len(jobs) == 2 + 4, jobs
+    assert len(jobs) == 2 + 5, jobs
     assert not {"demo", "validate", "filter"} & set().union(*(job.rules for job in jobs))
     assert queue_levels(jobs) == LEVELS - 1
     assert (workdir / f"results/{RUN}/score/importance_scores.jsonl").exists()

@@ -29,9 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thumbnails", type=int, default=None,
                         help="Samples per thumbnail group: best ranked, worst ranked, and each"
                         " difference view (default 500).")
-    parser.add_argument("--tokens", type=Path, default=None,
-                        help="The attention gallery's overlays (plots/attention_tokens/), shown"
-                        " in their samples' rows.")
     parser.add_argument("--out", required=True, type=Path, help="The browser's folder.")
 
 
@@ -49,11 +46,10 @@ def run(args: argparse.Namespace) -> int:
         args.dataset, scores, subsets, args.out, image_root=args.image_root, run=args.run,
         fmt=args.format, source_field=args.source_field,
         thumbnails=browse.THUMBNAILS if args.thumbnails is None else args.thumbnails,
-        tokens=args.tokens,
     )
     logging.getLogger("scalselect.browse").info(
         "%s: %d samples (%d unscored left out), %d selections, %d page files, %d thumbnails"
-        " (%d images unreadable), %d attention overlays in %.1f s", args.out, stats["samples"],
-        stats["unscored"], len(subsets), stats["pages"], stats["thumbnails"],
-        stats["thumbnails_failed"], stats["overlays"], time.perf_counter() - began)
+        " (%d images unreadable) in %.1f s", args.out, stats["samples"], stats["unscored"],
+        len(subsets), stats["pages"], stats["thumbnails"], stats["thumbnails_failed"],
+        time.perf_counter() - began)
     return 0

@@ -204,11 +204,12 @@ def _gallery(args: argparse.Namespace) -> list[Path]:
 
 def _save_overlays(entries: list, folder: Path) -> Path:
     """Each gallery sample's :func:`~scalselect.figures.token_overlay` as
-    ``folder/<dataset index>.png``; the folder is replaced as a whole."""
+    ``folder/<dataset index>.png``, and the index the selection browser reads
+    (:func:`~scalselect.browse.overlay_index`); the folder is replaced as a whole."""
     import os
     import shutil
 
-    from scalselect import figures, style
+    from scalselect import browse, figures, style
 
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -216,6 +217,8 @@ def _save_overlays(entries: list, folder: Path) -> Path:
     for entry in entries:
         style.save_figure(figures.token_overlay(entry), partial / str(entry.index), ["png"],
                           TOKENS_DPI)
+    (partial / "index.js").write_text(browse.overlay_index([e.index for e in entries]),
+                                      encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
     return folder

@@ -1,8 +1,8 @@
 // The selection browser (scalselect/browse.py writes the data files this reads).
 // Everything the page shows follows from the URL's hash (#view=kept&budget=32&...): the
 // controls and links only change the hash, so any view can be bookmarked or shared.
-// Data files are scripts calling ScalBrowse.samples/page/ids: pages opened from file://
-// may not fetch() files, but may load scripts.
+// Data files are scripts calling ScalBrowse.samples/page/ids/tokens: pages opened from
+// file:// may not fetch() files, but may load scripts.
 "use strict";
 
 const ScalBrowse = (() => {
@@ -13,6 +13,11 @@ const ScalBrowse = (() => {
   let ids = null; // ids.js, loaded on the first search by id
   const pages = new Map(); // page number -> entries (page-NNNNN.js)
   const requested = new Set();
+  // The attention gallery's overlays, written beside the browser (results/<run>/plots/) by
+  // the gallery's job; where they are absent (not drawn yet, or a copy of the page without
+  // the plots) no row shows one.
+  const TOKENS = "../plots/attention_tokens/";
+  let overlays = new Set();
   let state = {...DEFAULTS};
   let matched = new Int32Array(0);
 
@@ -191,12 +196,12 @@ const ScalBrowse = (() => {
       images.appendChild(link);
     }
     if (!entry.images.length) images.appendChild(element("span", "missing", "text only"));
-    if (entry.tokens) {  // a sample of the attention gallery: its kept vision tokens
+    if (overlays.has(entry.index)) {  // a sample of the attention gallery: its kept tokens
       const figure = element("figure", "tokens");
       const img = element("img", "tokens");
       img.alt = "kept vision tokens (dropped ones dimmed)";
       img.onload = () => { img.dataset.naturalWidth = img.naturalWidth; };
-      img.src = entry.tokens;
+      img.src = `${TOKENS}${entry.index}.png`;
       figure.appendChild(img);
       figure.appendChild(element("figcaption", "", img.alt));
       images.appendChild(figure);
@@ -222,6 +227,9 @@ const ScalBrowse = (() => {
     window.addEventListener("hashchange", () => { readHash(); if (state.id) load("data/ids.js"); render(); });
     readHash();
     if (state.id) load("data/ids.js");
+    const overlayIndex = document.createElement("script");  // optional: no note when absent
+    overlayIndex.src = `${TOKENS}index.js`;
+    document.head.appendChild(overlayIndex);
     render();
   }
 
@@ -244,6 +252,10 @@ const ScalBrowse = (() => {
     },
     ids(values) {
       ids = values.map((id) => (id === null ? null : String(id)));
+      render();
+    },
+    tokens(indices) {
+      overlays = new Set(indices);
       render();
     },
   };
