@@ -14,7 +14,6 @@ for n in 1M 10M; do
   sync; t "copy-$n" cp keep-$n.jsonl copy-$n.jsonl; rm copy-$n.jsonl; sync
   t "filter-$n" $PY -m scalselect filter --dataset keep-$n.jsonl --report keep-report-$n.json \
       --out f-$n.jsonl --index f-$n.jsonl.index.npz
-
 done
 for n in 1M 10M; do
   count=$([ $n = 1M ] && echo 1000000 || echo 10000000)
@@ -26,4 +25,3 @@ for n in 1M 10M; do
         --num-workers 0 $extra --out shard --cache-dir store
   done
 done
-echo AFTER-DONE

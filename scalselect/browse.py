@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -54,6 +53,7 @@ from PIL import Image
 from scalselect import features
 from scalselect.dataset import DatasetError, iter_samples, resolve_image
 from scalselect.errors import UserError
+from scalselect.io import atomic_directory
 from scalselect.methods import METHODS
 from scalselect.selection import random_indices, resolve_budget, top_indices
 
@@ -321,90 +321,88 @@ def build_browser(
     wanted[thumbnail_positions(mask, pairs, thumbnails)] = True
     ids, id_types = scores["id"].tolist(), scores["id_type"].tolist()
 
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "data").mkdir(parents=True)
-    (partial / "thumbs").mkdir()
-    thumbs = Thumbnails(partial / "thumbs")
-    codes: dict[str, int] = {}
-    source = np.zeros(n, dtype=np.int64)
-    offsets = np.zeros(n, dtype=np.int64)
-    lengths = np.zeros(n, dtype=np.int64)
-    seen = unscored = 0
-    with open(partial / "entries.tmp", "w+b") as parked:
-        for index, sample, problems in iter_samples(dataset, fmt, source_field=source_field):
-            pos = int(position[index]) if index < len(position) else -1
-            if pos < 0:
-                unscored += 1
-                continue
-            seen += 1
-            if sample is None:
-                raise DatasetError(f"{dataset}: record {index} is malformed: "
-                                   + "; ".join(p.detail for p in problems))
-            expected = None if id_types[pos] == "null" else ids[pos]
-            if features.id_text(sample.id) != expected:
-                raise UserError(f"the scores do not belong to {dataset}: dataset index {index}"
-                                f" holds id {sample.id!r} but the scores have id {expected!r}")
-            source[pos] = codes.setdefault(sample.source, len(codes))
-            images = []
-            for number, image in enumerate(sample.images):
-                data = sample.image_bytes(number)
-                if data is None:
-                    file = resolve_image(image_root, image)
-                    entry = {"src": _image_url(file, out_dir)}
-                    thumb = thumbs.get(file, index) if wanted[pos] else None
-                else:  # embedded in the dataset: shown by its thumbnail only
-                    thumb = thumbs.get(data, index) if wanted[pos] else None
-                    entry = {"src": thumb or "", "name": image}
-                if thumb:
-                    entry["thumb"] = thumb
-                images.append(entry)
-            entry = {"index": index, "id": sample.id, "images": images,
-                     "messages": [[m.role, m.content] for m in sample.messages]}
-            offsets[pos] = parked.tell()
-            lengths[pos] = parked.write(json.dumps(entry, ensure_ascii=False).encode())
-        if seen != n:
-            raise UserError(f"the scores rank {n} samples but {dataset} holds only {seen} of"
-                            " their dataset indices: scores of another dataset")
-        pages = math.ceil(n / page_size)
-        for page in range(pages):
-            entries = []
-            for pos in range(page * page_size, min((page + 1) * page_size, n)):
-                parked.seek(offsets[pos])
-                entries.append(parked.read(lengths[pos]).decode())
-            (partial / "data" / f"page-{page:05d}.js").write_text(
-                f"{CALLBACK}.page({page},[{','.join(entries)}]);\n", encoding="utf-8")
-    (partial / "entries.tmp").unlink()
+    with atomic_directory(out_dir) as partial:
+        (partial / "data").mkdir()
+        (partial / "thumbs").mkdir()
+        thumbs = Thumbnails(partial / "thumbs")
+        codes: dict[str, int] = {}
+        source = np.zeros(n, dtype=np.int64)
+        offsets = np.zeros(n, dtype=np.int64)
+        lengths = np.zeros(n, dtype=np.int64)
+        seen = unscored = 0
+        with open(partial / "entries.tmp", "w+b") as parked:
+            for index, sample, problems in iter_samples(dataset, fmt, source_field=source_field):
+                pos = int(position[index]) if index < len(position) else -1
+                if pos < 0:
+                    unscored += 1
+                    continue
+                seen += 1
+                if sample is None:
+                    raise DatasetError(f"{dataset}: record {index} is malformed: "
+                                       + "; ".join(p.detail for p in problems))
+                expected = None if id_types[pos] == "null" else ids[pos]
+                if features.id_text(sample.id) != expected:
+                    raise UserError(f"the scores do not belong to {dataset}: dataset index {index}"
+                                    f" holds id {sample.id!r} but the scores have id {expected!r}")
+                source[pos] = codes.setdefault(sample.source, len(codes))
+                images = []
+                for number, image in enumerate(sample.images):
+                    data = sample.image_bytes(number)
+                    if data is None:
+                        file = resolve_image(image_root, image)
+                        entry = {"src": _image_url(file, out_dir)}
+                        thumb = thumbs.get(file, index) if wanted[pos] else None
+                    else:  # embedded in the dataset: shown by its thumbnail only
+                        thumb = thumbs.get(data, index) if wanted[pos] else None
+                        entry = {"src": thumb or "", "name": image}
+                    if thumb:
+                        entry["thumb"] = thumb
+                    images.append(entry)
+                entry = {"index": index, "id": sample.id, "images": images,
+                         "messages": [[m.role, m.content] for m in sample.messages]}
+                offsets[pos] = parked.tell()
+                lengths[pos] = parked.write(json.dumps(entry, ensure_ascii=False).encode())
+            if seen != n:
+                raise UserError(f"the scores rank {n} samples but {dataset} holds only {seen} of"
+                                " their dataset indices: scores of another dataset")
+            pages = math.ceil(n / page_size)
+            for page in range(pages):
+                entries = []
+                for pos in range(page * page_size, min((page + 1) * page_size, n)):
+                    parked.seek(offsets[pos])
+                    entries.append(parked.read(lengths[pos]).decode())
+                (partial / "data" / f"page-{page:05d}.js").write_text(
+                    f"{CALLBACK}.page({page},[{','.join(entries)}]);\n", encoding="utf-8")
+        (partial / "entries.tmp").unlink()
 
-    # Sources by name; codes as small as their number allows.
-    names = sorted(codes)
-    remap = np.array([names.index(name) for name in codes], dtype=np.int64)
-    source = remap[source]
-    source_type = np.uint8 if len(names) <= 256 else np.uint16
-    columns = {
-        "score": _b64(scores["importance"].to_numpy(dtype="<f4")),
-        "source": _b64(source.astype(np.dtype(source_type).newbyteorder("<"))),
-        "sourceBytes": np.dtype(source_type).itemsize,
-        "mask": _b64(mask),
-        "maskBytes": mask.shape[1],
-    }
-    (partial / "data" / "samples.js").write_text(_script("samples", columns), encoding="utf-8")
-    (partial / "data" / "ids.js").write_text(
-        _script("ids", [None if t == "null" else i for i, t in zip(ids, id_types)]),
-        encoding="utf-8")
-    counts = np.bincount(source, minlength=len(names))
-    config = {
-        "run": run, "n": n, "unscored": unscored, "pageSize": page_size, "pages": pages,
-        "sources": [{"name": name, "count": int(c)} for name, c in zip(names, counts)],
-        "subsets": [asdict(s) for s, _ in subsets],
-        "budgets": sorted({s.budget for s, _ in subsets}),
-        "differences": pairs,
-        "thumbnails": {"perGroup": thumbnails, "samples": int(wanted.sum()),
-                       "files": sum(1 for v in thumbs.made.values() if v), "failed": thumbs.failed},
-    }
-    _write_page(partial, config)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(partial, out_dir)
+        # Sources by name; codes as small as their number allows.
+        names = sorted(codes)
+        remap = np.array([names.index(name) for name in codes], dtype=np.int64)
+        source = remap[source]
+        source_type = np.uint8 if len(names) <= 256 else np.uint16
+        columns = {
+            "score": _b64(scores["importance"].to_numpy(dtype="<f4")),
+            "source": _b64(source.astype(np.dtype(source_type).newbyteorder("<"))),
+            "sourceBytes": np.dtype(source_type).itemsize,
+            "mask": _b64(mask),
+            "maskBytes": mask.shape[1],
+        }
+        (partial / "data" / "samples.js").write_text(_script("samples", columns), encoding="utf-8")
+        (partial / "data" / "ids.js").write_text(
+            _script("ids", [None if t == "null" else i for i, t in zip(ids, id_types)]),
+            encoding="utf-8")
+        counts = np.bincount(source, minlength=len(names))
+        config = {
+            "run": run, "n": n, "unscored": unscored, "pageSize": page_size, "pages": pages,
+            "sources": [{"name": name, "count": int(c)} for name, c in zip(names, counts)],
+            "subsets": [asdict(s) for s, _ in subsets],
+            "budgets": sorted({s.budget for s, _ in subsets}),
+            "differences": pairs,
+            "thumbnails": {"perGroup": thumbnails, "samples": int(wanted.sum()),
+                           "files": sum(1 for v in thumbs.made.values() if v),
+                           "failed": thumbs.failed},
+        }
+        _write_page(partial, config)
     return {"samples": n, "unscored": unscored, "pages": pages,
             "thumbnails": config["thumbnails"]["files"], "thumbnails_failed": thumbs.failed}
 

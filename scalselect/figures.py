@@ -497,8 +497,9 @@ def attention_gallery(
     return fig
 
 
-# Width of :func:`token_overlay` (inches): about the browser's thumbnails at 100 dpi.
+# Size of :func:`token_overlay`: 2 inches wide at 100 dpi, about the browser's thumbnails.
 TOKEN_OVERLAY_WIDTH = 2.0
+TOKEN_OVERLAY_DPI = 100
 
 
 def token_overlay(entry: GalleryEntry) -> Figure:

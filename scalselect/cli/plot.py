@@ -35,7 +35,6 @@ COMPOSITION = "composition"
 GALLERY = "attention_gallery"
 # The gallery's samples one by one, ``<dataset index>.png``, for the selection browser.
 TOKENS = "attention_tokens"
-TOKENS_DPI = 100
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,19 +205,13 @@ def _save_overlays(entries: list, folder: Path) -> Path:
     """Each gallery sample's :func:`~scalselect.figures.token_overlay` as
     ``folder/<dataset index>.png``, and the index the selection browser reads
     (:func:`~scalselect.browse.overlay_index`); the folder is replaced as a whole."""
-    import os
-    import shutil
-
     from scalselect import browse, figures, style
+    from scalselect.io import atomic_directory
 
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for entry in entries:
-        style.save_figure(figures.token_overlay(entry), partial / str(entry.index), ["png"],
-                          TOKENS_DPI)
-    (partial / "index.js").write_text(browse.overlay_index([e.index for e in entries]),
-                                      encoding="utf-8")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
+    with atomic_directory(folder) as partial:
+        for entry in entries:
+            style.save_figure(figures.token_overlay(entry), partial / str(entry.index), ["png"],
+                              figures.TOKEN_OVERLAY_DPI)
+        (partial / "index.js").write_text(browse.overlay_index([e.index for e in entries]),
+                                          encoding="utf-8")
     return folder
