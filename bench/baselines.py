@@ -10,7 +10,7 @@ Measures, in this process, on ``--rows`` x ``--dim`` representations:
    printed, since it is what an extrapolation to other N cannot know), then the
    balanced picks of ``--kmeans-budget`` samples (the per-budget step);
 3. the comparison measures of one subset of ``--subset`` samples
-   (:func:`scalselect.diagnostics.measures`: subspace retention, energy ratio, coverage),
+   (:func:`scalselect.report.diagnostics.measures`: subspace retention, energy ratio, coverage),
    and their multiply-add count (``|S| d^2`` for the subset's Gram matrix, ``Q |S| d``
    for coverage on Q query samples), from which the time of another subset size follows.
 
@@ -33,7 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scalselect import baselines, diagnostics  # noqa: E402
+from scalselect.report import diagnostics  # noqa: E402
+from scalselect.select import baselines  # noqa: E402
 
 
 def synthetic(rows: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -33,9 +33,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scalselect import browse, leverage  # noqa: E402
-from scalselect.dataset import write_records  # noqa: E402
-from scalselect.methods import PICKS_SUFFIX, picks_name  # noqa: E402
+from scalselect.data.writers import write_records  # noqa: E402
+from scalselect.report import browse  # noqa: E402
+from scalselect.score import leverage  # noqa: E402
+from scalselect.select.methods import PICKS_SUFFIX, picks_name  # noqa: E402
 
 SOURCES = ("coco", "gqa", "ocr_vqa", "textvqa", "vg")
 SHARES = (0.59, 0.12, 0.13, 0.03, 0.13)
@@ -135,7 +136,7 @@ def main() -> None:
     # Baseline: the dataset read whole (`load_dataset`, as other stages read it).
     start = time.perf_counter()
     baseline_rss = float(subprocess.run(
-        [sys.executable, "-c", "import resource, sys; from scalselect.dataset import load_dataset;"
+        [sys.executable, "-c", "import resource, sys; from scalselect.data.readers import load_dataset;"
          " load_dataset(sys.argv[1]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
          str(work / "filter/dataset.json")], cwd=REPO, check=True, capture_output=True, text=True,
     ).stdout) / 2**20

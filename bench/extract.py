@@ -4,10 +4,10 @@ Both run in this process, on the same randomly initialised model of a real archi
 and the same dataset, end to end: JPEG files decoded with Pillow, conversations rendered
 and preprocessed by the model's processor, representations written.
 
-- original recipe (``scalselect.reference.ReferenceModel``): one sample at a time, the
+- original recipe (``scalselect.extract.reference.ReferenceModel``): one sample at a time, the
   full model with eager attention returning every hidden state and attention map, images
   decoded and preprocessed in the same loop, all vectors gathered, then one ``.npz``;
-- ours (``scalselect.extraction.extract_shard``): first decoder layer only on SDPA,
+- ours (``scalselect.extract.shard.extract_shard``): first decoder layer only on SDPA,
   length-grouped left-padded batches, DataLoader workers, chunked shard output.
 
 Throughput counts from the moment the model is loaded (loading is reported apart):
@@ -41,8 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scalselect import features  # noqa: E402
 from scalselect.demo.tinymodels import build_tiny_model  # noqa: E402
+from scalselect.extract import features  # noqa: E402
 
 # config.json overrides on top of the tiny model of the family (which provides the
 # tokenizer, processor and special-token ids).
@@ -162,8 +162,9 @@ def run_reference(model_dir: Path, model_type: str, dataset: Path, n: int, devic
     """The original recipe over the first ``n`` samples; vectors saved to ``out``."""
     from PIL import Image
 
-    from scalselect.dataset import load_dataset, resolve_image
-    from scalselect.reference import ReferenceModel
+    from scalselect.data.readers import load_dataset
+    from scalselect.data.records import resolve_image
+    from scalselect.extract.reference import ReferenceModel
 
     began = time.perf_counter()
     model = ReferenceModel(model_dir, model_type, device=device)
@@ -200,11 +201,11 @@ class _Stamps(logging.Handler):
 def run_ours(model_dir: Path, model_type: str, dataset: Path, n: int, args: argparse.Namespace,
              out: Path) -> dict:
     """Our pipeline over the whole dataset (one shard, fresh cache)."""
-    from scalselect.extraction import Job, extract_shard
+    from scalselect.extract.shard import Job, extract_shard
     from scalselect.settings import Settings
 
     stamps = _Stamps()
-    logger = logging.getLogger("scalselect.extraction")
+    logger = logging.getLogger("scalselect.extract.shard")
     logger.addHandler(stamps)
     logger.setLevel(logging.INFO)
     job = Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(model_dir),

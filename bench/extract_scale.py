@@ -36,10 +36,11 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scalselect.dataset import load_dataset, write_records  # noqa: E402
-from scalselect.extraction import read_shard_records, shard_range  # noqa: E402
-from scalselect.store import FeatureStore  # noqa: E402
+from scalselect.data.readers import load_dataset  # noqa: E402
+from scalselect.data.writers import write_records  # noqa: E402
 from scalselect.demo.tinymodels import build_tiny_model  # noqa: E402
+from scalselect.extract.shard import read_shard_records, shard_range  # noqa: E402
+from scalselect.extract.store import FeatureStore  # noqa: E402
 
 # LLaVA-665K (llava_v1_5_mix665k.json): records per source.
 SOURCES = {"coco": 364_100, "gqa": 72_140, "ocr_vqa": 80_000, "textvqa": 21_953,

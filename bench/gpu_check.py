@@ -117,7 +117,8 @@ def decoded_samples(dataset: Path) -> list[tuple]:
     """Every sample of ``dataset`` with its images decoded with Pillow."""
     from PIL import Image
 
-    from scalselect.dataset import load_dataset, resolve_image
+    from scalselect.data.readers import load_dataset
+    from scalselect.data.records import resolve_image
 
     data = load_dataset(dataset)
     decoded = []
@@ -149,8 +150,8 @@ def ieee_float32():
 
 def check_fidelity(family: str, device: str, work: Path) -> dict:
     """Section 1 for one tiny family (see the module docstring)."""
-    from scalselect.reference import ReferenceModel
-    from scalselect.representation import Encoder, FirstLayerModel, collate
+    from scalselect.extract.reference import ReferenceModel
+    from scalselect.extract.representation import Encoder, TruncatedVLM, collate
 
     path = build_tiny_model(family, work / family)
     dataset = write_dataset(work / f"{family}-data", FIDELITY_SAMPLES, (200, 150), seed=1)
@@ -159,15 +160,15 @@ def check_fidelity(family: str, device: str, work: Path) -> dict:
     decoded = decoded_samples(dataset)
     encoder = Encoder(path, kind, **budget)
     items = [encoder.encode(sample, images) for sample, images in decoded]
-    # The original recipe from the raw samples, with its own encoding (scalselect.reference).
+    # The original recipe from the raw samples, with its own encoding (scalselect.extract.reference).
     reference = ReferenceModel(path, kind, dtype="float32", device="cpu", **budget)
     expected = [reference.represent(sample, images) for sample, images in decoded]
     batch = collate(items)
-    full = FirstLayerModel(path, kind, dtype="float32", device=device).represent(batch)
+    full = TruncatedVLM(path, kind, dtype="float32", device=device).represent(batch)
     # If TF32 is what breaks float32 fidelity on a GPU, this says so without a second run.
     with ieee_float32():
-        ieee = FirstLayerModel(path, kind, dtype="float32", device=device).represent(batch)
-    half = FirstLayerModel(path, kind, dtype="bfloat16", device=device).represent(batch)
+        ieee = TruncatedVLM(path, kind, dtype="float32", device=device).represent(batch)
+    half = TruncatedVLM(path, kind, dtype="bfloat16", device=device).represent(batch)
     clear = [selection_margin(r.weights.astype(np.float64), THRESHOLD) > MARGIN for r in expected]
     ok = all(r.status == "ok" for r in [*expected, *full, *ieee, *half])
 
@@ -216,7 +217,7 @@ class Memory:
 def measure_throughput(plan: Plan, args: argparse.Namespace, work: Path, deadline: float,
                        memory: Memory) -> dict:
     """Sections 2 and 3 for one model: our pipeline per batch size, then the original recipe."""
-    from scalselect import features
+    from scalselect.extract import features
 
     began = time.perf_counter()
     if args.quick:
@@ -317,8 +318,8 @@ def report(fidelity: list[dict], throughput: list[dict], skipped_plans: list[str
         f"float32 on {device} against the original recipe in float32 on the CPU; "
         f"pass: max abs diff ≤ {TOLERANCE:g} and the same kept tokens):",
         "",
-        f"| family | max abs diff | same kept tokens | near τ (not compared) | pass "
-        f"| max abs diff, TF32 off | bf16 vs fp32: min cosine | bf16: same kept set |",
+        "| family | max abs diff | same kept tokens | near τ (not compared) | pass "
+        "| max abs diff, TF32 off | bf16 vs fp32: min cosine | bf16: same kept set |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in fidelity:

@@ -25,9 +25,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scalselect import selection  # noqa: E402
-from scalselect.dataset import write_records  # noqa: E402
+from scalselect.data.writers import write_records  # noqa: E402
 from scalselect.io import write_json  # noqa: E402
+from scalselect.select import selection  # noqa: E402
 
 SOURCES = ("coco", "gqa", "ocr_vqa", "textvqa", "vg")
 # Approximate shares of the image samples of LLaVA-665K.

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from scalselect.dataset import load_dataset
+from scalselect.data.readers import load_dataset
 
 # LLaVA-665K's samples per source (issue 7).
 SOURCES = {

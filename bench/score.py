@@ -33,7 +33,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scalselect import features  # noqa: E402
+from scalselect.extract import features  # noqa: E402
 from scalselect.io import atomic_write, write_json  # noqa: E402
 
 # Strong leading directions on top of per-column offsets and isotropic noise, roughly the
@@ -99,7 +99,7 @@ def original_recipe(shard: Path, out: Path, sv_threshold: float) -> dict:
 
 def ours(shard: Path, out: Path, sv_threshold: float) -> dict:
     """Streamed moments, Gram eigendecomposition, scores (the library, one process)."""
-    from scalselect import leverage
+    from scalselect.score import leverage
 
     table, model = leverage.leverage_scores(
         leverage.open_sources([shard]), leverage.Preprocessing(), sv_threshold,

@@ -31,8 +31,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scalselect import features, leverage  # noqa: E402
-from scalselect.dataset import write_records  # noqa: E402
+from scalselect.data.writers import write_records  # noqa: E402
+from scalselect.extract import features  # noqa: E402
+from scalselect.score import leverage  # noqa: E402
 
 # About 50K, 100K, 200K, 300K and 400K of LLaVA-665K (the paper's budgets).
 BUDGETS = ["7.5%", "16%", "30%", "45%", "60%"]
@@ -75,8 +76,8 @@ def write_inputs(tmp: Path, records: int) -> tuple[Path, Path]:
 
 
 def library_child(dataset: str, scores: str, out: str) -> dict:
-    from scalselect import selection
-    from scalselect.dataset import copy_records
+    from scalselect.data.writers import copy_records
+    from scalselect.select import selection
 
     timings = {}
     start = time.perf_counter()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+
 @dataclass(frozen=True)
 class Submission:
     """One sbatch job: its comment (rule or group) and accounting times."""

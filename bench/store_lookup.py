@@ -1,7 +1,7 @@
 """Feature-store look-up of one shard: 100 packs present vs 20,000, compacted or not.
 
 Builds a store of synthetic packs (512 rows, random sample keys, 4-float rows) written
-by ``scalselect.store.write_pack_files`` (fsync skipped while building: durability is not
+by ``scalselect.extract.store.write_pack_files`` (fsync skipped while building: durability is not
 measured, the files are the same), and a shard of 10,000 keys taken from 20 of its packs
 (as a re-shard finds them). Look-up = ``FeatureStore.lookup`` of the shard's keys, the
 checks of the rows it will use included, warm page cache, best of ``--repeats``:
@@ -33,9 +33,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scalselect import store  # noqa: E402
-from scalselect.store import FeatureStore, compact_folder  # noqa: E402
-from scalselect.store_index import INDEX_DIR  # noqa: E402
+from scalselect.extract import store  # noqa: E402
+from scalselect.extract.store import FeatureStore, compact_folder  # noqa: E402
+from scalselect.extract.store_index import INDEX_DIR  # noqa: E402
 
 ROWS = 512
 KEY = "b" * 64

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scalselect.validation import Settings, validate_file
+from scalselect.data.validation import Settings, validate_file
 
 
 def make_images(folder: Path, count: int) -> list[str]:

@@ -15,7 +15,7 @@ from scalselect.config import (
     schema_problems,
     shard_group_problems,
 )
-from scalselect.methods import BASELINES, picks_name
+from scalselect.select.methods import BASELINES, picks_name
 from scalselect.settings import RESULT_KEYS
 
 # Run sections override the global stage sections key by key; keep what the user wrote
@@ -174,7 +174,7 @@ def selection_files(wildcards):
 
 def resolved_budgets(run):
     """The run's budgets as sample counts (after checkpoint `cur`)."""
-    from scalselect.selection import read_scores, resolve_budget
+    from scalselect.select.selection import read_scores, resolve_budget
 
     n_valid = len(read_scores(checkpoints.cur.get(run=run).output.table))
     return [resolve_budget(b, n_valid) for b in settings(run, "select")["budgets"]]
@@ -223,7 +223,7 @@ def features_mem_mb(wildcards, input):
 def dataset_extension(run):
     """`jsonl` when the run's dataset is JSON Lines, `parquet` when it is parquet, else
     `json`: the filtered dataset and every selection keep the dataset's file format."""
-    from scalselect.dataset import file_kind
+    from scalselect.data.readers import file_kind
 
     return file_kind(run_config(run)["dataset"])
 

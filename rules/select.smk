@@ -4,7 +4,7 @@
 # A selection named .jsonl is JSON Lines, .parquet parquet (from a parquet dataset), .json a
 # JSON array (the run's dataset decides which the default target asks for). A baseline's
 # picks table is named after its selection, <method>-<N>.<ext>.picks.parquet
-# (scalselect.methods.picks_name): every output of a rule has the same wildcards.
+# (scalselect.select.methods.picks_name): every output of a rule has the same wildcards.
 
 
 rule select:
@@ -113,7 +113,7 @@ rule select_kmeans_clusters:
         "results/{run}/benchmarks/select/kmeans-clusters.tsv"
     conda:
         "../envs/cur.yaml"
-    # scikit-learn's k-means runs on a fixed 4 threads (scalselect.baselines.KMEANS_THREADS).
+    # scikit-learn's k-means runs on a fixed 4 threads (scalselect.select.baselines.KMEANS_THREADS).
     threads: 4
     resources:
         mem_mb=features_mem_mb,

@@ -7,7 +7,7 @@ and help text. The rest is derived from it:
   :func:`from_arguments`);
 - the workflow's params of those rules (:data:`RESULT_KEYS`, in ``rules/common.smk``),
   so a change of any of them reruns extraction and the gallery;
-- the feature store's settings key (:func:`scalselect.store.settings_key` digests every
+- the feature store's settings key (:func:`scalselect.extract.store.settings_key` digests every
   field), so a new field joins the key by itself.
 
 ``config/schema.yaml`` states the same keys with the same defaults for Snakemake's

@@ -122,7 +122,8 @@ def simulated_auto_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
         return
     import torch
 
-    from scalselect import extraction, reference, representation
+    from scalselect.extract import reference, representation
+    from scalselect.extract import shard as extraction
 
     original = representation.resolve_dtype
 

@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalselect import baselines, features, leverage
 from scalselect.cli import main
 from scalselect.errors import UserError
-from scalselect.leverage import Backend, Preprocessing
+from scalselect.extract import features
+from scalselect.score import leverage
+from scalselect.score.leverage import Backend, Preprocessing
+from scalselect.select import baselines
 
 
 def brute_force_kcenter(points: np.ndarray, budget: int, start: int) -> list[int]:
@@ -217,7 +219,6 @@ def test_new_method_or_seed_reruns_no_upstream_rule(demo_workflow: Path, tmp_pat
     import shutil
 
     import yaml
-
     from conftest import planned_jobs
 
     workdir = tmp_path / "workflow"
@@ -287,7 +288,6 @@ def test_baseline_selections_keep_the_dataset_format(demo_workflow: Path, tmp_pa
 
     import pyarrow.parquet as pq
     import yaml
-
     from conftest import demo_parquet, snakemake
 
     workdir = tmp_path / "workflow"

@@ -1,4 +1,4 @@
-"""The selection browser (scalselect/browse.py): its data files against the selection
+"""The selection browser (scalselect/report/browse.py): its data files against the selection
 files `select` writes, and the page in a real browser (headless Chromium from Debian's
 package, driven through its command line: the page's state lives in the URL, so a
 dumped DOM after loading `index.html#source=..&budget=..` shows what a user sees)."""
@@ -19,10 +19,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from scalselect import browse, leverage, selection
 from scalselect.cli import main
-from scalselect.dataset import load_dataset, write_records
+from scalselect.data.readers import load_dataset
+from scalselect.data.writers import write_records
 from scalselect.errors import UserError
+from scalselect.report import browse
+from scalselect.score import leverage
+from scalselect.select import selection
 
 SOURCES = ("coco", "gqa", "vg")
 N_RECORDS, UNSCORED = 14, 5

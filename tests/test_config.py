@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from scalselect.config import (
     budget_problems,
     model_problems,

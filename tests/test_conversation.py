@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from scalselect.conversation import (
+from scalselect.data.records import Message, Sample
+from scalselect.demo.tinymodels import build_tiny_model
+from scalselect.extract.conversation import (
     ASSISTANT,
     INSTRUCTION,
     VISION,
@@ -23,9 +25,7 @@ from scalselect.conversation import (
     token_roles,
     truncation_points,
 )
-from scalselect.dataset import Message, Sample
-from scalselect.representation import PADDING, Encoder, collate
-from scalselect.demo.tinymodels import build_tiny_model
+from scalselect.extract.representation import PADDING, Encoder, collate
 
 FAMILIES = {"llava": "llava", "qwen2-vl": "qwen", "qwen3-vl": "qwen"}
 

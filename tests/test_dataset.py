@@ -7,17 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
-
 from corpus import to_llava, write_dataset
-from scalselect.dataset import (
+
+from scalselect.data.readers import load_dataset
+from scalselect.data.records import (
     DatasetError,
     Message,
     detect_format,
     image_source,
-    load_dataset,
     resolve_image,
-    write_records,
 )
+from scalselect.data.writers import write_records
 
 SHAREGPT = [
     {

@@ -11,12 +11,18 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
-from scalselect.dataset import load_dataset
-from scalselect.demo.build import BREAKAGES, DEMO_MODELS, GROUPS, build_dataset, build_demo
-from scalselect.validation import validate_file
+from scalselect.data.readers import load_dataset
+from scalselect.data.validation import validate_file
+from scalselect.demo.build import (
+    BREAKAGES,
+    DEMO_MODELS,
+    GROUPS,
+    build_dataset,
+    build_demo,
+)
 
 
 def tree_digest(root: Path) -> dict[str, str]:

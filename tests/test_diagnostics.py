@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scalselect import diagnostics
+from scalselect.report import diagnostics
 
 
 def dominant_data(seed: int = 0, n: int = 300, d: int = 12, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -95,11 +95,11 @@ def test_plot_methods_and_layers_commands(tmp_path) -> None:
     import json
 
     import pandas as pd
-
-    from scalselect import leverage
-    from scalselect.cli import main
-    from scalselect.leverage import Backend, Preprocessing
     from test_baselines import write_shard
+
+    from scalselect.cli import main
+    from scalselect.score import leverage
+    from scalselect.score.leverage import Backend, Preprocessing
 
     rng = np.random.default_rng(2)
     n = 60

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, copy_workflow, tracked_files
-from scalselect.dataset import write_records
+
+from scalselect.data.writers import write_records
 from scalselect.demo.build import build_dataset, build_models
 
 # The shared environment this test runs in (bootstrap_venv.sh writes the marker).

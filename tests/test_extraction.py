@@ -23,9 +23,11 @@ import pytest
 from conftest import REPO, planned_jobs
 from PIL import Image
 
-from scalselect import features
-from scalselect.dataset import write_index, write_records
-from scalselect.extraction import (
+from scalselect.data.readers import load_dataset, write_index
+from scalselect.data.writers import write_records
+from scalselect.demo.tinymodels import build_tiny_model
+from scalselect.extract import features
+from scalselect.extract.shard import (
     Job,
     extract_shard,
     length_estimate,
@@ -34,8 +36,7 @@ from scalselect.extraction import (
     shard_range,
     split_batches,
 )
-from scalselect.settings import Settings
-from scalselect.store import (
+from scalselect.extract.store import (
     FeatureStore,
     image_digests,
     model_digest,
@@ -43,7 +44,7 @@ from scalselect.store import (
     settings_dirs,
     settings_key,
 )
-from scalselect.demo.tinymodels import build_tiny_model
+from scalselect.settings import Settings
 
 PYTHON = sys.executable
 QWEN_BUDGET = {"min_image_tokens": 4, "max_image_tokens": 48}
@@ -138,7 +139,7 @@ def test_chunks_group_by_length_and_do_not_depend_on_batch_size() -> None:
 
 
 def test_length_estimate_counts_text_and_images(tmp_path: Path) -> None:
-    from scalselect.dataset import load_dataset
+    from scalselect.data.readers import load_dataset
 
     dataset = load_dataset(write_dataset(tmp_path, 6))
     samples = list(dataset)
@@ -170,11 +171,11 @@ def test_rows_follow_dataset_order_and_batch_size_changes_nothing(models, tmp_pa
     # Different image sizes: different vision-token counts, so batches were padded.
     assert rows1["n_vision"].nunique() > 1
     # Each row is its own sample: compare with the model run on that sample alone.
-    from scalselect.dataset import load_dataset
-    from scalselect.representation import Encoder, FirstLayerModel, collate
+    from scalselect.data.readers import load_dataset
+    from scalselect.extract.representation import Encoder, TruncatedVLM, collate
 
     encoder = Encoder(models["qwen3-vl"], "qwen", **QWEN_BUDGET)
-    model = FirstLayerModel(models["qwen3-vl"], "qwen", dtype="float32", device="cpu")
+    model = TruncatedVLM(models["qwen3-vl"], "qwen", dtype="float32", device="cpu")
     data = load_dataset(dataset)
     for index in (0, 5, 13):
         sample = data.sample(index)
@@ -213,7 +214,7 @@ def test_every_failure_kind_is_recorded_and_counted(models, tmp_path: Path, capl
     records[7]["messages"][0]["content"] = "<image>\n" + "a red cat and " * 60
     dataset.write_text(json.dumps(records))
     out = tmp_path / "out"
-    with caplog.at_level(logging.INFO, logger="scalselect.extraction"):
+    with caplog.at_level(logging.INFO, logger="scalselect.extract.shard"):
         counts = extract_shard(job(models, dataset, out, tmp_path / "cache", family="llava",
                                    max_length=120, batch_size=3))
     rows, matrix = features.open_shard(out)
@@ -263,12 +264,12 @@ def test_rerun_after_output_deleted_is_served_from_the_store(models, tmp_path: P
     first = shard_bytes(out)
     assert (manifest_of(out)["samples_computed"], manifest_of(out)["samples_reused"]) == (6, 0)
     shutil.rmtree(out)
-    import scalselect.representation as representation
+    import scalselect.extract.representation as representation
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded although every sample was stored")
 
-    monkeypatch.setattr(representation, "FirstLayerModel", no_model)
+    monkeypatch.setattr(representation, "TruncatedVLM", no_model)
     began = time.perf_counter()
     # Another batch size, chunk size and worker count: not part of any key.
     extract_shard(job(models, dataset, out, cache, chunk_size=5, batch_size=5, num_workers=1))
@@ -285,7 +286,7 @@ def test_a_job_given_the_index_does_not_hash_the_dataset(models, tmp_path: Path,
     the bytes it wrote), so a job reads no more of a 10M-record file than its shard."""
     import hashlib
 
-    import scalselect.extraction as extraction
+    import scalselect.extract.shard as extraction
 
     dataset = write_dataset(tmp_path / "data", 4)
     index = tmp_path / "data/dataset.json.index.npz"
@@ -298,7 +299,7 @@ def test_a_job_given_the_index_does_not_hash_the_dataset(models, tmp_path: Path,
 
 
 def test_sample_key_depends_on_content_not_place(models, tmp_path: Path) -> None:
-    from scalselect.dataset import load_dataset
+    from scalselect.data.readers import load_dataset
 
     dataset = write_dataset(tmp_path / "data", 3)
     data = load_dataset(dataset)
@@ -367,7 +368,7 @@ def test_shard_reads_only_its_lines(tmp_path: Path) -> None:
     array.write_text("\n".join(text) + "\n")
     assert read_shard_records(array, 0, 2)[1] == records[:5]
     # ... and one inside names its index.
-    from scalselect.dataset import DatasetError
+    from scalselect.data.records import DatasetError
 
     with pytest.raises(DatasetError, match="record 8 is not valid JSON"):
         read_shard_records(array, 1, 2)
@@ -397,7 +398,7 @@ def test_reuse_follows_sample_content(models, tmp_path: Path, family: str) -> No
     """Re-shard, a record removed, records appended, another file format, a changed
     image: only samples whose content is new run the model."""
     dataset = write_dataset(tmp_path / "data", 16)
-    records = json.loads(json.dumps(__import__("scalselect.dataset").dataset.load_dataset(dataset).records))
+    records = json.loads(json.dumps(load_dataset(dataset).records))
     # Two samples share image 5; sample 7 duplicates sample 6 (computed once).
     records[9]["images"] = records[5]["images"]
     records[7] = {**records[6], "id": "dup"}
@@ -442,7 +443,7 @@ def test_reuse_follows_sample_content(models, tmp_path: Path, family: str) -> No
 
 def test_failures_are_stored_and_not_retried(models, tmp_path: Path) -> None:
     dataset = write_dataset(tmp_path / "data", 4)
-    records = json.loads(json.dumps(__import__("scalselect.dataset").dataset.load_dataset(dataset).records))
+    records = json.loads(json.dumps(load_dataset(dataset).records))
     corrupt = dataset.parent / "img/corrupt.jpg"
     corrupt.write_bytes(b"not a jpeg")
     records[1]["images"] = ["img/corrupt.jpg"]
@@ -565,7 +566,7 @@ def test_concurrent_jobs_on_overlapping_samples(models, tmp_path: Path) -> None:
     correct shards, and the store stays consistent."""
     dataset = write_dataset(tmp_path / "data", 16)
     # The second job's file holds samples 4..15 of the first (and its shards differ).
-    records = json.loads(json.dumps(__import__("scalselect.dataset").dataset.load_dataset(dataset).records))
+    records = json.loads(json.dumps(load_dataset(dataset).records))
     write_records(tmp_path / "data/tail.json", records[4:])
     cache = tmp_path / "cache"
     reference = tmp_path / "reference"

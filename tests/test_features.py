@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalselect import features
 from scalselect.cli import main
-from scalselect.dataset import write_records
+from scalselect.data.writers import write_records
+from scalselect.extract import features
 
 # Ids as real datasets have them: zero-padded COCO strings, ints, and an int and a string
 # that print the same.

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from scalselect import figures, style
+from scalselect.report import figures, style
 
 
 def test_spectrum_legend_stays_off_the_plot() -> None:

@@ -16,9 +16,11 @@ from matplotlib.text import Text
 from PIL import Image, ImageDraw
 from pypdf import PdfReader
 
-from scalselect import comparison, composition, features, figures, gallery, style, tables
 from scalselect.cli import main
-from scalselect.dataset import load_dataset, write_records
+from scalselect.data.readers import load_dataset
+from scalselect.data.writers import write_records
+from scalselect.extract import features
+from scalselect.report import comparison, composition, figures, gallery, style, tables
 from scalselect.settings import Settings
 
 SOURCES = ("coco", "gqa", "ocr_vqa", "textvqa", "vg")
@@ -483,7 +485,6 @@ DOUBLE_FIGURES = ("score_distribution", "attention_gallery")
 @pytest.mark.slow
 def test_demo_produces_every_figure_and_the_report(demo_workflow: Path, tmp_path: Path) -> None:
     import yaml
-
     from conftest import snakemake
 
     config = yaml.safe_load((demo_workflow / "config/config.yaml").read_text())
@@ -521,7 +522,6 @@ def test_demo_produces_every_figure_and_the_report(demo_workflow: Path, tmp_path
 @pytest.mark.slow
 def test_new_budget_redraws_only_budget_figures(demo_workflow: Path, tmp_path: Path) -> None:
     import yaml
-
     from conftest import planned_jobs
 
     config = yaml.safe_load((demo_workflow / "config/config.yaml").read_text())

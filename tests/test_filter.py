@@ -10,13 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 from corpus import bad_corpus, to_llava, write_dataset
+
 from scalselect.cli import main
-from scalselect.dataset import DatasetError, load_dataset, write_records
+from scalselect.data.readers import load_dataset
+from scalselect.data.records import DatasetError
+from scalselect.data.validation import (
+    check_report_matches,
+    drop_indices,
+    load_report,
+    validate_file,
+)
+from scalselect.data.writers import write_records
 from scalselect.io import write_json
-from scalselect.validation import check_report_matches, drop_indices, load_report, validate_file
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,14 @@ import torch
 from conftest import REPO
 from PIL import Image
 
-from scalselect import extraction, features
-from scalselect.conversation import PADDING
-from scalselect.dataset import load_dataset
-from scalselect.extraction import OUT_OF_MEMORY, Job, extract_shard
-from scalselect.representation import Batch, Encoder, FirstLayerModel, collate
-from scalselect.settings import Settings
+from scalselect.data.readers import load_dataset
 from scalselect.demo.tinymodels import build_tiny_model
+from scalselect.extract import features
+from scalselect.extract import shard as extraction
+from scalselect.extract.conversation import PADDING
+from scalselect.extract.representation import Batch, Encoder, TruncatedVLM, collate
+from scalselect.extract.shard import OUT_OF_MEMORY, Job, extract_shard
+from scalselect.settings import Settings
 
 QWEN_BUDGET = {"min_image_tokens": 4, "max_image_tokens": 48}
 
@@ -83,18 +84,18 @@ def sample_keys(batch: Batch) -> list[tuple[int, ...]]:
 
 
 class OutOfMemoryInjector:
-    """Stands in for ``FirstLayerModel.represent`` as a GPU short of memory would behave:
+    """Stands in for ``TruncatedVLM.represent`` as a GPU short of memory would behave:
     the first attempt at any batch holding a sample never attempted before raises
     ``torch.cuda.OutOfMemoryError``, and so does every attempt holding a sample of
     ``too_big``; anything else runs the real model."""
 
     def __init__(self, too_big: set[tuple[int, ...]] = frozenset()) -> None:
-        self.real = FirstLayerModel.represent
+        self.real = TruncatedVLM.represent
         self.too_big = too_big
         self.seen: set[tuple[int, ...]] = set()
         self.attempts: list[tuple[int, bool]] = []  # (batch size, succeeded)
 
-    def __call__(self, model: FirstLayerModel, batch: Batch) -> list[Any]:
+    def __call__(self, model: TruncatedVLM, batch: Batch) -> list[Any]:
         keys = sample_keys(batch)
         first_attempt = not self.seen.issuperset(keys)
         self.seen.update(keys)
@@ -111,7 +112,7 @@ def test_out_of_memory_splits_the_batch_and_changes_nothing(models, tmp_path: Pa
     extract_shard(qwen_job(models["qwen3-vl"], dataset, tmp_path / "clean-2", batch_size=2))
     extract_shard(qwen_job(models["qwen3-vl"], dataset, tmp_path / "clean-4", batch_size=4))
     injector = OutOfMemoryInjector()
-    monkeypatch.setattr(FirstLayerModel, "represent", lambda model, batch: injector(model, batch))
+    monkeypatch.setattr(TruncatedVLM, "represent", lambda model, batch: injector(model, batch))
     counts = extract_shard(qwen_job(models["qwen3-vl"], dataset, tmp_path / "faulted", batch_size=4))
 
     # Three chunks of one batch of 4: each failed once, then ran as two halves of 2.
@@ -136,8 +137,8 @@ def test_sample_that_fails_alone_is_recorded_not_fatal(models, tmp_path: Path, m
     with Image.open(dataset.parent / sample.images[0]) as image:
         too_big = encoder.encode(sample, [image.convert("RGB")]).inputs["input_ids"].tolist()
     injector = OutOfMemoryInjector(too_big={tuple(too_big)})
-    monkeypatch.setattr(FirstLayerModel, "represent", lambda model, batch: injector(model, batch))
-    with caplog.at_level(logging.INFO, logger="scalselect.extraction"):
+    monkeypatch.setattr(TruncatedVLM, "represent", lambda model, batch: injector(model, batch))
+    with caplog.at_level(logging.INFO, logger="scalselect.extract.shard"):
         counts = extract_shard(qwen_job(models["qwen3-vl"], dataset, tmp_path / "faulted", batch_size=4))
 
     assert counts == {"ok": 7, OUT_OF_MEMORY: 1, "truncated": 0, "samples_computed": 8,
@@ -161,7 +162,7 @@ class DeviceCheck:
     """A forward pre-hook (with kwargs) on the model's entry asserting that every tensor
     argument is on the model's device, and every floating one in the model's dtype."""
 
-    def __init__(self, model: FirstLayerModel) -> None:
+    def __init__(self, model: TruncatedVLM) -> None:
         parameter = next(model.model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         self.calls: list[set[str]] = []
@@ -191,11 +192,11 @@ class PinnedLoader(torch.utils.data.DataLoader):
 @pytest.mark.parametrize("family", ["llava", "qwen3-vl"])
 def test_every_tensor_reaches_the_model_on_its_device(models, family: str, tmp_path: Path, monkeypatch) -> None:
     dataset = write_dataset(tmp_path / "data", 6)
-    checks: dict[FirstLayerModel, DeviceCheck] = {}
+    checks: dict[TruncatedVLM, DeviceCheck] = {}
     rows_devices: list[torch.device] = []
-    real_represent = FirstLayerModel.represent
+    real_represent = TruncatedVLM.represent
 
-    def represent(model: FirstLayerModel, batch: Batch) -> list[Any]:
+    def represent(model: TruncatedVLM, batch: Batch) -> list[Any]:
         if model not in checks:  # the job's model: watch its entry and its first layer
             checks[model] = DeviceCheck(model)
             model.model.register_forward_pre_hook(checks[model], with_kwargs=True)
@@ -204,7 +205,7 @@ def test_every_tensor_reaches_the_model_on_its_device(models, family: str, tmp_p
                 lambda module, args: rows_devices.append(model.capture.rows.device))
         return real_represent(model, batch)
 
-    monkeypatch.setattr(FirstLayerModel, "represent", represent)
+    monkeypatch.setattr(TruncatedVLM, "represent", represent)
     monkeypatch.setattr(extraction, "DataLoader", PinnedLoader)
     monkeypatch.setattr(PinnedLoader, "requested", [])
     # The model loop of a real job, DataLoader workers included; bfloat16 on the CPU, so

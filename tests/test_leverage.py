@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalselect import features, leverage
 from scalselect.cli import main
-from scalselect.leverage import Backend, LeverageError, Preprocessing
+from scalselect.extract import features
+from scalselect.score import leverage
+from scalselect.score.leverage import Backend, LeverageError, Preprocessing
 
 RNG_SEED = 7
 
@@ -415,7 +416,7 @@ def test_two_rows_are_enough_and_the_threshold_is_checked(tmp_path: Path) -> Non
 
 def test_fit_logs_what_it_chose(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     dirs = write_shards(tmp_path, representations(), list(range(240)), [])
-    with caplog.at_level("INFO", logger="scalselect.leverage"):
+    with caplog.at_level("INFO", logger="scalselect.score.leverage"):
         _, model = leverage.leverage_scores(leverage.open_sources(dirs), Preprocessing(), 0.9, Backend("numpy"))
     s = model.spectrum
     assert 1 < s.k < s.rank

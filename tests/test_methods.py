@@ -1,4 +1,4 @@
-"""The selection methods are listed once (scalselect.methods): the configuration schema,
+"""The selection methods are listed once (scalselect.select.methods): the configuration schema,
 the workflow's baseline rules and the `select-baseline` command follow that table."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from conftest import REPO
 
 from scalselect.cli import build_parser
 from scalselect.errors import UserError
-from scalselect.methods import BASELINES, METHODS, picks_key, picks_name
+from scalselect.select.methods import BASELINES, METHODS, picks_key, picks_name
 
 
 def test_the_schema_offers_exactly_the_registered_methods() -> None:

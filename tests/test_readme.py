@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from markdown_it import MarkdownIt
-
 from conftest import REPO
+from markdown_it import MarkdownIt
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 

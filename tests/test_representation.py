@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +13,19 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from scalselect.data.records import Message, Sample
+from scalselect.demo.tinymodels import FAMILIES, build_tiny_model
 from scalselect.errors import UserError
-from scalselect.conversation import chat_messages
-from scalselect.dataset import Message, Sample
-from scalselect.reference import ReferenceModel, plain_selection
-from scalselect.representation import (
+from scalselect.extract.conversation import chat_messages
+from scalselect.extract.reference import ReferenceModel, plain_selection
+from scalselect.extract.representation import (
     VISION,
     Encoder,
-    FirstLayerModel,
+    TruncatedVLM,
     collate,
     resolve_dtype,
     select_tokens,
 )
-from scalselect.demo.tinymodels import FAMILIES, build_tiny_model
 
 TOLERANCE = 1e-5
 # Differences between the fast path's and the reference's weights are ~1e-7; a sample
@@ -101,7 +101,7 @@ def test_fast_path_equals_original_recipe(family: str, images, tmp_path: Path) -
     samples = conversations()
     items = [encoder.encode(s, i) for s, i in zip(samples, images)]
     reference = ReferenceModel(path, model_type(family), dtype="float32", **budget)
-    fast = FirstLayerModel(path, model_type(family), dtype="float32")
+    fast = TruncatedVLM(path, model_type(family), dtype="float32")
     # Only the first decoder layer is kept, and no LM head is run.
     assert len(fast.model.language_model.layers) == 1
     assert not hasattr(fast.model, "lm_head")
@@ -172,7 +172,7 @@ def test_non_finite_sample_does_not_spoil_the_batch(images, tmp_path: Path) -> N
     path = build_tiny_model("llava", tmp_path / "llava")
     encoder = Encoder(path, "llava")
     items = [encoder.encode(s, i) for s, i in zip(conversations()[2:], images[2:])]
-    fast = FirstLayerModel(path, "llava", dtype="float32")
+    fast = TruncatedVLM(path, "llava", dtype="float32")
     clean = fast.represent(collate([items[1]]))[0]
     items[0].inputs["pixel_values"][0, 0, 0, 0] = float("nan")
     broken, ok = fast.represent(collate(items))
@@ -262,9 +262,9 @@ def test_configuration_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a 'llava' one"):
         Encoder(path, "llava")
     with pytest.raises(UserError, match="model type"):
-        FirstLayerModel(path, "blip")
+        TruncatedVLM(path, "blip")
     with pytest.raises(UserError, match="threshold"):
-        FirstLayerModel(path, "qwen", attention_threshold=0.0)
+        TruncatedVLM(path, "qwen", attention_threshold=0.0)
     with pytest.raises(UserError, match="image token budget"):
         Encoder(path, "qwen", min_image_tokens=600, max_image_tokens=576)
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
@@ -275,15 +275,15 @@ def test_configuration_errors(tmp_path: Path) -> None:
         resolve_dtype("float48", torch.device("cpu"))
     with pytest.raises(UserError, match=re.escape(
             f"{path} is a 'qwen3_vl' checkpoint, not a 'llava' one (expected model_type llava)")):
-        FirstLayerModel(path, "llava")
+        TruncatedVLM(path, "llava")
     llava = build_tiny_model("llava", tmp_path / "l")
     with pytest.raises(UserError, match=re.escape(
             f"{llava} is a 'llava' checkpoint, not a 'qwen' one"
             " (expected model_type qwen2_vl or qwen2_5_vl or qwen3_vl)")):
         Encoder(llava, "qwen")
-    FirstLayerModel(path, "qwen", attention_threshold=1.0)
+    TruncatedVLM(path, "qwen", attention_threshold=1.0)
     with pytest.raises(UserError, match=re.escape("attention threshold 1.5 is not in (0, 1]")):
-        FirstLayerModel(path, "qwen", attention_threshold=1.5)
+        TruncatedVLM(path, "qwen", attention_threshold=1.5)
 
 
 def test_missing_weights_are_an_error(tmp_path: Path) -> None:
@@ -294,19 +294,19 @@ def test_missing_weights_are_an_error(tmp_path: Path) -> None:
     del weights["model.visual.blocks.0.attn.qkv.weight"]
     save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(UserError, match="visual.blocks.0.attn.qkv.weight"):
-        FirstLayerModel(path, "qwen")
+        TruncatedVLM(path, "qwen")
     del weights["model.visual.blocks.0.attn.proj.weight"]
     save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(UserError, match=re.escape(
             f"{path}: weights missing or mis-shaped: model.visual.blocks.0.attn.proj.weight, "
             "model.visual.blocks.0.attn.qkv.weight")):
-        FirstLayerModel(path, "qwen")
+        TruncatedVLM(path, "qwen")
     # Many missing weights: the first ten, sorted, are named.
     for name in sorted(name for name in weights if name.startswith("model.visual."))[:12]:
         del weights[name]
     save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(UserError) as error:
-        FirstLayerModel(path, "qwen")
+        TruncatedVLM(path, "qwen")
     named = str(error.value).split("weights missing or mis-shaped: ")[1].split(", ")
     assert len(named) == 10 and named == sorted(named)
 
@@ -326,7 +326,7 @@ def test_bfloat16_is_within_its_precision_of_float32(family: str, images, tmp_pa
     budget = {"min_image_tokens": 8, "max_image_tokens": 48}
     encoder = Encoder(path, model_type(family), **budget)
     reference = ReferenceModel(path, model_type(family), dtype="float32", **budget)
-    fast = FirstLayerModel(path, model_type(family), dtype="bfloat16")
+    fast = TruncatedVLM(path, model_type(family), dtype="bfloat16")
     assert fast.dtype == torch.bfloat16
     assert {p.dtype for p in fast.model.parameters()} == {torch.bfloat16}
     samples = conversations()
@@ -351,7 +351,7 @@ def test_auto_dtype_is_float32_on_the_cpu_unless_simulating_a_gpu(tmp_path: Path
     path = build_tiny_model("llava", tmp_path / "llava")
     simulated = os.environ.get("SCALSELECT_TEST_AUTO_DTYPE")
     expected = getattr(torch, simulated) if simulated else torch.float32
-    assert FirstLayerModel(path, "llava").dtype == expected
+    assert TruncatedVLM(path, "llava").dtype == expected
     assert ReferenceModel(path, "llava").dtype == expected
 
 
@@ -373,7 +373,7 @@ def test_any_layer_equals_full_forward(family: str, images, tmp_path: Path) -> N
     first_vectors = {}
     for layer in (1, 2, 3):
         reference.layer = layer
-        fast = FirstLayerModel(path, model_type(family), dtype="float32", layer=layer)
+        fast = TruncatedVLM(path, model_type(family), dtype="float32", layer=layer)
         # Layers 1..L are built, no LM head; layer L's attention carries the capture.
         assert len(fast.model.language_model.layers) == layer
         assert not hasattr(fast.model, "lm_head")
@@ -399,7 +399,7 @@ def test_last_layer_is_final_norm_output(family: str, images, tmp_path: Path) ->
     path = build_tiny_model(family, tmp_path / family)
     encoder = Encoder(path, model_type(family), min_image_tokens=8, max_image_tokens=48)
     item = encoder.encode(conversations()[0], images[0])
-    fast = FirstLayerModel(path, model_type(family), dtype="float32", layer=2)
+    fast = TruncatedVLM(path, model_type(family), dtype="float32", layer=2)
     normed = []
     fast.model.language_model.norm.register_forward_hook(lambda m, a, out: normed.append(out))
     result = fast.represent(collate([item]))[0]
@@ -407,7 +407,7 @@ def test_last_layer_is_final_norm_output(family: str, images, tmp_path: Path) ->
     kept_rows = normed[0][0, vision[result.kept]].numpy()
     assert np.abs(result.vector - kept_rows.mean(0)).max() <= 1e-6
     with pytest.raises(UserError, match="layer 3 is not in 1..2"):
-        FirstLayerModel(path, model_type(family), layer=3)
+        TruncatedVLM(path, model_type(family), layer=3)
 
 
 # --------------------------------------------------------------------------- what the mutation
@@ -434,7 +434,7 @@ def eager_instruction_attention(q, k, allowed, rows, scaling):
 
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
 def test_instruction_attention_is_the_head_and_row_mean_of_the_softmax(monkeypatch, mask_kind: str) -> None:
-    from scalselect import representation
+    from scalselect.extract import representation
 
     rng = np.random.default_rng(3)
     batch, heads, kv_heads, length, dim = 2, 4, 2, 7, 8  # grouped-query attention
@@ -474,7 +474,7 @@ def test_a_batch_whose_longest_sample_has_the_fewest_vision_tokens(images, tmp_p
     items = [encoder.encode(samples[0], images[0]), encoder.encode(samples[1], images[1])]
     assert items[0].seq_len > items[1].seq_len
     assert (items[0].roles == VISION).sum() < (items[1].roles == VISION).sum()
-    fast = FirstLayerModel(path, "llava", dtype="float32")
+    fast = TruncatedVLM(path, "llava", dtype="float32")
     batched = fast.represent(collate(items))
     for item, got in zip(items, batched):
         single = fast.represent(collate([item]))[0]
@@ -509,13 +509,13 @@ def test_encoder_defaults_and_budget_bounds(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=re.escape("image token budget must satisfy 1 <= min (0) <= max (4)")):
         Encoder(path, "qwen", min_image_tokens=0, max_image_tokens=4)
     # Remote code stays off unless asked for.
-    for cls in (Encoder, FirstLayerModel):
+    for cls in (Encoder, TruncatedVLM):
         assert inspect.signature(cls).parameters["trust_remote_code"].default is False
 
 
 def test_encoder_failure_details(images, tmp_path: Path) -> None:
     """Image-count and length failures (the others: test_conversation's test_encode_failures)."""
-    from scalselect.conversation import SampleFailure
+    from scalselect.extract.conversation import SampleFailure
 
     encoder = Encoder(build_tiny_model("qwen2-vl", tmp_path / "q"), "qwen", min_image_tokens=8,
                       max_image_tokens=48)

@@ -12,15 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import copy_workflow, planned_jobs, snakemake
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from conftest import copy_workflow, planned_jobs, snakemake
 from test_leverage import write_shards
 
-from scalselect import leverage, selection
 from scalselect.cli import main
-from scalselect.dataset import DatasetError, copy_records, load_dataset, write_records
-from scalselect.selection import SelectionError
+from scalselect.data.readers import load_dataset
+from scalselect.data.records import DatasetError
+from scalselect.data.writers import copy_records, write_records
+from scalselect.score import leverage
+from scalselect.select import selection
+from scalselect.select.selection import SelectionError
 
 
 def sharegpt_records(n: int) -> list[dict]:

@@ -14,8 +14,8 @@ from conftest import REPO
 from scalselect import settings
 from scalselect.cli import build_parser
 from scalselect.errors import UserError
+from scalselect.extract.store import settings_key
 from scalselect.settings import RESULT_KEYS, Settings
-from scalselect.store import settings_key
 
 SCHEMA = yaml.safe_load((REPO / "config/schema.yaml").read_text())
 EXTRACT = SCHEMA["$defs"]["extract"]["properties"]

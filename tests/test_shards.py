@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scalselect.dataset import Message, Sample
-from scalselect.dataset import shard_range
-from scalselect.extraction import length_estimate, plan_chunks, split_batches
+from scalselect.data.index import shard_range
+from scalselect.data.records import Message, Sample
+from scalselect.extract.shard import length_estimate, plan_chunks, split_batches
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, copy_workflow, workflow_env
 
 sys.path.insert(0, str(REPO / "bench"))

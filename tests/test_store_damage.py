@@ -28,11 +28,17 @@ import pandas as pd
 import pytest
 from test_extraction import job, manifest_of, models, shard_bytes, write_dataset  # noqa: F401
 
-from scalselect import extraction, features, store, store_index
 from scalselect.cli import main
 from scalselect.errors import UserError
-from scalselect.extraction import extract_shard
-from scalselect.store import FeatureStore, check_pack, compact_folder, pack_names, verify_store
+from scalselect.extract import features, shard, store, store_index
+from scalselect.extract.shard import extract_shard
+from scalselect.extract.store import (
+    FeatureStore,
+    check_pack,
+    compact_folder,
+    pack_names,
+    verify_store,
+)
 
 N = 12  # samples; chunks of 3: four packs
 
@@ -111,7 +117,7 @@ def test_a_damaged_pack_costs_its_samples_not_the_run(models, reference, tmp_pat
     # Counted as damaged when the table still says which samples the pack held.
     assert manifest["samples_recomputed_damaged"] == counted
     assert victim not in manifest["store"]["packs"]
-    warnings = [r.getMessage() for r in caplog.records if r.name == "scalselect.store"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "scalselect.extract.store"]
     assert len(warnings) == 1 and f"{victim}{named}" in warnings[0], warnings
     # verify lists exactly that pack; --fix moves it aside, deletes nothing.
     capsys.readouterr()
@@ -211,7 +217,7 @@ def test_a_read_only_store_is_reused_and_a_second_store_takes_the_new_packs(
         assert (manifest_of(out)["samples_computed"], manifest_of(out)["samples_reused"]) == (3, N - 3)
         said = [r.getMessage() for r in caplog.records if "cannot be written" in r.getMessage()]
         assert len(said) == 1 and str(shared) in said[0] and "cache_dirs" in said[0]
-        assert not (out / extraction.SCRATCH_DIR).exists()
+        assert not (out / shard.SCRATCH_DIR).exists()
         # Mine first, then the shared one (the command line a rule runs): the new packs go to mine.
         args = ["extract", "--model", str(models["qwen3-vl"]), "--model-type", "qwen",
                 "--dataset", str(reference["data"] / "dataset.json"), "--image-root", str(reference["data"]),
@@ -433,7 +439,7 @@ def test_one_compaction_at_a_time_and_a_stale_lock_is_taken_over(tmp_path) -> No
 
 def test_reshard_from_an_index_computes_nothing_and_jobs_compact(models, reference, tmp_path, monkeypatch) -> None:
     cache, packs = copy_store(reference, tmp_path / "cache")
-    monkeypatch.setattr(extraction, "COMPACT_AFTER", 2)
+    monkeypatch.setattr(shard, "COMPACT_AFTER", 2)
     outs = [tmp_path / f"out/shard-{i}-of-2" for i in range(2)]
     extract_shard(spec(models, reference["data"], outs[0], cache, shard=0, num_shards=2))
     # The job found four packs no index covered, and indexed them.

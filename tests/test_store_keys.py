@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from scalselect import io, store
-from scalselect.dataset import Message, Sample
-from scalselect.extraction import ShardInput
+from scalselect import io
+from scalselect.data.records import Message, Sample
+from scalselect.extract import store
+from scalselect.extract.shard import ShardInput
 from scalselect.settings import Settings
 
 SETTINGS = Settings(

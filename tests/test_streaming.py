@@ -16,15 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import demo_parquet
 
-from scalselect import dataset
-from scalselect.dataset import (
-    DatasetError,
-    ReadStats,
-    build_index,
-    copy_records,
-    iter_records,
-    load_dataset,
-)
+from scalselect.data import readers
+from scalselect.data.readers import ReadStats, build_index, iter_records, load_dataset
+from scalselect.data.records import DatasetError
+from scalselect.data.writers import copy_records
 
 
 def _random_value(rng: random.Random, depth: int = 0) -> Any:
@@ -41,7 +36,7 @@ def test_json_array_streams_the_records_json_load_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
 ) -> None:
     # Blocks as small as one byte cut every token, escape and multi-byte character.
-    monkeypatch.setattr(dataset, "READ_BLOCK", block)
+    monkeypatch.setattr(readers, "READ_BLOCK", block)
     rng = random.Random(block)
     for trial in range(40):
         records = [_random_value(rng) for _ in range(rng.randint(1, 8))]
@@ -93,7 +88,7 @@ def test_truncated_json_array_names_the_record(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="ends inside the array, after 4 records: truncated"):
         list(iter_records(path))
     # validate finds it before anything else runs.
-    from scalselect.validation import validate_file
+    from scalselect.data.validation import validate_file
 
     with pytest.raises(DatasetError, match="after 4 records"):
         validate_file(path, tmp_path, workers=1, progress=False)
@@ -112,7 +107,7 @@ def test_json_lines_line_that_is_not_json_names_line_and_record(tmp_path: Path) 
     index = build_index(path)
     with pytest.raises(DatasetError, match=r"at byte 21, column 11: .* \(record 2\)"):
         list(iter_records(path, 2, index=index))
-    from scalselect.validation import validate_file
+    from scalselect.data.validation import validate_file
 
     with pytest.raises(DatasetError, match=r"line 4, column 11: .* \(record 2\)"):
         validate_file(path, tmp_path, workers=1, progress=False)
@@ -144,7 +139,7 @@ def _llava_rows(images: list[Any]) -> list[dict[str, Any]]:
 def test_parquet_rows_stream_by_batch_with_projection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dataset, "PARQUET_BATCH", 3)
+    monkeypatch.setattr(readers, "PARQUET_BATCH", 3)
     rows = _llava_rows([{"bytes": bytes([i]) * 5, "path": f"{i}.png"} for i in range(10)])
     path = tmp_path / "d.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=4)
@@ -162,7 +157,7 @@ def test_parquet_without_a_conversations_column_is_refused(tmp_path: Path) -> No
     path = tmp_path / "d.parquet"
     rows = [{"id": "a", "image": {"bytes": b"x", "path": None}, "text": "hi"}] * 3
     pq.write_table(pa.Table.from_pylist(rows), path)
-    from scalselect.validation import validate_file
+    from scalselect.data.validation import validate_file
 
     with pytest.raises(DatasetError) as error:
         validate_file(path, tmp_path, workers=1, progress=False)
@@ -266,13 +261,13 @@ def test_filter_index_lets_an_extract_shard_seek_to_its_records(
 
     import pyarrow.parquet as pq
 
-    import scalselect.dataset
+    import scalselect.data.index
     from scalselect.cli import main
-    from scalselect.dataset import DatasetIndex
-    from scalselect.extraction import read_shard_records
+    from scalselect.data.index import DatasetIndex
+    from scalselect.extract.shard import read_shard_records
 
     # Offsets spill to the temporary file many times over (as at 10M records).
-    monkeypatch.setattr(scalselect.dataset, "_OFFSETS_CHUNK", 16)
+    monkeypatch.setattr(scalselect.data.index, "OFFSETS_CHUNK", 16)
     source = demo_parquet(demo) if suffix == ".parquet" else demo / f"dataset{suffix}"
     report = tmp_path / "report.json"
     assert main(["validate", "--dataset", str(source), "--image-root", str(demo / "images"),
@@ -331,15 +326,15 @@ def test_data_stages_never_load_torch(demo: Path, tmp_path: Path) -> None:
 def test_sharded_validation_gives_the_same_report_bytes(
     demo: Path, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import scalselect.dataset
-    import scalselect.validation
+    import scalselect.data.index
+    import scalselect.data.validation
     from scalselect.cli import main
-    from scalselect.dataset import DatasetIndex
+    from scalselect.data.index import DatasetIndex
 
     # As at 10M records: the index's offsets spill to a temporary file many times over,
     # and repeated ids are searched for in 8 buckets of digests.
-    monkeypatch.setattr(scalselect.dataset, "_OFFSETS_CHUNK", 16)
-    monkeypatch.setattr(scalselect.validation, "_DIGESTS_AT_ONCE", 40)
+    monkeypatch.setattr(scalselect.data.index, "OFFSETS_CHUNK", 16)
+    monkeypatch.setattr(scalselect.data.validation, "_DIGESTS_AT_ONCE", 40)
     source = demo_parquet(demo) if name == "parquet" else demo / name
     common = ["--dataset", str(source), "--image-root", str(demo / "images")]
     whole = tmp_path / "whole.json"

@@ -9,14 +9,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import REPO
 from corpus import bad_corpus, to_llava, write_dataset
-from scalselect import validation
+from PIL import Image
+
 from scalselect.cli import main
-from scalselect.dataset import load_dataset
-from scalselect.validation import Settings, check_image, format_summary, validate_file
+from scalselect.data import validation
+from scalselect.data.readers import load_dataset
+from scalselect.data.validation import (
+    Settings,
+    check_image,
+    format_summary,
+    validate_file,
+)
 
 
 @pytest.fixture(scope="module")

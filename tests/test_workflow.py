@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, copy_workflow, planned_jobs, snakemake
+
 from scalselect.demo.tinymodels import build_tiny_model
 
 SNAKEMAKE_BIN = Path(sys.executable).parent

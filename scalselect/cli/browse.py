@@ -1,5 +1,5 @@
 """``python -m scalselect browse``: a run's selection browser, ``results/<run>/browse``
-(:mod:`scalselect.browse`): every scored sample in rank order with its images,
+(:mod:`scalselect.report.browse`): every scored sample in rank order with its images,
 conversation, score, source and the selections that keep it; a static page that opens
 from the filesystem."""
 
@@ -12,7 +12,7 @@ HELP = "Write a run's selection browser: a static page of kept and dropped sampl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from scalselect.dataset import FORMAT_CHOICES
+    from scalselect.data.records import FORMAT_CHOICES
 
     parser.add_argument("--dataset", required=True, type=Path, help="filter/dataset.json")
     parser.add_argument("--format", default="auto",
@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    from scalselect import baselines, browse, selection
+    from scalselect.report import browse
+    from scalselect.select import baselines, selection
 
     began = time.perf_counter()
     scores = selection.read_scores(args.scores)
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         fmt=args.format, source_field=args.source_field,
         thumbnails=browse.THUMBNAILS if args.thumbnails is None else args.thumbnails,
     )
-    logging.getLogger("scalselect.browse").info(
+    logging.getLogger("scalselect.report.browse").info(
         "%s: %d samples (%d unscored left out), %d selections, %d page files, %d thumbnails"
         " (%d images unreadable) in %.1f s", args.out, stats["samples"], stats["unscored"],
         len(subsets), stats["pages"], stats["thumbnails"], stats["thumbnails_failed"],

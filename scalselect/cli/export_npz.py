@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scalselect.errors import UserError
-    from scalselect.features import export_npz
+    from scalselect.extract.features import export_npz
 
     try:
         count, dim = export_npz(args.features, args.out)

@@ -1,10 +1,10 @@
 """``python -m scalselect extract``: the representations of one shard of a dataset.
 
-Writes a complete shard directory in the :mod:`scalselect.features` format
+Writes a complete shard directory in the :mod:`scalselect.extract.features` format
 (``features.npy``, ``rows.parquet``, then ``manifest.json``) with one row per sample of
 the shard, failures included with their reason, and logs the counts per status.
 Only the shard's records are read. Every sample's result is kept in the feature store
-under ``--cache-dir`` (:mod:`scalselect.store`; several directories: look-ups search
+under ``--cache-dir`` (:mod:`scalselect.extract.store`; several directories: look-ups search
 them all, new results go to the first one that can be written), keyed by the sample's content
 (messages, image bytes) and the model's files and result-affecting settings: samples
 already stored are reused whatever their shard or position, a killed job resumes where
@@ -23,9 +23,9 @@ HELP = "Extract the representations (first decoder layer by default) of one shar
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from scalselect import settings
-    from scalselect.dataset import FORMAT_CHOICES
-    from scalselect.extraction import DEFAULT_CHUNK_SIZE, Job
-    from scalselect.store import DEFAULT_CACHE_DIR
+    from scalselect.data.records import FORMAT_CHOICES
+    from scalselect.extract.shard import DEFAULT_CHUNK_SIZE, Job
+    from scalselect.extract.store import DEFAULT_CACHE_DIR
 
     parser.add_argument("--model", required=True, help="Model directory (or a name in the local Hugging Face cache).")
     parser.add_argument("--dataset", required=True, help="The filtered dataset (JSON array or JSON Lines).")
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from scalselect import settings
     from scalselect.errors import UserError
-    from scalselect.extraction import Job, extract_shard
+    from scalselect.extract.shard import Job, extract_shard
 
     for name in ("batch_size", "chunk_size", "num_shards"):
         if getattr(args, name) < 1:

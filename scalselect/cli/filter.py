@@ -40,10 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scalselect.config import count_budget_problems
-    from scalselect.dataset import copy_records, file_kind
+    from scalselect.data.readers import file_kind
+    from scalselect.data.validation import (
+        check_report_matches,
+        drop_indices,
+        load_report,
+    )
+    from scalselect.data.writers import copy_records
     from scalselect.errors import UserError
     from scalselect.io import file_digest
-    from scalselect.validation import check_report_matches, drop_indices, load_report
 
     report = load_report(args.report)
     drop, removed = drop_indices(report, keep_text_only=args.keep_text_only)

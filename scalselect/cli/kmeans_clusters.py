@@ -23,9 +23,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    from scalselect import baselines, selection
     from scalselect.io import atomic_write
-    from scalselect.leverage import Model
+    from scalselect.score.leverage import Model
+    from scalselect.select import baselines, selection
 
     began = time.perf_counter()
     scores = selection.read_scores(args.scores)

@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_ranked_scores(path: Path) -> pd.DataFrame:
     """``scores.parquet`` in rank order; a clear error when missing, malformed or empty."""
-    from scalselect import selection
+    from scalselect.select import selection
 
     try:
         table = selection.read_scores(path)
@@ -101,7 +101,7 @@ def read_ranked_scores(path: Path) -> pd.DataFrame:
 
 def read_summary(path: Path) -> pd.DataFrame:
     """``select/summary.csv`` with the budget column kept as written (``"16%"``)."""
-    from scalselect import selection
+    from scalselect.select import selection
 
     try:
         table = pd.read_csv(path, dtype={"budget": str})
@@ -115,7 +115,7 @@ def read_summary(path: Path) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect import style
+    from scalselect.report import style
 
     with style.paper_style():
         written = {
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save(fig, args: argparse.Namespace, name: str) -> list[Path]:
-    from scalselect import style
+    from scalselect.report import style
 
     return style.save_figure(fig, args.out_dir / name, args.formats, args.dpi)
 
@@ -136,7 +136,7 @@ def _save(fig, args: argparse.Namespace, name: str) -> list[Path]:
 def _scores(args: argparse.Namespace) -> list[Path]:
     import json
 
-    from scalselect import figures
+    from scalselect.report import figures
 
     importance = read_ranked_scores(args.scores)["importance"].to_numpy()
     try:
@@ -152,7 +152,7 @@ def _scores(args: argparse.Namespace) -> list[Path]:
 
 
 def _budgets(args: argparse.Namespace) -> list[Path]:
-    from scalselect import figures, tables
+    from scalselect.report import figures, tables
 
     importance = read_ranked_scores(args.scores)["importance"].to_numpy()
     summary = read_summary(args.summary)
@@ -166,8 +166,8 @@ def _budgets(args: argparse.Namespace) -> list[Path]:
 
 
 def _composition(args: argparse.Namespace) -> list[Path]:
-    from scalselect import composition, figures
     from scalselect.io import atomic_write
+    from scalselect.report import composition, figures
 
     sources = composition.sample_sources(args.dataset, args.format, args.source_field)
     scores = read_ranked_scores(args.scores)
@@ -188,7 +188,7 @@ def _composition(args: argparse.Namespace) -> list[Path]:
 
 
 def _gallery(args: argparse.Namespace) -> list[Path]:
-    from scalselect import figures, gallery
+    from scalselect.report import figures, gallery
 
     if args.samples < 1:
         raise UserError("--samples must be at least 1")
@@ -202,11 +202,11 @@ def _gallery(args: argparse.Namespace) -> list[Path]:
 
 
 def _save_overlays(entries: list, folder: Path) -> Path:
-    """Each gallery sample's :func:`~scalselect.figures.token_overlay` as
+    """Each gallery sample's :func:`~scalselect.report.figures.token_overlay` as
     ``folder/<dataset index>.png``, and the index the selection browser reads
-    (:func:`~scalselect.browse.overlay_index`); the folder is replaced as a whole."""
-    from scalselect import browse, figures, style
+    (:func:`~scalselect.report.browse.overlay_index`); the folder is replaced as a whole."""
     from scalselect.io import atomic_directory
+    from scalselect.report import browse, figures, style
 
     with atomic_directory(folder) as partial:
         for entry in entries:

@@ -41,7 +41,7 @@ def _digest(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect import comparison, figures, style, tables
+    from scalselect.report import comparison, figures, style, tables
 
     names = [name for name, _, _ in args.run]
     if len(names) < 2 or len(set(names)) != len(names):

@@ -1,7 +1,7 @@
 """``python -m scalselect plot-layers``: the layer ablation of runs that differ only in
 ``extract.layer``.
 
-Writes ``layer_ablation.<format>`` (:func:`scalselect.figures.layer_ablation`: the
+Writes ``layer_ablation.<format>`` (:func:`scalselect.report.figures.layer_ablation`: the
 normalised spectra with each run's k, and the pairwise overlap of the top-N sets) and
 ``layer_ablation.csv`` / ``.tex`` (per run: layer, k, rank, samples; per pair and budget:
 Jaccard overlap).
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from scalselect import comparison, figures, style, tables
+    from scalselect.report import comparison, figures, style, tables
 
     if len(args.run) < 2 or len({name for name, *_ in args.run}) != len(args.run):
         raise UserError(f"give at least two distinct runs, got {[name for name, *_ in args.run]}")

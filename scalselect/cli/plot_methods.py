@@ -2,7 +2,7 @@
 selection methods per budget, on the scored representations.
 
 Writes ``methods.csv`` (every measure, exact), ``methods.tex`` (booktabs) and
-``methods.<format>`` (:func:`scalselect.figures.methods_comparison`). The subsets are
+``methods.<format>`` (:func:`scalselect.report.figures.methods_comparison`). The subsets are
 those the workflow writes: ScalSelect's top-N, each random-N seed, and the picks of the
 baseline selectors (``select/<method>-<N>.<ext>.picks.parquet``).
 """
@@ -20,7 +20,7 @@ log = logging.getLogger("scalselect.plot")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from scalselect.dataset import FORMAT_CHOICES
+    from scalselect.data.records import FORMAT_CHOICES
 
     parser.add_argument("--dataset", required=True, type=Path, help="filter/dataset.json")
     parser.add_argument("--format", default="auto",
@@ -41,10 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from scalselect import baselines, composition, diagnostics, figures, selection, style, tables
     from scalselect.errors import UserError
-    from scalselect.leverage import Model
-    from scalselect.methods import METHODS, SCALSELECT, random_label
+    from scalselect.report import composition, diagnostics, figures, style, tables
+    from scalselect.score.leverage import Model
+    from scalselect.select import baselines, selection
+    from scalselect.select.methods import METHODS, SCALSELECT, random_label
 
     began = time.perf_counter()
     scores = selection.read_scores(args.scores)

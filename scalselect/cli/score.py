@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from scalselect.leverage import Preprocessing
+    from scalselect.score.leverage import Preprocessing
 
 HELP = (
     "Importance scores: exact rank-k leverage scores of the representations "
@@ -62,21 +62,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def preprocessing(args: argparse.Namespace) -> Preprocessing:
-    """The :class:`~scalselect.leverage.Preprocessing` the options ask for."""
-    from scalselect.leverage import Preprocessing
+    """The :class:`~scalselect.score.leverage.Preprocessing` the options ask for."""
+    from scalselect.score.leverage import Preprocessing
 
     return Preprocessing(args.center, args.standardize, args.l2_normalize)
 
 
 def block_rows(args: argparse.Namespace) -> int:
     """Rows per streamed block: the option, else the library's default."""
-    from scalselect.leverage import BLOCK_ROWS
+    from scalselect.score.leverage import BLOCK_ROWS
 
     return args.block_rows or BLOCK_ROWS
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect import leverage
+    from scalselect.score import leverage
 
     sources = leverage.open_sources(args.features)
     backend = leverage.Backend(args.backend)

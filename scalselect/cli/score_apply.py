@@ -11,7 +11,7 @@ from scalselect.cli.score import add_compute_arguments, block_rows
 if TYPE_CHECKING:
     import pandas as pd
 
-    from scalselect.leverage import Model
+    from scalselect.score.leverage import Model
 
 HELP = "Scoring, per shard: leverage scores of its rows under the fitted model."
 
@@ -36,7 +36,7 @@ def shard_scores(
     their order: columns ``index``, ``id``, ``importance``."""
     import pandas as pd
 
-    from scalselect import leverage
+    from scalselect.score import leverage
 
     backend = leverage.Backend(args.backend)
     parts = [
@@ -47,8 +47,8 @@ def shard_scores(
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect import leverage
     from scalselect.io import atomic_write
+    from scalselect.score import leverage
 
     model = leverage.Model.load(args.model)
     with atomic_write(args.out, "wb") as handle:

@@ -14,7 +14,7 @@ from scalselect.cli.score import (
 )
 
 if TYPE_CHECKING:
-    from scalselect.leverage import Model
+    from scalselect.score.leverage import Model
 
 HELP = (
     "Scoring, reduce step: merge moments, eigendecompose the preprocessed Gram matrix, "
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def fit_and_save(args: argparse.Namespace) -> Model:
     """Fit the model from ``args.partials`` and write ``args.model`` and
     ``args.spectrum``; returns the model."""
-    from scalselect import leverage
+    from scalselect.score import leverage
 
     prep = preprocessing(args)
     if prep.l2_normalize and not args.features:

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from scalselect import leverage
+    from scalselect.score import leverage
 
     table = leverage.rank_scores([pd.read_parquet(p) for p in args.parts])
     leverage.write_scores(args.out, table)

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect import leverage
+    from scalselect.score import leverage
 
     backend = leverage.Backend(args.backend)
     parts = [

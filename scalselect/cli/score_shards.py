@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect import leverage
+    from scalselect.score import leverage
 
     if not args.features:
         raise leverage.LeverageError("score-shards needs --features: the shards to score")

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from scalselect import selection
-    from scalselect.dataset import copy_records
+    from scalselect.data.writers import copy_records
+    from scalselect.select import selection
 
     check = None
     if args.scores.suffix == ".jsonl":

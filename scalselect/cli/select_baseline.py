@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scalselect.methods import BASELINES
+from scalselect.select.methods import BASELINES, METHODS
 
 HELP = "Select N samples with a baseline selector (k-center or k-means) on the representations."
 
@@ -32,34 +32,19 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    import numpy as np
-    import pandas as pd
-
-    from scalselect import baselines, selection
-    from scalselect.dataset import copy_records
+    from scalselect.data.writers import copy_records
     from scalselect.errors import UserError
     from scalselect.io import atomic_write
-    from scalselect.leverage import Model
+    from scalselect.select import baselines, selection
 
     if args.out.resolve() == args.picks.resolve():
         raise UserError(f"--out and --picks name the same file, {args.out}")
     began = time.perf_counter()
     scores = selection.read_scores(args.scores)
     n = selection.resolve_budget(args.num, len(scores))
-    if args.method == "kcenter":
-        if not (args.features and args.model):
-            raise UserError("--method kcenter needs --features and --model")
-        reps = baselines.load_representations(args.features, Model.load(args.model))
-        baselines.require_scored(reps.index, scores, args.scores, f"the features {args.features[0]}...")
-        start = int(np.searchsorted(reps.index, scores["index"].iloc[0]))
-        index, picks = reps.index, baselines.kcenter(reps.matrix, n, start)
-    else:
-        if not args.clusters:
-            raise UserError("--method kmeans needs --clusters (the table of kmeans-clusters)")
-        clusters = pd.read_parquet(args.clusters, columns=["index", "cluster", "distance"])
-        index = clusters["index"].to_numpy()
-        baselines.require_scored(index, scores, args.scores, args.clusters)
-        picks = baselines.cluster_balanced(clusters["cluster"].to_numpy(), clusters["distance"].to_numpy(), n)
+    pick = getattr(baselines, METHODS[args.method].picker)
+    inputs = baselines.BaselineInputs(args.features or (), args.model, args.clusters)
+    index, picks = pick(inputs, n, scores, args.scores)
     table = baselines.picks_table(index, picks, scores.set_index("index")["id"])
     check = selection.ScoresCheck(args.scores, args.dataset)
     copy_records(args.dataset, args.out, keep=table["index"].to_numpy(), check=check,

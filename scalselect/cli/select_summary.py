@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect import selection
+    from scalselect.select import selection
 
     scores = selection.read_scores(args.scores)
     selection.write_summary(args.out, selection.summary(scores, args.budgets))

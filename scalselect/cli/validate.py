@@ -29,7 +29,7 @@ HELP = "Check every sample and image of a dataset; write a JSON report (or one s
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset, its image root and the checks' settings (shared with
     ``validate-merge``, whose report records them)."""
-    from scalselect.dataset import FORMAT_CHOICES
+    from scalselect.data.records import FORMAT_CHOICES
 
     parser.add_argument(
         "--dataset", required=True, help="Dataset file (JSON array, JSON Lines or parquet)."
@@ -84,11 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
 
-def settings_of(args: argparse.Namespace):  # noqa: ANN201 - scalselect.validation.Settings
+def settings_of(args: argparse.Namespace):  # noqa: ANN201 - scalselect.data.validation.Settings
     """The checks' settings from the command line; ``UserError`` for a bad value or a
     missing image root."""
+    from scalselect.data.validation import Settings
     from scalselect.errors import UserError
-    from scalselect.validation import Settings
 
     if args.min_image_side < 1:
         raise UserError(f"--min-image-side must be at least 1, got {args.min_image_side}")
@@ -105,10 +105,10 @@ def settings_of(args: argparse.Namespace):  # noqa: ANN201 - scalselect.validati
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect.dataset import DatasetIndex
+    from scalselect.data.index import DatasetIndex
+    from scalselect.data.validation import format_summary, validate_file, validate_part
     from scalselect.errors import UserError
     from scalselect.io import write_json
-    from scalselect.validation import format_summary, validate_file, validate_part
 
     settings = settings_of(args)
     workers, progress = max(1, args.workers), not args.no_progress

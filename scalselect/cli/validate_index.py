@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect.dataset import write_index
+    from scalselect.data.readers import write_index
 
     index = write_index(args.dataset, args.out)
     print(f"{args.dataset}: {index.count} records ({index.layout}), sha256 {index.sha256}",

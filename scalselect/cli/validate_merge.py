@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scalselect.cli.validate import settings_of
-    from scalselect.dataset import DatasetIndex
+    from scalselect.data.index import DatasetIndex
+    from scalselect.data.validation import Part, format_summary, merge_parts
     from scalselect.io import write_json
-    from scalselect.validation import Part, format_summary, merge_parts
 
     index = DatasetIndex.load(args.index)
     index.check(args.dataset)

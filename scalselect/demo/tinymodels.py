@@ -110,7 +110,14 @@ _QWEN_MIN_TOKENS, _QWEN_MAX_TOKENS = 4, 64
 
 def _tokenizer(special: list[str], *, bos: str | None, eos: str, pad: str, unk: str | None):
     """A byte-level BPE tokenizer trained on the corpus, with the family's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE(unk_token=unk))

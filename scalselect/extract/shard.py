@@ -1,19 +1,19 @@
 """Running stage 1 over one shard of a dataset: reading, reuse, batching, checkpoints, ranks.
 
 The model math (rendering, the first decoder layer, the kept vision tokens) lives in
-:mod:`scalselect.representation`; where results are kept lives in
-:mod:`scalselect.store`; this module feeds the one and fills the other.
+:mod:`scalselect.extract.representation`; where results are kept lives in
+:mod:`scalselect.extract.store`; this module feeds the one and fills the other.
 
 How a shard is processed
 ------------------------
 1. Shard ``i`` of ``n`` is a contiguous range of dataset indices
-   (:func:`scalselect.dataset.shard_range`).
+   (:func:`scalselect.data.index.shard_range`).
    Only its records are read (:func:`read_shard_records`): ``filter`` writes the
    filtered dataset's index (where each record starts), so a job seeks to its records
    and reads nothing else; its time and memory grow with the shard, not with the
    dataset. Without an index, a file with one record per line is scanned for line
    starts (parsing nothing else).
-2. Every sample gets its store key (:func:`scalselect.store.sample_key`: normalised
+2. Every sample gets its store key (:func:`scalselect.extract.store.sample_key`: normalised
    messages and image bytes; not id, position, shard or chunk size). Rank 0 looks the
    keys up in the feature store of the run's model and settings; identical samples
    are one key, so they are computed once.
@@ -27,11 +27,11 @@ How a shard is processed
    failures with their reason included). A killed job loses at most the chunk it was
    working on; a rerun finds the stored packs and computes the rest.
 6. The shard directory is assembled from the stored rows in dataset order
-   (:func:`assemble_shard`) in the :mod:`scalselect.features` format; its
+   (:func:`assemble_shard`) in the :mod:`scalselect.extract.features` format; its
    ``manifest.json`` (written last) says how many samples were computed in this job and
    how many were reused (and how many were computed again because their stored copy was
    damaged), and names the packs it used (``cache prune`` keeps those). A job that
-   finds many packs no index covers then indexes the store (:mod:`scalselect.store_index`).
+   finds many packs no index covers then indexes the store (:mod:`scalselect.extract.store_index`).
 
 A reused row holds the bits stored when it was computed: a reassembled shard equals
 the shard it was taken from bit for bit; against a cold run with a different batch
@@ -67,25 +67,24 @@ from accelerate.utils import broadcast_object_list
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from scalselect import features
-from scalselect.dataset import (
-    FORMATS,
+from scalselect.data.index import DatasetIndex, shard_range
+from scalselect.data.readers import build_index, file_kind, iter_records
+from scalselect.data.records import (
     DatasetError,
-    DatasetIndex,
     Sample,
-    build_index,
+    ShardInput,
     detect_format,
-    file_kind,
-    inspect_record,
-    iter_records,
     resolve_image,
-    shard_range,
 )
 from scalselect.errors import UserError
-from scalselect.io import atomic_write, file_digest, kill_point, write_json
-from scalselect.representation import SampleFailure, collate, load_model, resolve_dtype
-from scalselect.settings import Settings
-from scalselect.store import (
+from scalselect.extract import features
+from scalselect.extract.representation import (
+    SampleFailure,
+    collate,
+    load_model,
+    resolve_dtype,
+)
+from scalselect.extract.store import (
     COMPACT_AFTER,
     DEFAULT_CACHE_DIR,
     PACK_COLUMNS,
@@ -96,6 +95,8 @@ from scalselect.store import (
     settings_key,
     shard_keys,
 )
+from scalselect.io import atomic_write, file_digest, kill_point, write_json
+from scalselect.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def length_estimate(sample: Sample | None, image_tokens: int) -> int:
 
     Examples
     --------
-    >>> from scalselect.dataset import Message
+    >>> from scalselect.data.records import Message
     >>> s = Sample(0, 0, (Message("user", "x" * 40),), ("a.jpg",), "(root)")
     >>> length_estimate(s, 576)
     586
@@ -318,32 +319,6 @@ def assemble_shard(
 
 # ---------------------------------------------------------------------------------------
 # Loading and encoding in DataLoader workers
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardInput:
-    """The samples of one shard, by position in the shard (dataset index = start + position).
-
-    ``samples[p]`` is ``None`` for a record that cannot be normalised, ``problems[p]``
-    then says why; ``ids[p]`` is the record's id as given.
-    """
-
-    start: int
-    samples: list[Sample | None]
-    problems: list[str]
-    ids: list[Any]
-
-    @classmethod
-    def read(cls, records: Sequence[Any], start: int, record_format: str) -> ShardInput:
-        """Normalise a shard's ``records`` (dataset indices from ``start``)."""
-        spec = FORMATS[record_format]
-        samples, problems, ids = [], [], []
-        for position, record in enumerate(records):
-            sample, found = inspect_record(record, start + position, spec)
-            samples.append(sample)
-            problems.append("; ".join(p.detail for p in found))
-            ids.append(record.get("id") if isinstance(record, dict) else None)
-        return cls(start, samples, problems, ids)
 
 
 @dataclasses.dataclass

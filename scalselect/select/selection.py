@@ -6,7 +6,7 @@ failures have no score); a percentage budget is a share of them, rounded half up
 ``"16%"`` of 1001 valid samples is ``round_half_up(160.16) = 160``.
 
 Selections hold the chosen records unchanged, in dataset order, copied as the dataset
-streams by (:func:`scalselect.dataset.copy_records`): memory holds the scores and the
+streams by (:func:`scalselect.data.writers.copy_records`): memory holds the scores and the
 chosen indices, never the records. Ties in importance at the
 boundary of a top-N are broken by dataset index, lower first (the ranking's order). The
 random baseline draws, from the scored samples, the first N of a seeded permutation
@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalselect import features
-from scalselect.dataset import iter_records
+from scalselect.data.readers import iter_records
 from scalselect.errors import UserError
+from scalselect.extract import features
 from scalselect.io import atomic_write
 
 SUMMARY_COLUMNS = ("budget", "n", "fraction", "score_threshold")
@@ -59,7 +59,7 @@ class ScoresCheck:
     otherwise select the wrong samples.
 
     Call it with each record's ``(index, id)`` in dataset order, then :meth:`finish`
-    with the number of records (as :func:`scalselect.dataset.copy_records` does); both
+    with the number of records (as :func:`scalselect.data.writers.copy_records` does); both
     raise ``SelectionError``. Memory: the scored indices and ids (arrow arrays).
     """
 

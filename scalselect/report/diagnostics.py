@@ -17,7 +17,7 @@ singular vectors ``V_k`` (the rank k of scoring) span the full set's dominant su
   :data:`COVERAGE_QUERIES` query samples drawn uniformly without replacement with
   NumPy's ``default_rng(COVERAGE_SEED)`` (the same for every method and budget).
 - **Overlap** with ScalSelect's top-N (Jaccard) and **source composition** come from
-  :mod:`scalselect.comparison` and :mod:`scalselect.composition`.
+  :mod:`scalselect.report.comparison` and :mod:`scalselect.report.composition`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalselect import comparison, composition
-from scalselect.methods import SCALSELECT
+from scalselect.report import comparison, composition
+from scalselect.select.methods import SCALSELECT
 
 # Above this many multiply-adds, coverage is measured on a fixed sample of query samples.
 COVERAGE_EXACT_MACS = 10**12
@@ -164,7 +164,7 @@ def methods_table(
     measures, then the share of each data source (columns ``share:<source>``).
 
     ``subsets`` maps (N, label) to dataset indices; each budget must hold a subset
-    labelled :data:`scalselect.methods.SCALSELECT` (the overlap reference).
+    labelled :data:`scalselect.select.methods.SCALSELECT` (the overlap reference).
     """
     rows = []
     for (n, label), indices in subsets.items():

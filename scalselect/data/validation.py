@@ -3,7 +3,7 @@
 A sample is *invalid* when any of these reason codes applies to it (the report counts
 samples per reason, and lists every invalid sample with all its reasons):
 
-- structure (see :func:`scalselect.dataset.inspect_record`): ``not_an_object``,
+- structure (see :func:`scalselect.data.records.inspect_record`): ``not_an_object``,
   ``missing_messages``, ``messages_not_a_list``, ``empty_messages``,
   ``message_not_an_object``, ``missing_role``, ``unknown_role``, ``missing_content``,
   ``bad_content``, ``images_malformed``, ``image_path_not_a_string``;
@@ -29,15 +29,15 @@ Samples without images are *text-only*: counted and listed, not invalid (the fil
 decides whether to keep them).
 
 Images are files (paths joined to the image root) or bytes embedded in a record
-(parquet datasets, :attr:`scalselect.dataset.Sample.embedded`); the same checks apply to
+(parquet datasets, :attr:`scalselect.data.records.Sample.embedded`); the same checks apply to
 both. Each distinct image (a file, or embedded bytes by their digest) is checked once
 per shard, however many samples use it, in parallel over worker processes that receive
 paths or bytes and send back small results.
 
-The records stream (:func:`scalselect.dataset.iter_records`): memory holds a few dozen
+The records stream (:func:`scalselect.data.readers.iter_records`): memory holds a few dozen
 bytes per record (flags, source label, id digest) and the findings, never the records.
 A dataset is validated in shards (:func:`validate_part`, one job each, seeking through
-the file's :class:`~scalselect.dataset.DatasetIndex`), merged into one report by
+the file's :class:`~scalselect.data.index.DatasetIndex`), merged into one report by
 :func:`merge_parts`; the duplicate-id check is global, on the shards' id digests. The
 report is the same bytes whatever the number of shards; :func:`validate_file` is the
 one-shard case.
@@ -66,23 +66,19 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from scalselect.dataset import (
+from scalselect.data.index import DatasetIndex, shard_range
+from scalselect.data.readers import ReadStats, file_kind, iter_records, parquet_columns
+from scalselect.data.records import (
     FORMATS,
     IMAGE_TAG,
     DatasetError,
-    DatasetIndex,
     FormatVote,
     Problem,
-    ReadStats,
     RecordFormat,
     Sample,
     check_format_name,
-    file_kind,
     inspect_record,
-    iter_records,
-    parquet_columns,
     resolve_image,
-    shard_range,
 )
 from scalselect.io import atomic_write
 
@@ -377,7 +373,7 @@ def validate_part(
     fmt : str
         ``"auto"`` or a record format; with ``"auto"`` each record is read in the format
         its keys fit (all formats a record fits read it the same way) and the part
-        keeps the vote (:class:`scalselect.dataset.FormatVote`).
+        keeps the vote (:class:`scalselect.data.records.FormatVote`).
     source_field : str, optional
     index : DatasetIndex, optional
         The file's index; required for ``num_shards > 1``.
@@ -396,7 +392,7 @@ def validate_part(
     Raises
     ------
     DatasetError
-        The file cannot be read (as :func:`scalselect.dataset.iter_records`), records
+        The file cannot be read (as :func:`scalselect.data.readers.iter_records`), records
         mix formats, or a parquet file has no conversations column.
     """
     path = Path(path)

@@ -4,8 +4,8 @@ lowest-scored samples, recomputed with the model for just those samples.
 Extraction stores per sample only the counts (vision tokens, kept tokens), not which
 tokens were kept; re-running the first layer on a handful of samples is cheaper than
 storing 576 flags for every sample of a 665K-sample dataset. The recomputation uses the
-extraction's own code (:class:`scalselect.representation.Encoder` and
-:class:`~scalselect.representation.FirstLayerModel`) with the run's settings, so the
+extraction's own code (:class:`scalselect.extract.representation.Encoder` and
+:class:`~scalselect.extract.representation.TruncatedVLM`) with the run's settings, so the
 kept tokens are the ones that produced the scored representation.
 
 The overlay is drawn on the part of the image the model saw: LLaVA's CLIP processor
@@ -25,13 +25,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from scalselect.dataset import Sample, iter_samples, resolve_image
+from scalselect.data.readers import iter_samples
+from scalselect.data.records import Sample, resolve_image
 from scalselect.errors import UserError
-from scalselect.figures import GalleryEntry
-from scalselect.representation import SampleFailure, collate, load_model
+from scalselect.extract.representation import SampleFailure, collate, load_model
+from scalselect.report.figures import GalleryEntry
 from scalselect.settings import Settings
 
-log = logging.getLogger("scalselect.gallery")
+log = logging.getLogger("scalselect.report.gallery")
 
 # Longest side of a gallery image: enough for print at the panel size, small PDFs.
 MAX_SIDE = 512

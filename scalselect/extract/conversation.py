@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from scalselect.dataset import Sample
+from scalselect.data.records import Sample
 
 IMAGE_TAGS = ("<image>", "<img>")
 

@@ -1,4 +1,4 @@
-// The selection browser (scalselect/browse.py writes the data files this reads).
+// The selection browser (scalselect/report/browse.py writes the data files this reads).
 // Everything the page shows follows from the URL's hash (#view=kept&budget=32&...): the
 // controls and links only change the hash, so any view can be bookmarked or shared.
 // Data files are scripts calling ScalBrowse.samples/page/ids/tokens: pages opened from

@@ -5,7 +5,7 @@ API (CPU side and GPU side are separate so that encoding runs in DataLoader work
 - ``Encoder(model_path, model_type, *, max_length=4096, min_image_tokens=256,
   max_image_tokens=576, trust_remote_code=False)`` — picklable.
   ``.encode(sample, images) -> EncodedSample`` renders the whole conversation with the
-  model's chat template (``scalselect.conversation``), runs the processor on the decoded
+  model's chat template (``scalselect.extract.conversation``), runs the processor on the decoded
   PIL images and assigns token roles; conversations longer than ``max_length`` lose
   whole trailing rounds (``truncated=True``). Per-sample problems raise
   ``SampleFailure(reason, detail)`` with ``reason`` one of ``no_vision_tokens``,
@@ -13,7 +13,7 @@ API (CPU side and GPU side are separate so that encoding runs in DataLoader work
   ``image_count_mismatch``, ``processor_error``.
 - ``collate(items) -> Batch``: left-pads the token tensors, concatenates the image
   tensors (use as a DataLoader ``collate_fn``; ``Batch`` supports ``pin_memory``).
-- ``FirstLayerModel(model_path, model_type, *, dtype="auto", device=None,
+- ``TruncatedVLM(model_path, model_type, *, dtype="auto", device=None,
   attention_threshold=0.9, trust_remote_code=False, layer=1)``: loads the VLM with SDPA,
   keeps only decoder layers 1..``layer`` (the first one by default, the method) and never
   runs the LM head. ``.represent(batch) ->
@@ -50,7 +50,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scalselect.conversation import (
+from scalselect.data.records import Sample
+from scalselect.errors import UserError
+from scalselect.extract.conversation import (
     ASSISTANT,
     INSTRUCTION,
     PADDING,
@@ -62,8 +64,6 @@ from scalselect.conversation import (
     token_roles,
     truncation_points,
 )
-from scalselect.dataset import Sample
-from scalselect.errors import UserError
 from scalselect.settings import MODEL_TYPES, Settings
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ __all__ = [
     "Batch",
     "EncodedSample",
     "Encoder",
-    "FirstLayerModel",
+    "TruncatedVLM",
     "SampleFailure",
     "SampleResult",
     "collate",
@@ -456,9 +456,9 @@ class _Capture:
     hidden: "torch.Tensor"
 
 
-class FirstLayerModel:
-    """The VLM up to decoder layer L (the first by default), computing representations
-    of batches.
+class TruncatedVLM:
+    """The VLM truncated after decoder layer L (the first by default): only layers 1..L
+    are built and run; computes the representations of batches.
 
     Parameters
     ----------
@@ -614,14 +614,14 @@ class FirstLayerModel:
 
 def load_model(
     model_path: str | os.PathLike, settings: Settings, device: "str | torch.device | None" = None
-) -> tuple[Encoder, FirstLayerModel]:
+) -> tuple[Encoder, TruncatedVLM]:
     """The encoder and the model that compute representations with ``settings``: the
     extraction's, and the gallery's recomputation of a few samples."""
     encoder = Encoder(model_path, settings.model_type, max_length=settings.max_length,
                       min_image_tokens=settings.min_image_tokens,
                       max_image_tokens=settings.max_image_tokens,
                       trust_remote_code=settings.trust_remote_code)
-    model = FirstLayerModel(model_path, settings.model_type, dtype=settings.dtype, device=device,
+    model = TruncatedVLM(model_path, settings.model_type, dtype=settings.dtype, device=device,
                             attention_threshold=settings.attention_threshold,
                             trust_remote_code=settings.trust_remote_code, layer=settings.layer)
     return encoder, model

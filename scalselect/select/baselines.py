@@ -36,10 +36,9 @@ import numpy as np
 import pandas as pd
 
 from scalselect.errors import UserError
-from scalselect.leverage import BLOCK_ROWS, Backend, Model, open_sources
-from scalselect.methods import picks_key
+from scalselect.score.leverage import BLOCK_ROWS, Backend, Model, open_sources
+from scalselect.select.methods import picks_key
 
-METHODS = ("scalselect", "random", "kcenter", "kmeans")
 # scikit-learn's k-means reduces per thread: a fixed count keeps results machine-independent.
 KMEANS_THREADS = 4
 
@@ -80,6 +79,41 @@ def require_scored(index: np.ndarray, scores: pd.DataFrame, scores_path: os.Path
     ``source``) holds exactly the samples of ``scores`` (read from ``scores_path``)."""
     if not np.array_equal(index, np.sort(scores["index"].to_numpy())):
         raise UserError(f"{scores_path} and {source} hold different samples")
+
+
+@dataclass(frozen=True)
+class BaselineInputs:
+    """What the baselines read besides the scores: k-center the shard directories and
+    the scoring model (``features``, ``model``), k-means the clustering (``clusters``)."""
+
+    features: Sequence[str | os.PathLike] = ()
+    model: str | os.PathLike | None = None
+    clusters: str | os.PathLike | None = None
+
+
+def kcenter_picks(inputs: BaselineInputs, budget: int, scores: pd.DataFrame, scores_path: str | os.PathLike
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """k-center on the scored representations, started at the top-ranked sample:
+    ``(dataset index of each row, picks as row numbers in pick order)``."""
+    if not (inputs.features and inputs.model):
+        raise UserError("--method kcenter needs --features and --model")
+    reps = load_representations(inputs.features, Model.load(inputs.model))
+    require_scored(reps.index, scores, scores_path, f"the features {inputs.features[0]}...")
+    start = int(np.searchsorted(reps.index, scores["index"].iloc[0]))
+    return reps.index, kcenter(reps.matrix, budget, start)
+
+
+def kmeans_picks(inputs: BaselineInputs, budget: int, scores: pd.DataFrame, scores_path: str | os.PathLike
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster-balanced picks from the clustering of ``kmeans-clusters``: ``(dataset
+    index of each row, picks as row numbers)``."""
+    if not inputs.clusters:
+        raise UserError("--method kmeans needs --clusters (the table of kmeans-clusters)")
+    clusters = pd.read_parquet(inputs.clusters, columns=["index", "cluster", "distance"])
+    index = clusters["index"].to_numpy()
+    require_scored(index, scores, scores_path, inputs.clusters)
+    return index, cluster_balanced(clusters["cluster"].to_numpy(), clusters["distance"].to_numpy(),
+                                   budget)
 
 
 def _device(device: str | None) -> Any:
@@ -287,7 +321,7 @@ def picks_table(index: np.ndarray, picks: np.ndarray, ids: pd.Series) -> pd.Data
 
 def read_picks(paths: Sequence[str | os.PathLike]) -> dict[tuple[str, int], np.ndarray]:
     """``(method, N)`` -> dataset indices (in dataset order) of each picks table, the
-    method and budget read from the file's name (:func:`scalselect.methods.picks_name`).
+    method and budget read from the file's name (:func:`scalselect.select.methods.picks_name`).
 
     Raises
     ------

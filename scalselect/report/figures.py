@@ -1,9 +1,9 @@
 """The paper figures: one small function per figure, each returning a matplotlib Figure.
 
-Every function draws with :mod:`scalselect.style` (call them inside
-:func:`scalselect.style.paper_style`) and takes plain data, not file paths, so the
+Every function draws with :mod:`scalselect.report.style` (call them inside
+:func:`scalselect.report.style.paper_style`) and takes plain data, not file paths, so the
 figures can be tested and reused outside the workflow. Saving is
-:func:`scalselect.style.save_figure`.
+:func:`scalselect.report.style.save_figure`.
 
 Figures per run:
 
@@ -37,8 +37,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from PIL import Image
 
-from scalselect import style
-from scalselect.methods import METHODS
+from scalselect.report import style
+from scalselect.select.methods import METHODS
 
 IMPORTANCE_LABEL = "Importance score π"
 PANELS = ("histogram", "ranking", "cumulative", "violin")
@@ -616,7 +616,7 @@ def methods_comparison(table: pd.DataFrame) -> Figure:
     """Training-free comparison of selection methods: one panel per measure of
     :data:`METHOD_MEASURES` (grouped bars: budgets on the x axis, one bar per method),
     and the data-source composition of each method's subset at the largest budget
-    (columns ``share:<source>``). ``table`` is :func:`scalselect.diagnostics.methods_table`'s."""
+    (columns ``share:<source>``). ``table`` is :func:`scalselect.report.diagnostics.methods_table`'s."""
     methods = list(dict.fromkeys(table["method"]))
     budgets = sorted(set(table["budget"].astype(int)))
     colors = {m: style.RANDOM if m.startswith(METHODS["random"].label) else style.PALETTE[i % 7]
@@ -662,7 +662,7 @@ def layer_ablation(spectra: pd.DataFrame, overlap: pd.DataFrame) -> Figure:
     runs' top-N sets per budget and pair.
 
     ``spectra`` has one row per run: ``label``, ``energy`` (the normalised spectrum, a
-    sequence) and ``k``; ``overlap`` is :func:`scalselect.comparison.compare_runs`'s
+    sequence) and ``k``; ``overlap`` is :func:`scalselect.report.comparison.compare_runs`'s
     with a ``pair`` label column.
     """
     fig, (ax, bars) = style.new_figure(style.DOUBLE_COLUMN, 2.6, ncols=2)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from scalselect import selection
+from scalselect.select import selection
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -8,7 +8,7 @@ Keys
 ----
 - The *sample key* (:func:`sample_key`) is a SHA-256 of what the model sees of a
   sample: its normalised messages (roles and contents, as
-  :mod:`scalselect.dataset` reads them from any record format) and the byte digests
+  :mod:`scalselect.data.records` reads them from any record format) and the byte digests
   of its image files, in order. Not its id, its position, its shard or the chunk size.
   A record that cannot be normalised is keyed by its JSON text.
 - The *settings key* (:func:`settings_key`) is a SHA-256 of the model's files
@@ -27,7 +27,7 @@ Layout (``<cache_dir>/features/<settings key>/``)
   per matrix row. The table is renamed into place last: a pack exists once its table
   does. Failed samples are stored too, with their reason, so a rerun does not retry a
   corrupt image (unless its bytes change, which changes the key).
-- ``index/``: compacted key indexes (:mod:`scalselect.store_index`), written by
+- ``index/``: compacted key indexes (:mod:`scalselect.extract.store_index`), written by
   ``python -m scalselect cache compact`` and by extract jobs that find many packs no
   index covers; a look-up reads the newest sound index and only the packs it does not
   cover, so its cost does not grow with the packs other jobs wrote.
@@ -79,15 +79,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from scalselect.dataset import resolve_image
+from scalselect.data.records import ShardInput, resolve_image
 from scalselect.errors import UserError
-from scalselect.io import atomic_write, file_digest, kill_point, write_json
-from scalselect.store_index import (
+from scalselect.extract.store_index import (
     INDEX_DIR,
     IndexDamaged,
     KeyIndex,
@@ -99,9 +98,7 @@ from scalselect.store_index import (
     search,
     write_index,
 )
-
-if TYPE_CHECKING:
-    from scalselect.extraction import ShardInput
+from scalselect.io import atomic_write, file_digest, kill_point, write_json
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +127,7 @@ def sample_key(sample: Any, record: Any, image_keys: Sequence[str]) -> str:
 
     Parameters
     ----------
-    sample : scalselect.dataset.Sample or None
+    sample : scalselect.data.records.Sample or None
         The normalised record; ``None`` when it cannot be normalised.
     record : object
         The record as parsed; only used when ``sample`` is ``None``.
@@ -139,7 +136,7 @@ def sample_key(sample: Any, record: Any, image_keys: Sequence[str]) -> str:
 
     Examples
     --------
-    >>> from scalselect.dataset import Message, Sample
+    >>> from scalselect.data.records import Message, Sample
     >>> a = Sample(0, 1, (Message("user", "<image>\\nHi"),), ("a.jpg",), "x")
     >>> b = Sample(9, "other", (Message("user", "<image>\\nHi"),), ("b/c.jpg",), "y")
     >>> sample_key(a, None, ["d1"]) == sample_key(b, None, ["d1"])
@@ -199,7 +196,9 @@ def resolve_model_dir(model: str) -> Path:
     """
     if Path(model).is_dir():
         return Path(model)
-    from huggingface_hub import snapshot_download  # slow to import; `cache` commands never need it
+    from huggingface_hub import (
+        snapshot_download,  # slow to import; `cache` commands never need it
+    )
 
     try:
         return Path(snapshot_download(model, local_files_only=True))

@@ -20,15 +20,22 @@ from scalselect.errors import UserError
 class Method:
     """A selection method.
 
-    ``baseline``: a selector on the run's representations (``select-baseline``), whose
-    selection the workflow writes as ``select/<name>-<N>.<ext>`` (``ext``: the dataset's
+    ``picker``: for a baseline (a selector on the run's representations, run by
+    ``select-baseline``), the name of its function in :mod:`scalselect.select.baselines`
+    (named, not imported: the rules read this table without numpy or torch). The
+    workflow writes its selection as ``select/<name>-<N>.<ext>`` (``ext``: the dataset's
     kind, as for top-N) and its picks as ``select/<name>-<N>.<ext>.picks.parquet``
     (:func:`picks_name`).
     """
 
     name: str
     label: str
-    baseline: bool = False
+    picker: str | None = None
+
+    @property
+    def baseline(self) -> bool:
+        """Whether ``select-baseline`` makes this method's selections."""
+        return self.picker is not None
 
 
 METHODS = {
@@ -36,8 +43,8 @@ METHODS = {
     for method in (
         Method("scalselect", "ScalSelect"),
         Method("random", "Random"),
-        Method("kcenter", "k-center", baseline=True),
-        Method("kmeans", "k-means", baseline=True),
+        Method("kcenter", "k-center", picker="kcenter_picks"),
+        Method("kmeans", "k-means", picker="kmeans_picks"),
     )
 }
 BASELINES = tuple(name for name, method in METHODS.items() if method.baseline)

@@ -1,7 +1,7 @@
 """Which data sources a selection draws from: the share of each source (e.g. coco, gqa,
 ocr_vqa, textvqa, vg in LLaVA-665K) in the full set, in each top-N and in each random-N.
 
-A sample's source is :attr:`scalselect.dataset.Sample.source`: the first folder of its
+A sample's source is :attr:`scalselect.data.records.Sample.source`: the first folder of its
 first image path, or a configured record field. Sources beyond the ``max_sources`` most
 frequent ones in the full set are pooled as ``other`` so that colours stay distinguishable.
 """
@@ -14,8 +14,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from scalselect import selection, style
-from scalselect.dataset import DatasetError, iter_samples
+from scalselect.data.readers import iter_samples
+from scalselect.data.records import DatasetError
+from scalselect.report import style
+from scalselect.select import selection
 
 OTHER = "other"
 FULL_SET = "Full set"

@@ -1,8 +1,8 @@
 """The original recipe, kept as the independent baseline for fidelity tests and benchmarks.
 
 Everything from the raw sample to the representation is written here a second time,
-from METHOD.md, sharing nothing with the production path (``scalselect.conversation``,
-``scalselect.representation.Encoder`` and ``FirstLayerModel``) but the checkpoint's own
+from METHOD.md, sharing nothing with the production path (``scalselect.extract.conversation``,
+``scalselect.extract.representation.Encoder`` and ``TruncatedVLM``) but the checkpoint's own
 processor and tokenizer, so that a bug on one side shows up as a difference:
 
 - rendering: the messages are rebuilt from the sample (images first in the first user
@@ -31,9 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scalselect.conversation import ASSISTANT, INSTRUCTION, VISION
-from scalselect.dataset import Sample
-from scalselect.representation import SampleResult, check_model_type, resolve_dtype
+from scalselect.data.records import Sample
+from scalselect.extract.conversation import ASSISTANT, INSTRUCTION, VISION
+from scalselect.extract.representation import (
+    SampleResult,
+    check_model_type,
+    resolve_dtype,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +55,7 @@ def plain_selection(
     attention : ndarray of shape (L, L)
         Its attention probabilities averaged over heads.
     roles : ndarray of shape (L,)
-        Token role codes (``scalselect.conversation``).
+        Token role codes (``scalselect.extract.conversation``).
     threshold : float
         The attention threshold tau.
 
@@ -169,9 +173,9 @@ def reference_roles(
 class ReferenceModel:
     """The original recipe from the raw sample: own encoding, full VLM, eager attention.
 
-    Parameters are those of :class:`scalselect.representation.FirstLayerModel`, plus
+    Parameters are those of :class:`scalselect.extract.representation.TruncatedVLM`, plus
     the Qwen-VL vision-token budget per image of
-    :class:`scalselect.representation.Encoder`; ``layer`` only chooses which of the full
+    :class:`scalselect.extract.representation.Encoder`; ``layer`` only chooses which of the full
     forward's outputs are read.
     """
 

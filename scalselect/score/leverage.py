@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalselect import features
 from scalselect.errors import UserError
+from scalselect.extract import features
 from scalselect.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def open_sources(paths: Sequence[str | os.PathLike]) -> list[Source]:
 
     Raises ``LeverageError`` when the paths mix an ``.npz`` with anything else (its row
     positions and the shards' dataset indices would collide), shards of different
-    datasets (:func:`~scalselect.features.dataset_fingerprint`) or dimensions disagree.
+    datasets (:func:`~scalselect.extract.features.dataset_fingerprint`) or dimensions disagree.
     """
     npz = [p for p in paths if str(p).endswith(".npz")]
     if npz and len(paths) > 1:

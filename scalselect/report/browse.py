@@ -26,7 +26,7 @@ files are scripts that hand their content to the page's ``ScalBrowse`` object; t
 adds their ``<script>`` tags on demand. It needs no server and no network.
 
 The job holds only per-sample numbers and ids: the dataset is streamed record by record
-(:func:`scalselect.dataset.iter_samples`) and each sample's page entry is parked in a temporary file, then
+(:func:`scalselect.data.readers.iter_samples`) and each sample's page entry is parked in a temporary file, then
 copied into the page files in rank order.
 """
 
@@ -50,14 +50,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from scalselect import features
-from scalselect.dataset import DatasetError, iter_samples, resolve_image
+from scalselect.data.readers import iter_samples
+from scalselect.data.records import DatasetError, resolve_image
 from scalselect.errors import UserError
+from scalselect.extract import features
 from scalselect.io import atomic_directory
-from scalselect.methods import METHODS
-from scalselect.selection import random_indices, resolve_budget, top_indices
+from scalselect.select.methods import METHODS
+from scalselect.select.selection import random_indices, resolve_budget, top_indices
 
-log = logging.getLogger("scalselect.browse")
+log = logging.getLogger("scalselect.report.browse")
 
 # Samples per page file: at LLaVA-665K's ~1 kB of text per sample, ~0.5 MB per file.
 PAGE_SIZE = 500
@@ -97,7 +98,7 @@ def run_subsets(
     Parameters
     ----------
     scores : DataFrame
-        Ranked scores (:func:`scalselect.selection.read_scores`).
+        Ranked scores (:func:`scalselect.select.selection.read_scores`).
     budgets : sequence of int or str
         Budgets as configured (counts or percentages of the scored samples).
     seeds : sequence of int
@@ -283,7 +284,7 @@ def build_browser(
     dataset : str or PathLike
         The filtered dataset the scores index (one record per line, as ``filter`` writes).
     scores : DataFrame
-        Ranked scores (:func:`scalselect.selection.read_scores`).
+        Ranked scores (:func:`scalselect.select.selection.read_scores`).
     subsets : sequence
         The run's selections (:func:`run_subsets`).
     out_dir : str or PathLike
@@ -411,9 +412,9 @@ def _write_page(folder: Path, config: dict[str, Any]) -> None:
     """``index.html`` from the Jinja2 template, and the script and style sheet beside it."""
     import jinja2
 
-    templates = resources.files("scalselect") / "templates" / "browse"
+    templates = resources.files("scalselect.report") / "templates" / "browse"
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("scalselect", "templates/browse"),
+        loader=jinja2.PackageLoader("scalselect.report", "templates/browse"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     methods = {s["method"]: method_label(s["method"]) for s in config["subsets"]}

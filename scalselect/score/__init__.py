@@ -1,0 +1,2 @@
+"""Stage 2: importance by the dominant subspace — moments, the fit and the rank-k
+leverage scores."""
