@@ -26,9 +26,10 @@ import difflib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
+
+from scalselect.budgets import Budget, BudgetError
 
 WORKFLOW_MADE = "resources/"
 
@@ -90,29 +91,29 @@ def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> lis
 
 
 def budget_problems(budgets: Sequence[int | str]) -> list[str]:
-    """Budgets that no number of scored samples can satisfy: a percentage above 100% or
-    at 0%. Counts and their digit strings (``"50"``, as ``--config`` passes them) are
-    fine here; a count above the dataset's size is found by ``filter``."""
+    """Budgets that no number of scored samples can satisfy: one that is no budget, a
+    percentage above 100% or at 0%. Counts and their digit strings (``"50"``, as
+    ``--config`` passes them) are fine here; a count above the dataset's size is found by
+    ``filter``."""
     problems = []
     for budget in budgets:
-        text = str(budget).strip()
-        if not text.endswith("%"):
-            continue
-        percent = Fraction(text[:-1])
-        if percent > 100:
-            problems.append(f"{budget!r} is more than 100% of the scored samples")
-        elif percent == 0:
-            problems.append(f"{budget!r} is 0% of the scored samples: it selects no sample")
+        try:
+            problem = Budget.parse(budget).problem()
+        except BudgetError as error:
+            problem = str(error)
+        if problem:
+            problems.append(problem)
     return problems
 
 
 def count_budget_problems(budgets: Sequence[int | str], n_kept: int) -> list[str]:
     """Count budgets larger than the ``n_kept`` samples that passed the filter (no
     scoring can reach them; percentages always fit)."""
+    counts = [(budget, Budget.parse(budget).count) for budget in budgets]
     return [
         f"{budget!r} asks for more samples than the {n_kept} that passed the filter"
-        for budget in budgets
-        if not str(budget).strip().endswith("%") and int(str(budget)) > n_kept
+        for budget, count in counts
+        if count is not None and count > n_kept
     ]
 
 

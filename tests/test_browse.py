@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from scalselect.budgets import resolve_budget
 from scalselect.cli import main
 from scalselect.data.readers import load_dataset
 from scalselect.data.writers import write_records
@@ -60,7 +61,7 @@ def make_run(root: Path) -> dict:
     select = root / "select"
     files = {}
     for budget in BUDGETS:
-        n = selection.resolve_budget(budget, len(scored))
+        n = resolve_budget(budget, len(scored))
         files[("scalselect", n)] = select / f"top-{n}.json"
         for seed in SEEDS:
             files[(f"random-seed{seed}", n)] = select / f"random-{n}-seed{seed}.json"

@@ -17,13 +17,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_leverage import write_shards
 
+from scalselect.budgets import BudgetError, resolve_budget
 from scalselect.cli import main
 from scalselect.data.readers import load_dataset
 from scalselect.data.records import DatasetError
 from scalselect.data.writers import copy_records, write_records
 from scalselect.score import leverage
 from scalselect.select import selection
-from scalselect.select.selection import SelectionError
 
 
 def sharegpt_records(n: int) -> list[dict]:
@@ -75,7 +75,7 @@ def files(tmp_path: Path) -> tuple[Path, Path, list[dict], pd.DataFrame]:
      ("100%", 7, 7), ("0.05%", 1000, 1)],
 )
 def test_resolve_budget(budget: int | str, n_valid: int, n: int) -> None:
-    assert selection.resolve_budget(budget, n_valid) == n
+    assert resolve_budget(budget, n_valid) == n
 
 
 @pytest.mark.parametrize(
@@ -84,8 +84,8 @@ def test_resolve_budget(budget: int | str, n_valid: int, n: int) -> None:
      ("1%", "selects no sample"), ("many", "neither a count nor a percentage"), (0, "selects no sample")],
 )
 def test_bad_budgets_are_clear_errors(budget: int | str, message: str) -> None:
-    with pytest.raises(SelectionError, match=message):
-        selection.resolve_budget(budget, 30)
+    with pytest.raises(BudgetError, match=message):
+        resolve_budget(budget, 30)
 
 
 @pytest.mark.parametrize(
@@ -96,13 +96,13 @@ def test_bad_budgets_are_clear_errors(budget: int | str, message: str) -> None:
      ("19.65%", 3000, 590), ("2.675%", 200, 5), ("12.5%", 4, 1), ("37.5%", 4, 2)],
 )
 def test_percentages_are_exact_decimals_rounded_half_up(budget: str, n_valid: int, n: int) -> None:
-    assert selection.resolve_budget(budget, n_valid) == n
+    assert resolve_budget(budget, n_valid) == n
 
 
 @pytest.mark.parametrize("budget", ["nan%", "inf%", "1/3%", "%", "1.5", "16 %%", "ten%"])
 def test_only_decimal_percentages_and_integer_counts_are_budgets(budget: str) -> None:
-    with pytest.raises(SelectionError, match="neither a count nor a percentage"):
-        selection.resolve_budget(budget, 100)
+    with pytest.raises(BudgetError, match="neither a count nor a percentage"):
+        resolve_budget(budget, 100)
 
 
 def expected_count(mantissa: int, places: int, n_valid: int) -> int:
@@ -121,14 +121,14 @@ def test_percentage_budgets_property(mantissa: int, places: int, n_valid: int) -
     text = f"{mantissa // 10**places}.{mantissa % 10**places:0{places}d}%" if places else f"{mantissa}%"
     n = expected_count(mantissa, places, n_valid)
     if mantissa > 100 * 10**places:
-        with pytest.raises(SelectionError, match="more than 100%"):
-            selection.resolve_budget(text, n_valid)
+        with pytest.raises(BudgetError, match="more than 100%"):
+            resolve_budget(text, n_valid)
     elif n < 1:
-        with pytest.raises(SelectionError, match="selects no sample"):
-            selection.resolve_budget(text, n_valid)
+        with pytest.raises(BudgetError, match="selects no sample"):
+            resolve_budget(text, n_valid)
     else:
-        assert selection.resolve_budget(text, n_valid) == n
-        assert selection.resolve_budget(f" {text} ", n_valid) == n
+        assert resolve_budget(text, n_valid) == n
+        assert resolve_budget(f" {text} ", n_valid) == n
 
 
 @settings(max_examples=200, deadline=None)
@@ -136,10 +136,10 @@ def test_percentage_budgets_property(mantissa: int, places: int, n_valid: int) -
 def test_count_budgets_property(count: int, n_valid: int) -> None:
     for budget in (count, str(count)):
         if 1 <= count <= n_valid:
-            assert selection.resolve_budget(budget, n_valid) == count
+            assert resolve_budget(budget, n_valid) == count
         else:
-            with pytest.raises(SelectionError, match="selects no sample|only"):
-                selection.resolve_budget(budget, n_valid)
+            with pytest.raises(BudgetError, match="selects no sample|only"):
+                resolve_budget(budget, n_valid)
 
 
 @settings(max_examples=200, deadline=None)
@@ -246,7 +246,7 @@ def test_original_jsonl_selects_by_id_when_ids_are_unique(tmp_path: Path) -> Non
 
 def test_original_jsonl_with_repeated_dataset_ids_is_an_error(files) -> None:
     dataset, scores, records, _ = files
-    with pytest.raises(SelectionError, match="occurs twice in the dataset"):
+    with pytest.raises(selection.SelectionError, match="occurs twice in the dataset"):
         selection.scores_from_jsonl(scores.with_name("importance_scores.jsonl"), dataset)
 
 
@@ -255,7 +255,7 @@ def test_scores_of_another_dataset_are_an_error(files, tmp_path: Path) -> None:
     shorter = tmp_path / "shorter.json"
     write_records(shorter, records[:20])
     check = selection.ScoresCheck(scores, shorter)
-    with pytest.raises(SelectionError, match=re.escape(
+    with pytest.raises(selection.SelectionError, match=re.escape(
             f"{scores} does not belong to {shorter}: it scores dataset index 39 but the"
             " dataset has 20 records")):
         copy_records(shorter, tmp_path / "out.json", keep=selection.top_indices(table, 3),
@@ -288,7 +288,7 @@ def test_original_jsonl_table_is_ranked_with_its_ids(tmp_path: Path) -> None:
     assert table["rank"].tolist() == [1, 2, 3] and table["rank"].dtype == np.int64
     assert table["importance"].tolist() == [0.9, 0.5, 0.5]
     jsonl.write_text('{"sample_id": "q1", "importance": 0.5}\n\n{"sample_id": "q9", "importance": 1}\n')
-    with pytest.raises(SelectionError, match=r"importance_scores.jsonl:3: sample_id \"q9\" is not in the dataset"):
+    with pytest.raises(selection.SelectionError, match=r"importance_scores.jsonl:3: sample_id \"q9\" is not in the dataset"):
         selection.scores_from_jsonl(jsonl, records)
 
 
@@ -322,13 +322,13 @@ def test_scores_check_matches_index_id_and_id_type(tmp_path: Path) -> None:
     # holds the null id.
     check((3, None, "null"), (0, "7", "int"), (1, "b", "str"), (2, None, "null"))
     for index in (-1, 4):
-        with pytest.raises(SelectionError, match=re.escape(
+        with pytest.raises(selection.SelectionError, match=re.escape(
                 f"s.parquet does not belong to d.json: it scores dataset index {index}"
                 " but the dataset has 4 records")):
             check((index, "7", "int"), (1, "b", "str"))
     # The same text but another type (the int 7 against the string "7") does not match.
     for wrong in ((0, "7", "str"), (1, "c", "str"), (3, "None", "str")):
-        with pytest.raises(SelectionError, match=re.escape(
+        with pytest.raises(selection.SelectionError, match=re.escape(
                 f"s.parquet does not belong to d.json: dataset index {wrong[0]} holds id"
                 f" {records[wrong[0]]['id']!r} but the scores have id {wrong[1]!r} ({wrong[2]})"
                 " there (scores of another dataset, or of these records in another order)")):

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from scalselect.budgets import resolve_budget
     from scalselect.errors import UserError
     from scalselect.report import composition, diagnostics, figures, style, tables
     from scalselect.score.leverage import Model
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     space = diagnostics.Space(reps.index, reps.matrix, basis,
                               float(np.square(spectrum.singular_values[: spectrum.k]).sum()))
     subsets = {}
-    for n in sorted({selection.resolve_budget(b, len(scores)) for b in args.budgets}):
+    for n in sorted({resolve_budget(b, len(scores)) for b in args.budgets}):
         subsets[(n, SCALSELECT)] = selection.top_indices(scores, n)
         for seed in args.random_seeds:
             subsets[(n, random_label(seed))] = selection.random_indices(scores, n, seed)

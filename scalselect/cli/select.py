@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from scalselect.budgets import resolve_budget
     from scalselect.data.writers import copy_records
     from scalselect.select import selection
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         scores = selection.read_scores(args.scores, columns=["index"])
         check = selection.ScoresCheck(args.scores, args.dataset)
     total = len(scores)
-    n = selection.resolve_budget(args.num, total)
+    n = resolve_budget(args.num, total)
     if args.random:
         indices = selection.random_indices(scores, n, args.seed)
     else:

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
+    from scalselect.budgets import resolve_budget
     from scalselect.data.writers import copy_records
     from scalselect.errors import UserError
     from scalselect.io import atomic_write
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out and --picks name the same file, {args.out}")
     began = time.perf_counter()
     scores = selection.read_scores(args.scores)
-    n = selection.resolve_budget(args.num, len(scores))
+    n = resolve_budget(args.num, len(scores))
     pick = getattr(baselines, METHODS[args.method].picker)
     inputs = baselines.BaselineInputs(args.features or (), args.model, args.clusters)
     index, picks = pick(inputs, n, scores, args.scores)

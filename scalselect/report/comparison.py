@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from scalselect.budgets import resolve_budget
 from scalselect.select import selection
 
 
@@ -81,8 +82,8 @@ def compare_runs(
         correlation.append({"run_a": run_a, "run_b": run_b, "n_common": len(common),
                             "spearman": spearman(xa, xb)})
         for budget in budgets:
-            n_a = selection.resolve_budget(budget, len(a))
-            n_b = selection.resolve_budget(budget, len(b))
+            n_a = resolve_budget(budget, len(a))
+            n_b = resolve_budget(budget, len(b))
             overlap.append({
                 "run_a": run_a, "run_b": run_b, "budget": str(budget), "n_a": n_a,
                 "n_b": n_b,

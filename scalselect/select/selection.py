@@ -17,17 +17,15 @@ of the same seed.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from scalselect.budgets import resolve_budget
 from scalselect.data.readers import iter_records
 from scalselect.errors import UserError
 from scalselect.extract import features
@@ -136,51 +134,6 @@ def scores_from_jsonl(path: str | os.PathLike, dataset: str | os.PathLike) -> pd
     table = table.iloc[order].reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1, dtype=np.int64)
     return table
-
-
-def resolve_budget(budget: int | str, n_valid: int) -> int:
-    """The number of samples a budget asks for.
-
-    Parameters
-    ----------
-    budget : int or str
-        A sample count (``100000``, ``"100000"``) or a percentage of the scored samples
-        (``"16%"``, ``"2.5%"``).
-    n_valid : int
-        Number of valid (scored) samples.
-
-    Returns
-    -------
-    n : int
-        The count; a percentage is rounded half up (exact decimal arithmetic).
-
-    Raises
-    ------
-    SelectionError
-        Unparsable budget, a percentage above 100, zero samples, or more samples than
-        are valid.
-    """
-    text = str(budget).strip()
-    try:
-        if text.endswith("%"):
-            # The decimal text, exactly (never a float: "1.15%" of 3000 is 34.5 -> 35).
-            percent = Decimal(text[:-1])
-            if not percent.is_finite():
-                raise ValueError(text)
-            if percent > 100:
-                raise SelectionError(f"budget {budget!r} is more than 100% of the scored samples")
-            n = math.floor(Fraction(percent) * n_valid / 100 + Fraction(1, 2))
-        else:
-            n = int(text)
-    except (ValueError, InvalidOperation):
-        raise SelectionError(f"budget {budget!r} is neither a count nor a percentage") from None
-    if n < 1:
-        raise SelectionError(f"budget {budget!r} of {n_valid} scored samples selects no sample")
-    if n > n_valid:
-        raise SelectionError(
-            f"budget {budget!r} asks for {n} samples but only {n_valid} were scored"
-        )
-    return n
 
 
 def top_indices(scores: pd.DataFrame, n: int) -> np.ndarray:
