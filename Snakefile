@@ -29,4 +29,4 @@ include: "rules/browse.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        PLAN.all_targets(),

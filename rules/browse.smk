@@ -28,8 +28,8 @@ rule browse:
     params:
         image_root=run_value("image_root"),
         dataset=run_options("format", "source_field"),
-        budgets=cli_options("select", "budgets"),
-        seeds=lambda wildcards: cli_option("random_seeds", random_seeds(wildcards.run)),
+        budgets=budget_options,
+        seeds=seed_options,
     shell:
         "python -m scalselect browse --dataset {input.dataset} {params.dataset}"
         " --image-root {params.image_root} --scores {input.scores} {params.budgets}"

@@ -104,9 +104,7 @@ rule filter:
     resources:
         # Checked here, before extraction; a resource, not a param: budgets do not
         # change the filtered dataset, so a new budget must not rerun everything.
-        budgets=lambda wildcards: " ".join(
-            map(shlex.quote, map(str, settings(wildcards.run, "select")["budgets"]))
-        ),
+        budgets=per_run(lambda run: shlex.join(map(str, PLAN.budgets(run)))),
     params:
         options=cli_options("filter", "keep_text_only"),
     shell:

@@ -139,12 +139,12 @@ rule plots_compare:
     benchmark:
         "results/compare/{group}/benchmarks/plots_compare.tsv"
     wildcard_constraints:
-        group="|".join(map(re.escape, comparison_groups())) or "(?!)",
+        group="|".join(map(re.escape, PLAN.comparison_groups())) or "(?!)",
     conda:
         "../envs/plots.yaml"
     params:
         runs=comparison_runs,
-        budgets=lambda wildcards: cli_option("budgets", config["select"]["budgets"]),
+        budgets=group_budget_options(PLAN.comparison_groups),
         options=plot_options,
     shell:
         "python -m scalselect plot-compare {params.runs} {params.budgets}"
@@ -177,11 +177,11 @@ rule plots_methods:
         "../envs/plots.yaml"
     resources:
         gpu=gallery_gpus,
-        mem_mb=features_mem_mb,
+        mem_mb=shards_mem_mb,
     params:
         options=plot_options,
-        budgets=cli_options("select", "budgets"),
-        seeds=lambda wildcards: cli_option("random_seeds", random_seeds(wildcards.run)),
+        budgets=budget_options,
+        seeds=seed_options,
         dataset=run_options("format", "source_field"),
     shell:
         "python -m scalselect plot-methods --dataset {input.dataset} {params.dataset}"
@@ -206,12 +206,12 @@ rule plots_layers:
     benchmark:
         "results/layers/{group}/benchmarks/plots_layers.tsv"
     wildcard_constraints:
-        group="|".join(map(re.escape, layer_groups())) or "(?!)",
+        group="|".join(map(re.escape, PLAN.layer_groups())) or "(?!)",
     conda:
         "../envs/plots.yaml"
     params:
         runs=layer_runs,
-        budgets=lambda wildcards: cli_option("budgets", config["select"]["budgets"]),
+        budgets=group_budget_options(PLAN.layer_groups),
         options=plot_options,
     shell:
         "python -m scalselect plot-layers {params.runs} {params.budgets}"

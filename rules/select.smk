@@ -62,7 +62,7 @@ rule select_summary:
     conda:
         "../envs/data.yaml"
     params:
-        budgets=cli_options("select", "budgets"),
+        budgets=budget_options,
     shell:
         "python -m scalselect select-summary --scores {input.scores} {params.budgets}"
         " --out {output.summary} > {log} 2>&1"
@@ -91,7 +91,7 @@ rule select_kcenter:
     resources:
         # On a GPU when there is one.
         gpu=gallery_gpus,
-        mem_mb=features_mem_mb,
+        mem_mb=shards_mem_mb,
     shell:
         "OMP_NUM_THREADS={threads} python -m scalselect select-baseline --method kcenter"
         " --dataset {input.dataset} --features {input.shards} --model {input.model}"
@@ -116,7 +116,7 @@ rule select_kmeans_clusters:
     # scikit-learn's k-means runs on a fixed 4 threads (scalselect.select.baselines.KMEANS_THREADS).
     threads: 4
     resources:
-        mem_mb=features_mem_mb,
+        mem_mb=shards_mem_mb,
     params:
         options=cli_options("select", "kmeans_clusters", "kmeans_seed"),
     shell:
