@@ -16,7 +16,7 @@ from scalselect.config import (
     shard_group_problems,
 )
 from scalselect.select.methods import BASELINES, picks_name
-from scalselect.settings import RESULT_KEYS
+from scalselect.settings import result_keys
 
 # Run sections override the global stage sections key by key; keep what the user wrote
 # before schema validation fills defaults into them.
@@ -375,7 +375,8 @@ def layer_groups():
     groups = {}
     for run in RUNS:
         entry = {k: v for k, v in run_config(run).items() if k not in STAGES}
-        extract = {k: settings(run, "extract")[k] for k in RESULT_KEYS if k != "layer"}
+        values = settings(run, "extract")
+        extract = {k: values[k] for k in result_keys("extract") if k != "layer"}
         stages = [without(settings(run, "validate"), VALIDATE_SPEED_KEYS)]
         stages += [settings(run, s) for s in ("filter", "score", "select")]
         groups.setdefault(repr((entry, extract, stages)), []).append(run)
