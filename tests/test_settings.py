@@ -5,6 +5,7 @@ follow its declaration. A setting changed or added in one place only fails here.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import shlex
 
 import pytest
@@ -121,6 +122,24 @@ def test_the_classes_hold_what_changes_results_and_speed_sits_apart() -> None:
 
 def test_the_selectable_methods_are_the_registered_ones() -> None:
     assert declared(SelectSettings)["methods"].choices == tuple(METHODS)
+
+
+# --------------------------------------------------------------------------- the README
+
+
+def test_the_readme_table_is_the_one_made_from_the_declarations() -> None:
+    spec = importlib.util.spec_from_file_location("config_table", REPO / "scripts/config_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    _, block, _ = table.readme_parts((REPO / "README.md").read_text(encoding="utf-8"))
+    assert block == table.table(), "run: python scripts/config_table.py --write"
+    # Every key has its row; spot checks of what a row says, written out here.
+    keys = [line.split("|")[1].strip().strip("`") for line in block.splitlines()[2:]]
+    assert keys == [f"{stage}.{name}" for stage, name in every_key()]
+    assert "| `extract.max_length` | `4096` | at least 16 | yes |" in block
+    assert "| `extract.cache_dirs` | `[results/.cache/extract]` |  | no |" in block
+    assert "| `plots.formats` | `[pdf, png]` | each one of pdf, png, svg | yes |" in block
+    assert "| `score.sv_threshold` | `0.9` | in (0, 1] | yes |" in block
 
 
 # --------------------------------------------------------------------------- the params
