@@ -202,14 +202,14 @@ def run_ours(model_dir: Path, model_type: str, dataset: Path, n: int, args: argp
              out: Path) -> dict:
     """Our pipeline over the whole dataset (one shard, fresh cache)."""
     from scalselect.extract.shard import Job, extract_shard
-    from scalselect.settings import Settings
+    from scalselect.settings import ExtractSettings
 
     stamps = _Stamps()
     logger = logging.getLogger("scalselect.extract.shard")
     logger.addHandler(stamps)
     logger.setLevel(logging.INFO)
     job = Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(model_dir),
-              out=str(out), settings=Settings(model_type),
+              out=str(out), settings=ExtractSettings(model_type),
               batch_size=args.batch_size, num_workers=args.num_workers,
               chunk_size=args.chunk_size, cache_dirs=(str(out.parent / "cache"),))
     began = time.perf_counter()

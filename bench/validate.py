@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scalselect.data.validation import Settings, validate_file
+from scalselect.data.validation import validate_file
+from scalselect.settings import ValidateSettings
 
 
 def make_images(folder: Path, count: int) -> list[str]:
@@ -68,7 +69,7 @@ def main() -> None:
     print(f"prepared {args.samples} images in {time.perf_counter() - started:.1f} s")
 
     started, cpu = time.perf_counter(), cpu_seconds()
-    settings = Settings(decode_images=args.decode)
+    settings = ValidateSettings(decode_images=args.decode)
     report = validate_file(dataset_path, args.work / "images", settings, workers=args.workers)
     elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     assert (

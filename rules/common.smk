@@ -12,7 +12,7 @@ from snakemake.utils import validate
 
 from scalselect.config import problem_report, schema_problems, shard_group_problems
 from scalselect.select.selection import read_scores
-from scalselect.settings import RESULT_KEYS
+from scalselect.settings import result_keys
 from scalselect.workflow import SCORE_THREADS, Plan, cli_option, features_mem_mb
 
 # Run sections override the global stage sections key by key; keep what the user wrote

@@ -23,9 +23,7 @@ checkpoint cur:
         "../envs/cur.yaml"
     threads: SCORE_THREADS
     params:
-        options=cli_options(
-            "score", "sv_threshold", "center", "standardize", "l2_normalize"
-        ),
+        options=cli_options("score", *result_keys("score")),
     shell:
         "OMP_NUM_THREADS={threads} python -m scalselect score-shards"
         " --partials {input.partials} --features {input.shards} {params.options}"

@@ -39,6 +39,7 @@ rule validate_shard:
     params:
         image_root=run_value("image_root"),
         dataset_options=run_options("format", "source_field"),
+        # Not allow_duplicate_ids: repeated ids are found across shards, by the merge.
         options=cli_options(
             "validate",
             "decode_images",
@@ -69,13 +70,7 @@ rule validate:
     params:
         image_root=run_value("image_root"),
         dataset_options=run_options("format"),
-        options=cli_options(
-            "validate",
-            "decode_images",
-            "min_image_side",
-            "max_aspect_ratio",
-            "allow_duplicate_ids",
-        ),
+        options=cli_options("validate", *result_keys("validate")),
     shell:
         "python -m scalselect validate-merge --dataset {input.dataset}"
         " --index {input.index} --parts {input.parts}"
@@ -106,7 +101,7 @@ rule filter:
         # change the filtered dataset, so a new budget must not rerun everything.
         budgets=per_run(lambda run: shlex.join(map(str, PLAN.budgets(run)))),
     params:
-        options=cli_options("filter", "keep_text_only"),
+        options=cli_options("filter", *result_keys("filter")),
     shell:
         "python -m scalselect filter --dataset {input.dataset}"
         " --report {input.report} --out {output.dataset} --index {output.index}"

@@ -39,7 +39,7 @@ rule extract:
         model=model_value("path"),
         model_type=model_value("type"),
         image_root=run_value("image_root"),
-        options=cli_options("extract", *RESULT_KEYS),
+        options=cli_options("extract", *result_keys("extract")),
     shell:
         # The devices the scheduler gave this job, first line of the log. One process per
         # GPU (0: one process on the visible device); a failed process's own error is

@@ -106,7 +106,7 @@ rule plots_gallery:
         model_type=model_value("type"),
         image_root=run_value("image_root"),
         dataset=run_options("format"),
-        extract=cli_options("extract", *RESULT_KEYS),
+        extract=cli_options("extract", *result_keys("extract")),
     shell:
         "python -m scalselect plot gallery --dataset {input.dataset} {params.dataset}"
         " --image-root {params.image_root} --scores {input.scores}"

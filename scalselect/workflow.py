@@ -26,12 +26,10 @@ from scalselect.budgets import resolve_budget
 from scalselect.config import made_by_workflow, run_problems
 from scalselect.data.readers import file_kind
 from scalselect.select.methods import BASELINES, picks_name
-from scalselect.settings import RESULT_KEYS
+from scalselect.settings import config_problems, result_keys
 
 # The stage sections a run entry may override.
 STAGES = ("validate", "filter", "extract", "score", "select", "plots")
-# Validation settings that change speed only (runs that differ in them hold the same data).
-VALIDATE_SPEED_KEYS = ("shards",)
 # BLAS threads of the scoring steps (the moments in extract jobs, and `cur`): they change
 # float64 rounding, so every run of a step uses the same number.
 SCORE_THREADS = 2
@@ -67,10 +65,6 @@ def cli_option(key: str, value: Any) -> str:
     return f"--{flag} {shlex.quote(str(value))}"
 
 
-def _without(values: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k not in keys}
-
-
 class Plan:
     """The runs of one configuration and everything the rules derive from them.
 
@@ -104,13 +98,17 @@ class Plan:
         problems = []
         for run in self.runs:
             problems += run_problems(run, self.entry(run), self.settings(run, "select"))
-            tokens = self.settings(run, "extract")
-            if tokens["min_image_tokens"] > tokens["max_image_tokens"]:
-                problems.append(
-                    f"runs.{run}: extract.min_image_tokens ({tokens['min_image_tokens']}) is"
-                    f" larger than extract.max_image_tokens ({tokens['max_image_tokens']})"
-                )
+            for stage in STAGES:
+                problems += [
+                    f"runs.{run}: {problem}"
+                    for problem in config_problems(stage, self.settings(run, stage))
+                ]
         return problems
+
+    def _result_settings(self, run: str, stage: str) -> dict[str, Any]:
+        """The run's settings of ``stage`` that change results (speed knobs left out)."""
+        values = self.settings(run, stage)
+        return {key: values[key] for key in result_keys(stage)}
 
     def options(self, run: str, stage: str, keys: Sequence[str]) -> str:
         """The run's ``keys`` settings of ``stage`` as command-line options. Only settings
@@ -237,7 +235,7 @@ class Plan:
                 entry["dataset"],
                 entry.get("image_root"),
                 entry.get("format"),
-                _without(self.settings(run, "validate"), VALIDATE_SPEED_KEYS),
+                self._result_settings(run, "validate"),
                 self.settings(run, "filter"),
             ))
             groups.setdefault(key, []).append(run)
@@ -249,8 +247,9 @@ class Plan:
         groups: dict[str, list[str]] = {}
         for run in self.runs:
             entry = {k: v for k, v in self.entry(run).items() if k not in STAGES}
-            extract = {k: self.settings(run, "extract")[k] for k in RESULT_KEYS if k != "layer"}
-            stages = [_without(self.settings(run, "validate"), VALIDATE_SPEED_KEYS)]
+            extract = self._result_settings(run, "extract")
+            del extract["layer"]
+            stages = [self._result_settings(run, "validate")]
             stages += [self.settings(run, s) for s in ("filter", "score", "select")]
             groups.setdefault(repr((entry, extract, stages)), []).append(run)
         return {

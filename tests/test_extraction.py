@@ -44,7 +44,7 @@ from scalselect.extract.store import (
     settings_dirs,
     settings_key,
 )
-from scalselect.settings import Settings
+from scalselect.settings import ExtractSettings
 
 PYTHON = sys.executable
 QWEN_BUDGET = {"min_image_tokens": 4, "max_image_tokens": 48}
@@ -85,7 +85,7 @@ def job(models: dict[str, Path], dataset: Path, out: Path, cache: Path, family: 
     settings.update({k: kw.pop(k) for k in list(kw) if k in settings or k == "trust_remote_code"})
     settings.setdefault("trust_remote_code", False)
     return Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(models[family]),
-               out=str(out), settings=Settings(**settings), cache_dirs=(str(cache),),
+               out=str(out), settings=ExtractSettings(**settings), cache_dirs=(str(cache),),
                **{"num_workers": 0, **kw})
 
 
@@ -331,7 +331,7 @@ def test_sample_key_depends_on_content_not_place(models, tmp_path: Path) -> None
 
 
 def test_settings_key_covers_model_and_every_setting(models, tmp_path: Path) -> None:
-    settings = Settings("qwen", 0.9, "float32", 4096, 4, 48, False)
+    settings = ExtractSettings("qwen", 0.9, "float32", 4096, 4, 48, False)
     model = model_digest(models["qwen3-vl"], tmp_path / "memo")
     base, description = settings_key(model, settings)
     assert settings_key(model, settings)[0] == base
@@ -339,7 +339,7 @@ def test_settings_key_covers_model_and_every_setting(models, tmp_path: Path) -> 
     for field, value in (("attention_threshold", 0.8), ("dtype", "bfloat16"), ("max_length", 2048),
                          ("min_image_tokens", 8), ("max_image_tokens", 64), ("model_type", "llava"),
                          ("trust_remote_code", True)):
-        changed = Settings(**{**description["settings"], field: value})
+        changed = ExtractSettings(**{**description["settings"], field: value})
         assert settings_key(model, changed)[0] != base, field
     # Model files: digests are memoised by path, size and time; a changed config counts.
     copy = shutil.copytree(models["qwen3-vl"], tmp_path / "model-copy")

@@ -21,7 +21,7 @@ from scalselect.data.readers import load_dataset
 from scalselect.data.writers import write_records
 from scalselect.extract import features
 from scalselect.report import comparison, composition, figures, gallery, style, tables
-from scalselect.settings import Settings
+from scalselect.settings import ExtractSettings
 
 SOURCES = ("coco", "gqa", "ocr_vqa", "textvqa", "vg")
 DPI = 80
@@ -443,7 +443,7 @@ def test_gallery_shows_the_tokens_extraction_kept(
     rows = features.load_rows(shard).set_index("index")
     highest, lowest = gallery.gallery_entries(
         dataset, "auto", dataset.parent, scores, 3,
-        str(model), Settings(model_type, min_image_tokens=16, max_image_tokens=64))
+        str(model), ExtractSettings(model_type, min_image_tokens=16, max_image_tokens=64))
     assert [e.rank for e in highest] == [1, 2, 3]
     assert [e.rank for e in lowest] == [10, 9, 8]
     for entry in highest + lowest:

@@ -29,7 +29,7 @@ from scalselect.extract import shard as extraction
 from scalselect.extract.conversation import PADDING
 from scalselect.extract.representation import Batch, Encoder, TruncatedVLM, collate
 from scalselect.extract.shard import OUT_OF_MEMORY, Job, extract_shard
-from scalselect.settings import Settings
+from scalselect.settings import ExtractSettings
 
 QWEN_BUDGET = {"min_image_tokens": 4, "max_image_tokens": 48}
 
@@ -64,8 +64,8 @@ def qwen_job(model: Path, dataset: Path, out: Path, batch_size: int) -> Job:
     settings = {"model_type": "qwen", "attention_threshold": 0.9, "dtype": "float32",
                 "max_length": 4096, "trust_remote_code": False, **QWEN_BUDGET}
     return Job(dataset=str(dataset), image_root=str(dataset.parent), model=str(model),
-               out=str(out), settings=Settings(**settings), batch_size=batch_size, num_workers=0,
-               chunk_size=4, cache_dirs=(str(out.parent / f"{out.name}-cache"),))
+               out=str(out), settings=ExtractSettings(**settings), batch_size=batch_size,
+               num_workers=0, chunk_size=4, cache_dirs=(str(out.parent / f"{out.name}-cache"),))
 
 
 def shard_files(directory: Path) -> dict[str, Any]:
@@ -214,7 +214,7 @@ def test_every_tensor_reaches_the_model_on_its_device(models, family: str, tmp_p
                 "dtype": "bfloat16", "max_length": 4096, "trust_remote_code": False, **QWEN_BUDGET}
     counts = extract_shard(Job(dataset=str(dataset), image_root=str(dataset.parent),
                                model=str(models[family]), out=str(tmp_path / "out"),
-                               settings=Settings(**settings), batch_size=2, num_workers=1,
+                               settings=ExtractSettings(**settings), batch_size=2, num_workers=1,
                                chunk_size=3, cache_dirs=(str(tmp_path / "cache"),)))
 
     assert counts == {"ok": 6, "truncated": 0, "samples_computed": 6, "samples_reused": 0}

@@ -14,9 +14,9 @@ from scalselect import io
 from scalselect.data.records import Message, Sample
 from scalselect.extract import store
 from scalselect.extract.shard import ShardInput
-from scalselect.settings import Settings
+from scalselect.settings import ExtractSettings
 
-SETTINGS = Settings(
+SETTINGS = ExtractSettings(
     model_type="llava", attention_threshold=0.9, dtype="float32", max_length=4096,
     min_image_tokens=256, max_image_tokens=576, trust_remote_code=False, layer=1,
 )

@@ -17,11 +17,11 @@ from scalselect.cli import main
 from scalselect.data import validation
 from scalselect.data.readers import load_dataset
 from scalselect.data.validation import (
-    Settings,
     check_image,
     format_summary,
     validate_file,
 )
+from scalselect.settings import ValidateSettings
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def reasons_by_index(report: dict) -> dict[int, set[str]]:
 
 
 def validate(root: Path, records: list, name: str = "d.json", **settings) -> dict:
-    return validate_file(write_dataset(root / name, records), root, Settings(**settings),
+    return validate_file(write_dataset(root / name, records), root, ValidateSettings(**settings),
                          progress=False)
 
 

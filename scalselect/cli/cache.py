@@ -21,10 +21,11 @@ HELP = "Show (info), clean up (prune), check (verify) or index (compact) the ext
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from scalselect.extract.store import DEFAULT_CACHE_DIR
+    from scalselect.settings import ExtractSettings, declared
 
+    default_store = declared(ExtractSettings)["cache_dirs"].default[0]
     parser.add_argument("action", choices=["info", "prune", "verify", "compact"], help="info: list the store; prune: delete what no shard references; verify: check every pack; compact: index the packs.")
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="The store (one of extract.cache_dirs; default: %(default)s).")
+    parser.add_argument("--cache-dir", default=default_store, help="The store (one of extract.cache_dirs; default: %(default)s).")
     parser.add_argument("--results", default="results", help="prune: keep what the shards under RESULTS/*/extract/ reference (default: %(default)s).")
     parser.add_argument("--dry-run", action="store_true", help="prune: list what would be deleted, delete nothing.")
     parser.add_argument("--fix", action="store_true", help="verify: move the damaged files into <settings folder>/damaged/.")

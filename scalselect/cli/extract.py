@@ -24,8 +24,7 @@ HELP = "Extract the representations (first decoder layer by default) of one shar
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from scalselect import settings
     from scalselect.data.records import FORMAT_CHOICES
-    from scalselect.extract.shard import DEFAULT_CHUNK_SIZE, Job
-    from scalselect.extract.store import DEFAULT_CACHE_DIR
+    from scalselect.settings import ExtractSettings
 
     parser.add_argument("--model", required=True, help="Model directory (or a name in the local Hugging Face cache).")
     parser.add_argument("--dataset", required=True, help="The filtered dataset (JSON array or JSON Lines).")
@@ -35,24 +34,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=int, default=0, help="Which shard (0-based) of --num-shards.")
     parser.add_argument("--num-shards", type=int, default=1, help="Number of contiguous shards the dataset is cut into.")
     parser.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="Record format (auto: detected from the shard's records).")
-    settings.add_arguments(parser.add_argument_group("settings that change results (part of the store key)"))
-    speed = parser.add_argument_group("settings that do not change results")
-    speed.add_argument("--batch-size", type=int, default=Job.batch_size, help="Samples per forward pass.")
-    speed.add_argument("--num-workers", type=int, default=Job.num_workers, help="DataLoader processes decoding and encoding samples.")
-    speed.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="Samples per checkpoint chunk (at most this much work is lost when killed).")
-    speed.add_argument("--cache-dir", nargs="+", default=[DEFAULT_CACHE_DIR], metavar="DIR", help="Feature store(s): every sample's result, by content key; look-ups search every DIR, new results go to the first writable one (default: %(default)s).")
+    declared = settings.declared(ExtractSettings)
+    for title, changes in (("settings that change results (part of the store key)", True),
+                           ("settings that do not change results", False)):
+        names = [name for name, s in declared.items() if s.changes_results is changes and s.option]
+        settings.add_arguments(parser.add_argument_group(title), ExtractSettings, *names)
 
 
 def run(args: argparse.Namespace) -> int:
     from scalselect import settings
     from scalselect.errors import UserError
     from scalselect.extract.shard import Job, extract_shard
+    from scalselect.settings import ExtractSettings
 
-    for name in ("batch_size", "chunk_size", "num_shards"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.num_workers < 0:
-        raise UserError(f"--num-workers must be at least 0, got {args.num_workers}")
+    if args.num_shards < 1:
+        raise UserError(f"--num-shards must be at least 1, got {args.num_shards}")
     if not 0 <= args.shard < args.num_shards:
         raise UserError(f"--shard {args.shard} is not in 0..{args.num_shards - 1}")
     job = Job(
@@ -60,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
         image_root=args.image_root,
         model=args.model,
         out=args.out,
-        settings=settings.from_arguments(args),
+        settings=settings.from_arguments(ExtractSettings, args),
         shard=args.shard,
         num_shards=args.num_shards,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         chunk_size=args.chunk_size,
-        cache_dirs=tuple(args.cache_dir),
+        cache_dirs=tuple(args.cache_dirs),
         record_format=args.format,
         index=args.index,
     )

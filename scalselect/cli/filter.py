@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scalselect import settings
+from scalselect.settings import FilterSettings
+
 HELP = "Keep the valid samples of a dataset, using its validation report."
 
 
@@ -25,12 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "dataset, else a JSON array).")
     parser.add_argument("--index", help="Also write the filtered dataset's index here (extract jobs seek"
                         " to their shard's records with it).")
-    parser.add_argument(
-        "--keep-text-only",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="Keep valid samples without images (off: image samples only, as in the paper).",
-    )
+    settings.add_arguments(parser, FilterSettings)
     parser.add_argument(
         "--budgets", nargs="*", default=[], metavar="BUDGET",
         help="Selection budgets to check against the kept samples: a count larger than "
@@ -50,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from scalselect.errors import UserError
     from scalselect.io import file_digest
 
+    keep = settings.from_arguments(FilterSettings, args)
     report = load_report(args.report)
-    drop, removed = drop_indices(report, keep_text_only=args.keep_text_only)
+    drop, removed = drop_indices(report, keep_text_only=keep.keep_text_only)
     kept = report["num_samples"] - len(drop)
     problems = count_budget_problems(args.budgets, kept)
     if problems:

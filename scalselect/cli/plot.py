@@ -18,6 +18,7 @@ Every figure is written as ``OUT_DIR/<name>.<format>`` for each ``--formats``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pandas as pd
 
 from scalselect import settings
 from scalselect.errors import UserError
+from scalselect.settings import ExtractSettings, PlotSettings
 
 HELP = "Draw a run's paper figures and tables (score distribution, spectrum, composition, gallery)."
 log = logging.getLogger("scalselect.plot")
@@ -38,13 +40,15 @@ TOKENS = "attention_tokens"
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--out-dir``, ``--formats`` and ``--dpi`` (shared with ``plot-compare``)."""
+    """``--out-dir``, ``--formats`` and ``--dpi`` (shared with ``plot-compare``,
+    ``plot-methods`` and ``plot-layers``, which check them with :func:`output_settings`)."""
     parser.add_argument("--out-dir", required=True, type=Path, help="Directory of the figures.")
-    parser.add_argument(
-        "--formats", nargs="+", default=["pdf", "png"], choices=["pdf", "png", "svg"],
-        help="File formats of every figure (default: pdf png).",
-    )
-    parser.add_argument("--dpi", type=int, default=300, help="PNG resolution (default 300).")
+    settings.add_arguments(parser, PlotSettings, "formats", "dpi")
+
+
+def output_settings(args: argparse.Namespace) -> PlotSettings:
+    """The figures' settings of the options (range-checked: ``UserError``)."""
+    return settings.from_arguments(PlotSettings, args)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,9 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gallery.add_argument("--image-root", required=True, type=Path)
     gallery.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")
     gallery.add_argument("--model", required=True, help="Model directory.")
-    gallery.add_argument("--samples", type=int, default=4,
-                         help="Samples per row (highest and lowest), default 4.")
-    settings.add_arguments(gallery.add_argument_group("the run's extraction settings"))
+    settings.add_arguments(gallery, PlotSettings, "gallery_samples")
+    settings.add_arguments(gallery.add_argument_group("the run's extraction settings"),
+                           ExtractSettings, *(f.name for f in dataclasses.fields(ExtractSettings)))
     add_output_arguments(gallery)
 
 
@@ -117,6 +121,7 @@ def read_summary(path: Path) -> pd.DataFrame:
 def run(args: argparse.Namespace) -> int:
     from scalselect.report import style
 
+    output_settings(args)  # range checks before any work
     with style.paper_style():
         written = {
             "scores": _scores, "budgets": _budgets, "composition": _composition,
@@ -190,12 +195,10 @@ def _composition(args: argparse.Namespace) -> list[Path]:
 def _gallery(args: argparse.Namespace) -> list[Path]:
     from scalselect.report import figures, gallery
 
-    if args.samples < 1:
-        raise UserError("--samples must be at least 1")
     scores = read_ranked_scores(args.scores)
     highest, lowest = gallery.gallery_entries(
-        args.dataset, args.format, args.image_root, scores, args.samples,
-        args.model, settings.from_arguments(args),
+        args.dataset, args.format, args.image_root, scores, output_settings(args).gallery_samples,
+        args.model, settings.from_arguments(ExtractSettings, args),
     )
     written = _save(figures.attention_gallery(highest, lowest), args, GALLERY)
     return [*written, _save_overlays([*highest, *lowest], args.out_dir / TOKENS)]

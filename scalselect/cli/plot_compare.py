@@ -13,7 +13,7 @@ import hashlib
 import logging
 from pathlib import Path
 
-from scalselect.cli.plot import add_output_arguments, read_ranked_scores
+from scalselect.cli.plot import add_output_arguments, output_settings, read_ranked_scores
 from scalselect.errors import UserError
 
 HELP = "Compare runs on the same dataset: top-N overlap (Jaccard) and score rank correlation (Spearman)."
@@ -43,6 +43,7 @@ def _digest(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from scalselect.report import comparison, figures, style, tables
 
+    output_settings(args)  # range checks before any work
     names = [name for name, _, _ in args.run]
     if len(names) < 2 or len(set(names)) != len(names):
         raise UserError(f"give at least two distinct runs to compare, got {names}")

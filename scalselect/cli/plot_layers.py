@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from scalselect.cli.plot import add_output_arguments, read_ranked_scores
+from scalselect.cli.plot import add_output_arguments, output_settings, read_ranked_scores
 from scalselect.errors import UserError
 
 HELP = "Layer ablation: spectra and top-N overlap of runs that differ only in extract.layer."
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from scalselect.report import comparison, figures, style, tables
 
+    output_settings(args)  # range checks before any work
     if len(args.run) < 2 or len({name for name, *_ in args.run}) != len(args.run):
         raise UserError(f"give at least two distinct runs, got {[name for name, *_ in args.run]}")
     rows, scores = [], {}

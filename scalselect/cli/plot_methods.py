@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from scalselect.cli.plot import add_output_arguments
+from scalselect.cli.plot import add_output_arguments, output_settings
 
 HELP = "Compare a run's selection methods per budget (overlap, composition, subspace retention, coverage)."
 log = logging.getLogger("scalselect.plot")
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from scalselect.select import baselines, selection
     from scalselect.select.methods import METHODS, SCALSELECT, random_label
 
+    output_settings(args)  # range checks before any work
     began = time.perf_counter()
     scores = selection.read_scores(args.scores)
     picks = {(n, METHODS[method].label): indices

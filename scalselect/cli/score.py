@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scalselect import settings
+from scalselect.settings import ScoreSettings
+
 if TYPE_CHECKING:
     from scalselect.score.leverage import Preprocessing
 
@@ -17,22 +20,7 @@ HELP = (
 
 def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that change the scores: rank threshold and preprocessing switches."""
-    parser.add_argument(
-        "--sv-threshold", type=float, default=0.9,
-        help="Cumulative spectral energy that fixes the rank k (default 0.9).",
-    )
-    parser.add_argument(
-        "--center", action=argparse.BooleanOptionalAction, default=True,
-        help="Centre feature columns (default on, the paper's setting).",
-    )
-    parser.add_argument(
-        "--standardize", action=argparse.BooleanOptionalAction, default=False,
-        help="Divide columns by their standard deviation (default off).",
-    )
-    parser.add_argument(
-        "--l2-normalize", action=argparse.BooleanOptionalAction, default=False,
-        help="L2-normalise rows after centring/standardising (default off).",
-    )
+    settings.add_arguments(parser, ScoreSettings)
 
 
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,11 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_compute_arguments(parser)
 
 
-def preprocessing(args: argparse.Namespace) -> Preprocessing:
-    """The :class:`~scalselect.score.leverage.Preprocessing` the options ask for."""
+def score_options(args: argparse.Namespace) -> tuple[Preprocessing, float]:
+    """The preprocessing and the rank threshold the options ask for (range-checked)."""
     from scalselect.score.leverage import Preprocessing
 
-    return Preprocessing(args.center, args.standardize, args.l2_normalize)
+    chosen = settings.from_arguments(ScoreSettings, args)
+    prep = Preprocessing(chosen.center, chosen.standardize, chosen.l2_normalize)
+    return prep, chosen.sv_threshold
 
 
 def block_rows(args: argparse.Namespace) -> int:
@@ -80,9 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     sources = leverage.open_sources(args.features)
     backend = leverage.Backend(args.backend)
-    table, model = leverage.leverage_scores(
-        sources, preprocessing(args), args.sv_threshold, backend, block_rows(args)
-    )
+    prep, sv_threshold = score_options(args)
+    table, model = leverage.leverage_scores(sources, prep, sv_threshold, backend, block_rows(args))
     leverage.write_spectrum(args.out.with_name("spectrum.json"), model)
     leverage.write_scores(args.out, table)
     return 0

@@ -10,7 +10,7 @@ from scalselect.cli.score import (
     add_compute_arguments,
     add_preprocessing_arguments,
     block_rows,
-    preprocessing,
+    score_options,
 )
 
 if TYPE_CHECKING:
@@ -47,13 +47,13 @@ def fit_and_save(args: argparse.Namespace) -> Model:
     ``args.spectrum``; returns the model."""
     from scalselect.score import leverage
 
-    prep = preprocessing(args)
+    prep, sv_threshold = score_options(args)
     if prep.l2_normalize and not args.features:
         raise leverage.LeverageError("--l2-normalize needs --features for the second pass")
     sources = leverage.open_sources(args.features) if prep.l2_normalize else ()
     moments = leverage.merge_moments([leverage.Moments.load(p) for p in args.partials])
     backend = leverage.Backend(args.backend)
-    model = leverage.fit(moments, prep, args.sv_threshold, backend, sources, block_rows(args))
+    model = leverage.fit(moments, prep, sv_threshold, backend, sources, block_rows(args))
     model.save(args.model)
     leverage.write_spectrum(args.spectrum, model)
     return model

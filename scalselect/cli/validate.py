@@ -23,6 +23,9 @@ import argparse
 import os
 import sys
 
+from scalselect import settings
+from scalselect.settings import ValidateSettings
+
 HELP = "Check every sample and image of a dataset; write a JSON report (or one shard's part)."
 
 
@@ -43,25 +46,7 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         choices=FORMAT_CHOICES,
         help="Record format (default: detected from the records).",
     )
-    parser.add_argument(
-        "--decode-images",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Fully decode every image (finds truncated files);"
-        " --no-decode-images reads headers only.",
-    )
-    parser.add_argument(
-        "--min-image-side", type=int, default=28, help="Smallest image side in pixels."
-    )
-    parser.add_argument(
-        "--max-aspect-ratio", type=float, default=200.0, help="Largest long/short side ratio."
-    )
-    parser.add_argument(
-        "--allow-duplicate-ids",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="Report repeated ids without invalidating their samples.",
-    )
+    settings.add_arguments(parser, ValidateSettings)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,24 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
 
-def settings_of(args: argparse.Namespace):  # noqa: ANN201 - scalselect.data.validation.Settings
+def settings_of(args: argparse.Namespace) -> ValidateSettings:
     """The checks' settings from the command line; ``UserError`` for a bad value or a
     missing image root."""
-    from scalselect.data.validation import Settings
     from scalselect.errors import UserError
 
-    if args.min_image_side < 1:
-        raise UserError(f"--min-image-side must be at least 1, got {args.min_image_side}")
-    if args.max_aspect_ratio <= 1:
-        raise UserError(f"--max-aspect-ratio must be above 1, got {args.max_aspect_ratio}")
+    checks = settings.from_arguments(ValidateSettings, args)
     if not os.path.isdir(args.image_root):
         raise UserError(f"image root {args.image_root} is not a directory")
-    return Settings(
-        decode_images=args.decode_images,
-        min_image_side=args.min_image_side,
-        max_aspect_ratio=args.max_aspect_ratio,
-        allow_duplicate_ids=args.allow_duplicate_ids,
-    )
+    return checks
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
     from scalselect.errors import UserError
     from scalselect.io import write_json
 
-    settings = settings_of(args)
+    checks = settings_of(args)
     workers, progress = max(1, args.workers), not args.no_progress
     if args.shard is None:
-        report = validate_file(args.dataset, args.image_root, settings, fmt=args.format,
+        report = validate_file(args.dataset, args.image_root, checks, fmt=args.format,
                                source_field=args.source_field, workers=workers,
                                progress=progress)
         write_json(args.out, report)
@@ -121,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.index is None or not 0 <= args.shard < args.num_shards:
         raise UserError("--shard needs --index and 0 <= --shard < --num-shards")
-    part = validate_part(args.dataset, args.image_root, settings, fmt=args.format,
+    part = validate_part(args.dataset, args.image_root, checks, fmt=args.format,
                          source_field=args.source_field, index=DatasetIndex.load(args.index),
                          shard=args.shard, num_shards=args.num_shards, workers=workers,
                          progress=progress)

@@ -81,6 +81,7 @@ from scalselect.data.records import (
     resolve_image,
 )
 from scalselect.io import atomic_write
+from scalselect.settings import ValidateSettings
 
 REPORT_VERSION = 1
 # Fields `filter` relies on.
@@ -89,16 +90,6 @@ REPORT_KEYS = ("dataset", "dataset_sha256", "format", "num_samples", "invalid", 
 CHUNK = 256
 # Records with images waiting for their checks, at most.
 _WAITING = 1 << 16
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What a sample must satisfy; ``allow_duplicate_ids`` keeps repeated ids valid."""
-
-    decode_images: bool = True
-    min_image_side: int = 28
-    max_aspect_ratio: float = 200.0
-    allow_duplicate_ids: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,8 +105,8 @@ class ImageCheck:
 def check_image(
     path: str | os.PathLike | bytes,
     decode: bool = True,
-    min_side: int = 28,
-    max_aspect_ratio: float = 200.0,
+    min_side: int = ValidateSettings.min_image_side,
+    max_aspect_ratio: float = ValidateSettings.max_aspect_ratio,
 ) -> ImageCheck:
     """Check one image file, or the bytes of an image embedded in a record.
 
@@ -181,7 +172,7 @@ def check_image(
     return ImageCheck(None, "", width, height)
 
 
-def _check_chunk(task: tuple[list[str | bytes], Settings]) -> list[ImageCheck]:
+def _check_chunk(task: tuple[list[str | bytes], ValidateSettings]) -> list[ImageCheck]:
     sources, settings = task
     return [
         check_image(s, settings.decode_images, settings.min_image_side, settings.max_aspect_ratio)
@@ -194,7 +185,7 @@ class _Checker:
     :data:`CHUNK`; the processes receive paths or image bytes and send back small
     results."""
 
-    def __init__(self, settings: Settings, workers: int) -> None:
+    def __init__(self, settings: ValidateSettings, workers: int) -> None:
         self.settings = settings
         self.workers = workers
         self._stack = contextlib.ExitStack()
@@ -346,7 +337,7 @@ class Part:
 def validate_part(
     path: str | os.PathLike,
     image_root: str | os.PathLike,
-    settings: Settings = Settings(),
+    settings: ValidateSettings = ValidateSettings(),
     *,
     fmt: str = "auto",
     source_field: str | None = None,
@@ -369,7 +360,7 @@ def validate_part(
     ----------
     path, image_root
         The dataset file and the folder relative image paths are joined to.
-    settings : Settings
+    settings : ValidateSettings
     fmt : str
         ``"auto"`` or a record format; with ``"auto"`` each record is read in the format
         its keys fit (all formats a record fits read it the same way) and the part
@@ -438,7 +429,7 @@ class _PartState:
         self,
         start: int,
         image_root: str | os.PathLike,
-        settings: Settings,
+        settings: ValidateSettings,
         workers: int,
         progress: bool,
     ) -> None:
@@ -625,7 +616,7 @@ def merge_parts(
     index: DatasetIndex,
     parts: Sequence[Part],
     image_root: str | os.PathLike,
-    settings: Settings = Settings(),
+    settings: ValidateSettings = ValidateSettings(),
     *,
     fmt: str = "auto",
 ) -> dict[str, Any]:
@@ -826,7 +817,7 @@ def _union_images(
 def validate_file(
     path: str | os.PathLike,
     image_root: str | os.PathLike,
-    settings: Settings = Settings(),
+    settings: ValidateSettings = ValidateSettings(),
     *,
     fmt: str = "auto",
     source_field: str | None = None,

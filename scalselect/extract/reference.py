@@ -38,6 +38,7 @@ from scalselect.extract.representation import (
     check_model_type,
     resolve_dtype,
 )
+from scalselect.settings import ExtractSettings
 
 if TYPE_CHECKING:
     import torch
@@ -184,13 +185,13 @@ class ReferenceModel:
         model_path: str | os.PathLike,
         model_type: str,
         *,
-        dtype: str = "auto",
+        dtype: str = ExtractSettings.dtype,
         device: "str | torch.device | None" = None,
-        attention_threshold: float = 0.9,
-        min_image_tokens: int = 256,
-        max_image_tokens: int = 576,
-        trust_remote_code: bool = False,
-        layer: int = 1,
+        attention_threshold: float = ExtractSettings.attention_threshold,
+        min_image_tokens: int = ExtractSettings.min_image_tokens,
+        max_image_tokens: int = ExtractSettings.max_image_tokens,
+        trust_remote_code: bool = ExtractSettings.trust_remote_code,
+        layer: int = ExtractSettings.layer,
     ) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor

@@ -64,7 +64,7 @@ from scalselect.extract.conversation import (
     token_roles,
     truncation_points,
 )
-from scalselect.settings import MODEL_TYPES, Settings
+from scalselect.settings import MODEL_TYPES, ExtractSettings, value_problems
 
 if TYPE_CHECKING:
     import torch
@@ -195,20 +195,19 @@ class Encoder:
         model_path: str | os.PathLike,
         model_type: str,
         *,
-        max_length: int = Settings.max_length,
-        min_image_tokens: int = Settings.min_image_tokens,
-        max_image_tokens: int = Settings.max_image_tokens,
-        trust_remote_code: bool = Settings.trust_remote_code,
+        max_length: int = ExtractSettings.max_length,
+        min_image_tokens: int = ExtractSettings.min_image_tokens,
+        max_image_tokens: int = ExtractSettings.max_image_tokens,
+        trust_remote_code: bool = ExtractSettings.trust_remote_code,
     ) -> None:
         from transformers import AutoConfig, AutoProcessor
 
         config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         check_model_type(model_path, model_type, config)
-        if not 1 <= min_image_tokens <= max_image_tokens:
-            raise UserError(
-                f"image token budget must satisfy 1 <= min ({min_image_tokens})"
-                f" <= max ({max_image_tokens})"
-            )
+        problems = value_problems(ExtractSettings, min_image_tokens=min_image_tokens,
+                                  max_image_tokens=max_image_tokens)
+        if problems:
+            raise UserError("; ".join(problems))
         self.processor = AutoProcessor.from_pretrained(
             model_path, trust_remote_code=trust_remote_code
         )
@@ -484,11 +483,11 @@ class TruncatedVLM:
         model_path: str | os.PathLike,
         model_type: str,
         *,
-        dtype: str = Settings.dtype,
+        dtype: str = ExtractSettings.dtype,
         device: "str | torch.device | None" = None,
-        attention_threshold: float = Settings.attention_threshold,
-        trust_remote_code: bool = Settings.trust_remote_code,
-        layer: int = Settings.layer,
+        attention_threshold: float = ExtractSettings.attention_threshold,
+        trust_remote_code: bool = ExtractSettings.trust_remote_code,
+        layer: int = ExtractSettings.layer,
     ) -> None:
         import torch
         import transformers
@@ -500,8 +499,9 @@ class TruncatedVLM:
         )
         from transformers.masking_utils import sdpa_mask
 
-        if not 0.0 < attention_threshold <= 1.0:
-            raise UserError(f"attention threshold {attention_threshold} is not in (0, 1]")
+        problems = value_problems(ExtractSettings, attention_threshold=attention_threshold)
+        if problems:
+            raise UserError("; ".join(problems))
         config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         check_model_type(model_path, model_type, config)
         self.device = torch.device(
@@ -613,7 +613,8 @@ class TruncatedVLM:
 
 
 def load_model(
-    model_path: str | os.PathLike, settings: Settings, device: "str | torch.device | None" = None
+    model_path: str | os.PathLike, settings: ExtractSettings,
+    device: "str | torch.device | None" = None,
 ) -> tuple[Encoder, TruncatedVLM]:
     """The encoder and the model that compute representations with ``settings``: the
     extraction's, and the gallery's recomputation of a few samples."""

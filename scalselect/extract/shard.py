@@ -86,7 +86,6 @@ from scalselect.extract.representation import (
 )
 from scalselect.extract.store import (
     COMPACT_AFTER,
-    DEFAULT_CACHE_DIR,
     PACK_COLUMNS,
     FeatureStore,
     Location,
@@ -96,11 +95,12 @@ from scalselect.extract.store import (
     shard_keys,
 )
 from scalselect.io import atomic_write, file_digest, kill_point, write_json
-from scalselect.settings import Settings
+from scalselect.settings import ExtractSettings, declared
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_SIZE = 512
+# A job's speed settings default to their declarations (the workflow's `extract` section).
+_SPEED = declared(ExtractSettings)
 # How long ranks wait for each other (the slowest rank's share of a shard, at most).
 RANK_TIMEOUT = timedelta(hours=48)
 # A job's private store in its output folder, used when no cache directory can be written.
@@ -501,13 +501,13 @@ class Job:
     image_root: str
     model: str
     out: str
-    settings: Settings
+    settings: ExtractSettings
     shard: int = 0
     num_shards: int = 1
-    batch_size: int = 8
-    num_workers: int = 2
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    cache_dirs: tuple[str, ...] = (DEFAULT_CACHE_DIR,)
+    batch_size: int = _SPEED["batch_size"].default
+    num_workers: int = _SPEED["num_workers"].default
+    chunk_size: int = _SPEED["chunk_size"].default
+    cache_dirs: tuple[str, ...] = _SPEED["cache_dirs"].default
     record_format: str = "auto"
     index: str | None = None
 
@@ -576,7 +576,7 @@ def load_shard(job: Job) -> tuple[ShardInput, list[Any], str]:
     return ShardInput.read(records, indices.start, record_format), records, record_format
 
 
-def plan_shard(job: Job, settings: Settings, shard: ShardInput, records: Sequence[Any],
+def plan_shard(job: Job, settings: ExtractSettings, shard: ShardInput, records: Sequence[Any],
                model_dir: Path) -> ShardPlan:
     """Key every sample, look the keys up in the store, and chunk what is missing.
 
@@ -619,7 +619,7 @@ def dataset_digest(job: Job) -> str:
     return index.sha256
 
 
-def finish_shard(job: Job, settings: Settings, shard: ShardInput, record_format: str,
+def finish_shard(job: Job, settings: ExtractSettings, shard: ShardInput, record_format: str,
                  plan: ShardPlan, store: FeatureStore, began: float) -> dict[str, int]:
     """Find the computed samples, assemble the shard directory and count its statuses."""
     computed = sum(len(p) for p in plan.pending)
@@ -655,7 +655,7 @@ def finish_shard(job: Job, settings: Settings, shard: ShardInput, record_format:
 
 def compute_chunks(
     job: Job,
-    settings: Settings,
+    settings: ExtractSettings,
     state: Any,
     model_dir: Path,
     shard: ShardInput,

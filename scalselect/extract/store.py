@@ -13,7 +13,7 @@ Keys
   A record that cannot be normalised is keyed by its JSON text.
 - The *settings key* (:func:`settings_key`) is a SHA-256 of the model's files
   (:func:`model_digest`), every field of the extraction
-  ``Settings`` (through :func:`dataclasses.asdict`, so a new field joins the key by
+  ``ExtractSettings`` (through :func:`dataclasses.asdict`, so a new field joins the key by
   itself), the torch and transformers versions (they may round differently) and
   :data:`STORE_FORMAT`.
 
@@ -102,7 +102,6 @@ from scalselect.io import atomic_write, file_digest, kill_point, write_json
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = "results/.cache/extract"
 # Bump when a change of this package changes the numbers a stored row holds.
 STORE_FORMAT = 2
 FEATURES_DIR = "features"
@@ -156,8 +155,8 @@ def sample_key(sample: Any, record: Any, image_keys: Sequence[str]) -> str:
 def settings_key(model_key: str, settings: Any) -> tuple[str, dict[str, Any]]:
     """The settings key and the description it digests.
 
-    ``settings`` is the extraction ``Settings`` dataclass; ``model_key`` the digest of
-    the model's files.
+    ``settings`` is the extraction's :class:`~scalselect.settings.ExtractSettings`;
+    ``model_key`` the digest of the model's files.
     """
     description = {
         "store_format": STORE_FORMAT,

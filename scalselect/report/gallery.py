@@ -30,7 +30,7 @@ from scalselect.data.records import Sample, resolve_image
 from scalselect.errors import UserError
 from scalselect.extract.representation import SampleFailure, collate, load_model
 from scalselect.report.figures import GalleryEntry
-from scalselect.settings import Settings
+from scalselect.settings import ExtractSettings
 
 log = logging.getLogger("scalselect.report.gallery")
 
@@ -92,7 +92,7 @@ def gallery_entries(
     scores: pd.DataFrame,
     count: int,
     model_path: str,
-    settings: Settings,
+    settings: ExtractSettings,
 ) -> tuple[list[GalleryEntry], list[GalleryEntry]]:
     """The ``count`` highest-scored and ``count`` lowest-scored samples (lowest first)
     of the dataset file ``dataset`` (record format ``fmt``) with their kept vision

@@ -42,6 +42,7 @@ import pandas as pd
 from scalselect.errors import UserError
 from scalselect.extract import features
 from scalselect.io import atomic_write, write_json
+from scalselect.settings import ScoreSettings, value_problems
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,9 @@ class LeverageError(UserError):
 class Preprocessing:
     """Column centring, column standardisation, row L2 normalisation — applied in this order."""
 
-    center: bool = True
-    standardize: bool = False
-    l2_normalize: bool = False
+    center: bool = ScoreSettings.center
+    standardize: bool = ScoreSettings.standardize
+    l2_normalize: bool = ScoreSettings.l2_normalize
 
 
 # --------------------------------------------------------------------------- backends
@@ -482,8 +483,9 @@ def fit(
     """The scoring model from the merged moments (and, for row-L2, a pass over ``sources``)."""
     if moments.count < 2:
         raise LeverageError(f"need at least 2 representations to score, got {moments.count}")
-    if not 0 < sv_threshold <= 1:
-        raise LeverageError(f"sv_threshold must be in (0, 1], got {sv_threshold}")
+    problems = value_problems(ScoreSettings, sv_threshold=sv_threshold)
+    if problems:
+        raise LeverageError("; ".join(problems))
     transform = make_transform(moments, prep)
     if prep.l2_normalize:
         if not sources:
