@@ -102,10 +102,13 @@ rule filter:
     conda:
         "../envs/data.yaml"
     resources:
-        # Checked here, before extraction; a resource, not a param: budgets do not
-        # change the filtered dataset, so a new budget must not rerun everything.
+        # Checked here, before extraction; resources, not params: budgets and shards do
+        # not change the filtered dataset, so a new budget must not rerun everything.
         budgets=lambda wildcards: " ".join(
             map(shlex.quote, map(str, settings(wildcards.run, "select")["budgets"]))
+        ),
+        extract_shards=lambda wildcards: str(
+            settings(wildcards.run, "extract")["shards"]
         ),
     params:
         options=cli_options("filter", "keep_text_only"),
@@ -113,4 +116,5 @@ rule filter:
         "python -m scalselect filter --dataset {input.dataset}"
         " --report {input.report} --out {output.dataset} --index {output.index}"
         " {params.options}"
-        " --budgets {resources.budgets} > {log} 2>&1"
+        " --budgets {resources.budgets} --extract-shards {resources.extract_shards}"
+        " > {log} 2>&1"

@@ -8,7 +8,8 @@ error instead of stopping at the first:
   per wrong key (its path, what was expected, the closest valid key), never a dump of
   the schema.
 - :func:`budget_problems`: percentages above 100% or at 0% of the scored samples;
-  :func:`count_budget_problems` (run by ``filter``): counts above the filtered samples.
+  :func:`count_budget_problems` and :func:`shard_count_problems` (run by ``filter``):
+  counts above the filtered samples, and more extract shards than filtered samples.
 - :func:`model_problems`: a model path that is neither a folder nor in the local
   Hugging Face cache, or a checkpoint whose ``config.json`` is not of the configured
   ``model.type``.
@@ -113,6 +114,25 @@ def count_budget_problems(budgets: Sequence[int | str], n_kept: int) -> list[str
         f"{budget!r} asks for more samples than the {n_kept} that passed the filter"
         for budget in budgets
         if not str(budget).strip().endswith("%") and int(str(budget)) > n_kept
+    ]
+
+
+def shard_count_problems(shards: int, n_kept: int) -> list[str]:
+    """More extract shards than the ``n_kept`` samples that passed the filter: some shards
+    would hold no sample, and each would fail as its own extract job (after its own
+    queue wait on a cluster), so ``filter`` refuses the configuration first.
+
+    >>> shard_count_problems(4, 248)
+    []
+    >>> shard_count_problems(300, 248)[0][:60]
+    'extract.shards is 300 but only 248 samples passed the filter'
+    """
+    if shards <= n_kept:
+        return []
+    return [
+        f"extract.shards is {shards} but only {n_kept} samples passed the filter: "
+        f"{shards - n_kept} of the shards would hold no sample; set extract.shards to at "
+        f"most {n_kept}"
     ]
 
 

@@ -226,6 +226,24 @@ def test_inconsistent_image_token_budget_fails_before_any_job(workflow: Path) ->
     )
 
 
+@pytest.mark.slow
+def test_more_shards_than_samples_fail_at_filter_before_any_extract_job(
+    workflow: Path,
+) -> None:
+    """300 shards of the demo's 248 filtered samples: filter refuses them, naming both
+    numbers and the fix, and no extract job starts (empty shards would each fail alone)."""
+    config = write_config(workflow, extract={**yaml.safe_load(
+        (REPO / "config/config.yaml").read_text())["extract"], "shards": 300})
+    result = snakemake(workflow, "results/demo-llava/score/scores.parquet", "--cores", "2",
+                       "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    log = (workflow / "results/demo-llava/logs/filter.json.log").read_text()
+    assert ("extract.shards is 300 but only 248 samples passed the filter: 52 of the shards"
+            " would hold no sample; set extract.shards to at most 248") in log
+    assert not (workflow / "results/demo-llava/extract").exists()
+    assert "rule extract:" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("keep_text_only", [False, True])
 def test_filter_keep_text_only_reaches_the_filter_command(
     workflow: Path, keep_text_only: bool
