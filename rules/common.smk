@@ -8,7 +8,10 @@ import sys
 import yaml
 from snakemake.utils import validate
 
+from snakemake.logging import logger
+
 from scalselect.config import (
+    kmeans_budget_problems,
     made_by_workflow,
     problem_report,
     run_problems,
@@ -67,6 +70,28 @@ for run in RUNS:
         )
 if _problems:
     raise WorkflowError(problem_report(_problems, "configuration"))
+
+# Budgets below the k-means clusters, said once per run and budget on the console: the
+# counts now, before any job; the percentages once the scored samples are known.
+_KMEANS_WARNED = set()
+
+
+def warn_kmeans_budgets(run, n_scored=None):
+    """Warn of the run's budgets below `select.kmeans_clusters` (percentages only with
+    `n_scored`), each once."""
+    values = settings(run, "select")
+    if "kmeans" not in values["methods"]:
+        return
+    for problem in kmeans_budget_problems(
+        values["kmeans_clusters"], values["budgets"], n_scored
+    ):
+        if (run, problem) not in _KMEANS_WARNED:
+            _KMEANS_WARNED.add((run, problem))
+            logger.warning(f"runs.{run}: select: {problem}")
+
+
+for run in RUNS:
+    warn_kmeans_budgets(run)
 
 
 def slurm_problems():
@@ -177,6 +202,7 @@ def resolved_budgets(run):
     from scalselect.selection import read_scores, resolve_budget
 
     n_valid = len(read_scores(checkpoints.cur.get(run=run).output.table))
+    warn_kmeans_budgets(run, n_valid)
     return [resolve_budget(b, n_valid) for b in settings(run, "select")["budgets"]]
 
 

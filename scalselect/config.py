@@ -10,6 +10,8 @@ error instead of stopping at the first:
 - :func:`budget_problems`: percentages above 100% or at 0% of the scored samples;
   :func:`count_budget_problems` and :func:`shard_count_problems` (run by ``filter``):
   counts above the filtered samples, and more extract shards than filtered samples.
+- :func:`kmeans_budget_problems`: budgets smaller than the k-means clusters (a warning:
+  the k-means baseline is then not cluster-balanced).
 - :func:`model_problems`: a model path that is neither a folder nor in the local
   Hugging Face cache, or a checkpoint whose ``config.json`` is not of the configured
   ``model.type``.
@@ -134,6 +136,41 @@ def shard_count_problems(shards: int, n_kept: int) -> list[str]:
         f"{shards - n_kept} of the shards would hold no sample; set extract.shards to at "
         f"most {n_kept}"
     ]
+
+
+def kmeans_budget_problems(
+    clusters: int, budgets: Sequence[int | str], n_scored: int | None = None
+) -> list[str]:
+    """Budgets that pick fewer samples than the k-means baseline has clusters: it then
+    takes one sample from each of the largest clusters and none from the others, so it
+    is not cluster-balanced. A warning, with the fix, not an error: one clustering
+    serves every budget, and the larger budgets may want the clusters.
+
+    Percentages are checked only when ``n_scored`` (the scored samples) is given.
+
+    >>> kmeans_budget_problems(8, [32, "16%"], 248)
+    []
+    >>> kmeans_budget_problems(100, [20, "25%", 500])  # doctest: +NORMALIZE_WHITESPACE
+    ['budget 20 picks 20 samples but select.kmeans_clusters is 100: k-means takes one
+      sample from each of the 20 largest clusters and none from the other 80; set
+      select.kmeans_clusters to at most 20 (one clustering serves every budget) or leave
+      kmeans out of select.methods']
+    """
+    from scalselect.selection import resolve_budget
+
+    problems = []
+    for budget in budgets:
+        if str(budget).strip().endswith("%") and n_scored is None:
+            continue
+        n = resolve_budget(budget, n_scored) if n_scored is not None else int(str(budget))
+        if n < clusters:
+            problems.append(
+                f"budget {budget} picks {n} samples but select.kmeans_clusters is {clusters}:"
+                f" k-means takes one sample from each of the {n} largest clusters and none"
+                f" from the other {clusters - n}; set select.kmeans_clusters to at most {n}"
+                " (one clustering serves every budget) or leave kmeans out of select.methods"
+            )
+    return problems
 
 
 def checkpoint_config(path: str) -> Path | None:

@@ -12,6 +12,7 @@ import yaml
 from conftest import REPO
 from scalselect.config import (
     budget_problems,
+    kmeans_budget_problems,
     model_problems,
     path_problems,
     problem_report,
@@ -84,6 +85,20 @@ def test_percentages_outside_the_scored_samples_are_named() -> None:
         "'0%' is 0% of the scored samples: it selects no sample",
         "'0.0%' is 0% of the scored samples: it selects no sample",
     ]
+
+
+def test_budgets_below_the_kmeans_clusters_are_named_with_the_fix() -> None:
+    """The issue's case: K = 100 on 146 scored samples, budgets 20 and 25% (36.5, rounded
+    half up: 37); without the scored count only the count budget can be checked."""
+    problems = kmeans_budget_problems(100, [20, "25%", "80%"], 146)
+    assert [p.split(":")[0] for p in problems] == [
+        "budget 20 picks 20 samples but select.kmeans_clusters is 100",
+        "budget 25% picks 37 samples but select.kmeans_clusters is 100",
+    ]
+    assert "none from the other 80; set select.kmeans_clusters to at most 20" in problems[0]
+    assert "none from the other 63; set select.kmeans_clusters to at most 37" in problems[1]
+    assert len(kmeans_budget_problems(100, ["20", "25%"])) == 1
+    assert kmeans_budget_problems(20, [20, "100%"], 20) == []
 
 
 @pytest.fixture(scope="module")

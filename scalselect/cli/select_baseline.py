@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from scalselect import baselines, selection
+    from scalselect.config import kmeans_budget_problems
     from scalselect.dataset import copy_records
     from scalselect.errors import UserError
     from scalselect.io import atomic_write
@@ -59,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         clusters = pd.read_parquet(args.clusters, columns=["index", "cluster", "distance"])
         index = clusters["index"].to_numpy()
         baselines.require_scored(index, scores, args.scores, args.clusters)
+        for problem in kmeans_budget_problems(int(clusters["cluster"].max()) + 1, [args.num],
+                                              len(scores)):
+            logging.getLogger(__name__).warning("k-means: %s", problem)
         picks = baselines.cluster_balanced(clusters["cluster"].to_numpy(), clusters["distance"].to_numpy(), n)
     table = baselines.picks_table(index, picks, scores.set_index("index")["id"])
     check = selection.ScoresCheck(args.scores, args.dataset)
