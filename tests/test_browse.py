@@ -329,10 +329,33 @@ def test_page_in_headless_chromium(unit_run: tuple[dict, Path], chromium: str,
     dom = page_dom(chromium, tmp_path, out / "index.html", f"id=s-{ranked[3]}")
     assert shown_count(dom) == 1 and "#4</span>" in dom
     dom = page_dom(chromium, tmp_path, out / "index.html", "order=asc")
-    first = re.search(r'class="id">id "([^"]+)"', dom.replace("&quot;", '"'))
-    assert first and first.group(1) == f"s-{ranked[-1]}"
+    assert first_id(dom) == f"s-{ranked[-1]}"
     # Conversation text is text, never markup.
     assert "&lt;b&gt;é&lt;/b&gt;" in dom and "<b>é</b>" not in dom
+
+
+def first_id(dom: str) -> str:
+    match = re.search(r'class="id">id "([^"]+)"', dom.replace("&quot;", '"'))
+    assert match, dom[:3000]
+    return match.group(1)
+
+
+@needs_chromium
+def test_dropped_view_lists_the_worst_first_whatever_the_url(
+    unit_run: tuple[dict, Path], chromium: str, tmp_path: Path
+) -> None:
+    """The dropped view from a bare shared address, as the page's own link writes it and
+    with order=asc: the lowest ranked first; order=desc (the Score control) the best of
+    the dropped, rank 5 at budget 4."""
+    run, out = unit_run
+    ranked = sorted(run["importance"], key=lambda i: (-run["importance"][i], i))
+    index = out / "index.html"
+    link = re.search(r'href="#(view=dropped[^"]*)"', index.read_text()).group(1)
+    for query in ("view=dropped&budget=4&method=scalselect", link.replace("&amp;", "&"),
+                  "view=dropped&budget=4&method=scalselect&order=asc"):
+        assert first_id(page_dom(chromium, tmp_path, index, query)) == f"s-{ranked[-1]}", query
+    dom = page_dom(chromium, tmp_path, index, "view=dropped&budget=4&method=scalselect&order=desc")
+    assert first_id(dom) == f"s-{ranked[4]}"
 
 
 @pytest.mark.slow
