@@ -305,6 +305,16 @@ def extract_cache_dirs(wildcards):
     )
 
 
+def source_runs(wildcards):
+    """Params of `sources`: `--run REPORT keep|drop` for each run (whether its filter
+    keeps the text-only samples its report counts)."""
+    return " ".join(
+        f"--run results/{run}/validate/report.json"
+        f" {'keep' if settings(run, 'filter')['keep_text_only'] else 'drop'}"
+        for run in RUNS
+    )
+
+
 def figure_files(stem, caption_file, subcategory):
     """Output files of one figure, `stem.<format>` for each configured format. The PNG
     (else the first format) goes into the report, captioned by `report/<caption>`."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
@@ -181,6 +181,23 @@ def resolve_budget(budget: int | str, n_valid: int) -> int:
             f"budget {budget!r} asks for {n} samples but only {n_valid} were scored"
         )
     return n
+
+
+def budget_names(budgets: Iterable[tuple[int | str, int]]) -> dict[int, str]:
+    """Each distinct selection size, smallest first, with the budget asked for it:
+    ``(budget as configured, resolved count)`` pairs in, a percentage preferred where a
+    count and a percentage select the same N (selections are named by N, so they are
+    one selection).
+
+    >>> budget_names([(40, 40), ("25%", 37), ("16%", 40)])
+    {37: '25%', 40: '16%'}
+    """
+    names: dict[int, str] = {}
+    for budget, n in budgets:
+        text, n = str(budget).strip(), int(n)
+        if n not in names or (text.endswith("%") and not names[n].endswith("%")):
+            names[n] = text
+    return dict(sorted(names.items()))
 
 
 def top_indices(scores: pd.DataFrame, n: int) -> np.ndarray:

@@ -28,6 +28,7 @@ SOURCES = ("coco", "gqa", "vg")
 N_RECORDS, UNSCORED = 14, 5
 BUDGETS, SEEDS = ["4", "50%"], [0, 3]
 KCENTER = [0, 2, 9, 11]  # the hand-made k-center picks of budget 4
+CONFIG_SOURCES = ("vg", "ocr_vqa", "gqa", "coco")
 
 
 def make_run(root: Path) -> dict:
@@ -96,7 +97,9 @@ def selection_indices(path: Path, records: list[dict]) -> set[int]:
 def unit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("browse")
     run = make_run(root)
-    build(run, root / "browse", "--thumbnails", "2")
+    # The configuration's source order (as `sources` writes it), not this run's own.
+    (root / "sources.json").write_text(json.dumps({"sources": list(CONFIG_SOURCES)}))
+    build(run, root / "browse", "--thumbnails", "2", "--sources", str(root / "sources.json"))
     # The attention gallery's overlay of the top-ranked sample, where `plot gallery` puts
     # it: beside the browser (the page finds it there when it opens).
     tokens = root / "plots/attention_tokens"
@@ -384,3 +387,41 @@ def test_demo_browser_in_headless_chromium(demo_workflow: Path, chromium: str,
     dom = page_dom(chromium, tmp_path, results / "browse/index.html")
     shown = re.findall(r'<img [^>]*class="tokens"[^>]*data-natural-width="(\d+)"', dom)
     assert shown and all(int(width) > 0 for width in shown)
+
+
+def swatches(dom: str, kind: str) -> dict[str, str]:
+    """Text -> colour of each element of class ``kind`` (badge, source) in the DOM."""
+    found = re.findall(rf'<span class="{kind}" style="--color: ?(#[0-9A-Fa-f]{{6}});?">([^<]+)</span>',
+                       dom)
+    assert found, dom[:3000]
+    return {text: color.lower() for color, text in found}
+
+
+@needs_chromium
+def test_page_shows_percentage_budgets_and_the_figures_colours(
+    unit_run: tuple[dict, Path], chromium: str, tmp_path: Path
+) -> None:
+    """Budget "50%" of the 13 scored samples (6.5, rounded half up: 7) reads "50% (N = 7)"
+    in the budget menu and on the badges; each source and method has the colour the
+    figures give it (composition and methods comparison, same source order)."""
+    from test_figure_labels import composition_colors, methods_colors
+
+    run, out = unit_run
+    dom = page_dom(chromium, tmp_path, out / "index.html")
+    assert re.search(r'<option value="7">50% \(N = 7\)</option>', dom)
+    assert re.search(r'<option value="4">4</option>', dom)
+    badges = swatches(dom, "badge")
+    assert {"ScalSelect 50% (N = 7)", "Random (seed 3) 50% (N = 7)", "ScalSelect 4",
+            "k-center 4"} <= set(badges), sorted(badges)
+    labels = [r["images"][0].split("/")[0] for r in run["records"]]
+    order = list(CONFIG_SOURCES)
+    sources = np.array(labels, dtype=object)
+    figure_sources = composition_colors(sources, order)
+    assert swatches(dom, "source") == {s: figure_sources[s] for s in SOURCES}
+    methods, shares = methods_colors(sources, order)
+    assert shares == {s: figure_sources[s] for s in SOURCES}
+    for label, color in badges.items():
+        method = label.removesuffix(" 50% (N = 7)").removesuffix(" 4")
+        if method.startswith("Random"):  # every seed in random's colour
+            method = "Random (seed 0)"
+        assert color == methods[method], (label, color, methods)

@@ -47,6 +47,15 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dpi", type=int, default=300, help="PNG resolution (default 300).")
 
 
+def add_sources_argument(parser: argparse.ArgumentParser) -> None:
+    """``--sources`` (shared with ``plot-methods`` and ``browse``)."""
+    parser.add_argument(
+        "--sources", type=Path, default=None,
+        help="The sources of every run of the configuration, most frequent first (written by"
+        " `sources`): each keeps one colour across the runs' figures and browsers (default:"
+        " this dataset's sources by frequency).")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups = parser.add_subparsers(dest="figures", required=True, metavar="FIGURES")
 
@@ -71,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     composition.add_argument("--source-field", default=None,
                              help="Record field holding the source label (default: first "
                                   "folder of the image path).")
+    add_sources_argument(composition)
     add_output_arguments(composition)
 
     gallery = groups.add_parser("gallery", help="Highest/lowest-scored images, kept tokens.")
@@ -166,7 +176,7 @@ def _budgets(args: argparse.Namespace) -> list[Path]:
 
 
 def _composition(args: argparse.Namespace) -> list[Path]:
-    from scalselect import composition, figures
+    from scalselect import composition, figures, style
     from scalselect.io import atomic_write
 
     sources = composition.sample_sources(args.dataset, args.format, args.source_field)
@@ -179,11 +189,13 @@ def _composition(args: argparse.Namespace) -> list[Path]:
     subsets = composition.selection_subsets(
         scores, read_summary(args.summary), args.random_seeds, len(sources)
     )
-    table = composition.composition_table(sources, subsets)
+    order = composition.source_order(
+        sources, None if args.sources is None else composition.read_sources(args.sources))
+    table = composition.composition_table(sources, subsets, order)
     csv = args.out_dir / f"{COMPOSITION}.csv"
     with atomic_write(csv) as handle:
         table.to_csv(handle, index=False)
-    fig = figures.composition(composition.share_matrix(table))
+    fig = figures.composition(composition.share_matrix(table), style.source_colors(order))
     return [*_save(fig, args, COMPOSITION), csv]
 
 

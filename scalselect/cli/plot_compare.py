@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         key = f"jaccard@{budget}"
         rows = overlap[overlap["budget"] == str(budget)]
         wide[key] = rows["jaccard"].to_numpy()
-        header = f"$J$ @ {tables.latex_escape(str(budget))}"
+        header = f"$J$ @ {tables.latex_escape(figures.overlap_budget_label(str(budget), rows))}"
         columns.append(tables.Column(key, header, "r", lambda v: f"{v:.3f}"))
 
     ranks = (

@@ -106,7 +106,7 @@ const ScalBrowse = (() => {
     const parts = [];
     if (state.view.startsWith("only-")) {
       const p = pair();
-      parts.push(`comparing ScalSelect ${p.budget} with ${config.subsets[p.random_column].label}`);
+      parts.push(`comparing ${config.subsets[p.scalselect_column].label} with ${config.subsets[p.random_column].label}`);
     }
     if (state.id) parts.push(`id "${state.id}"`);
     return parts.length ? `(${parts.join("; ")})` : "";
@@ -154,6 +154,12 @@ const ScalBrowse = (() => {
     return node;
   }
 
+  // A method's or a source's colour, as in the figures (scalselect.style), on its swatch.
+  function colored(node, color) {
+    node.style.setProperty("--color", color);
+    return node;
+  }
+
   function row(pos) {
     const item = element("li", "sample");
     item.dataset.pos = pos;
@@ -162,12 +168,13 @@ const ScalBrowse = (() => {
     const head = element("div", "head");
     head.appendChild(element("span", "rank", `#${(pos + 1).toLocaleString("en")}`));
     head.appendChild(element("span", "score", `score ${columns.score[pos].toPrecision(6)}`));
-    head.appendChild(element("span", "source", config.sources[columns.source[pos]].name));
+    const source = config.sources[columns.source[pos]];
+    head.appendChild(colored(element("span", "source", source.name), source.color));
     head.appendChild(element("span", "id"));
     body.appendChild(head);
     const badges = element("div", "badges");
     config.subsets.forEach((s, c) => {
-      if (has(pos, c)) badges.appendChild(element("span", `badge ${s.method.replace(/-seed\d+$/, "")}`, s.label));
+      if (has(pos, c)) badges.appendChild(colored(element("span", "badge", s.label), config.methodColors[s.method]));
     });
     if (!badges.childElementCount) badges.appendChild(element("span", "badge none", "in no selection"));
     body.appendChild(badges);
