@@ -213,14 +213,22 @@ def model_problems(path: str, model_type: str) -> list[str]:
     ]
 
 
+def _relative(path: str) -> str:
+    """Where a relative path was looked for: the working directory, not the config
+    file's folder (README, "Your own dataset and model")."""
+    return "" if os.path.isabs(path) else f" in {os.getcwd()}, the folder Snakemake runs in"
+
+
 def path_problems(entry: Mapping[str, Any]) -> list[str]:
     """A run's dataset file or image root that does not exist (unless a rule makes it)."""
     problems = []
     dataset, image_root = entry["dataset"], entry.get("image_root", ".")
     if not made_by_workflow(dataset) and not os.path.isfile(dataset):
-        problems.append(f"dataset {dataset!r} does not exist (or is not a file)")
+        problems.append(
+            f"dataset {dataset!r} does not exist{_relative(dataset)} (or is not a file)")
     if not made_by_workflow(image_root) and not os.path.isdir(image_root):
-        problems.append(f"image_root {image_root!r} does not exist (or is not a folder)")
+        problems.append(
+            f"image_root {image_root!r} does not exist{_relative(image_root)} (or is not a folder)")
     return problems
 
 

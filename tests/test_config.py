@@ -147,7 +147,9 @@ def test_model_path_must_be_a_folder_or_in_the_hub_cache(
     assert "set model.type: llava" in model_problems("someone/tiny-llava", "qwen")[0]
 
 
-def test_missing_dataset_and_image_root_are_named(tmp_path: Path) -> None:
+def test_missing_dataset_and_image_root_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dataset = tmp_path / "d.json"
     entry = {"dataset": str(dataset), "image_root": str(tmp_path / "images")}
     assert path_problems(entry) == [
@@ -159,6 +161,12 @@ def test_missing_dataset_and_image_root_are_named(tmp_path: Path) -> None:
     assert path_problems(entry) == []
     # Files a rule of the workflow makes (the demo's) are not checked before they exist.
     assert path_problems({"dataset": "resources/demo/x.json", "image_root": "resources/demo/i"}) == []
+    # A relative path is looked for in the working directory, and the message says so.
+    monkeypatch.chdir(tmp_path)
+    assert path_problems({"dataset": "d.json", "image_root": "images"}) == []
+    assert path_problems({"dataset": "data/d.json", "image_root": "images"}) == [
+        f"dataset 'data/d.json' does not exist in {tmp_path}, the folder Snakemake runs in"
+        " (or is not a file)"]
 
 
 def test_run_problems_name_the_run_and_report_everything(
