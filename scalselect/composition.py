@@ -70,13 +70,15 @@ def selection_subsets(
 def config_sources(reports: Iterable[tuple[Mapping, bool]]) -> list[str]:
     """The data sources of a configuration's runs, most frequent first (ties by name):
     the valid samples per source of each run's validation report (``sources``), less
-    its text-only samples where its filter drops them (``(report, keep_text_only)``
-    pairs). Sources no run keeps are left out."""
+    its text-only ones (``text_only_sources``) where its filter drops them
+    (``(report, keep_text_only)`` pairs). Sources no run keeps are left out."""
     counts: Counter[str] = Counter()
     for report, keep_text_only in reports:
         counts.update(report["sources"])
-        if not keep_text_only and TEXT_ONLY in report["sources"]:
-            counts[TEXT_ONLY] -= report["num_text_only"]
+        if not keep_text_only:
+            # Reports from before text_only_sources: text-only samples labelled so.
+            counts.subtract(report.get("text_only_sources",
+                                       {TEXT_ONLY: report["num_text_only"]}))
     return sorted((s for s in counts if counts[s] > 0), key=lambda s: (-counts[s], s))
 
 

@@ -96,12 +96,13 @@ def bar_colors(ax) -> dict[str, str]:
             for bars in ax.containers if not bars.get_label().startswith("_")}
 
 
-def report(sources: dict[str, int], text_only: int) -> dict:
+def report(sources: dict[str, int], text_only: dict[str, int]) -> dict:
     """The parts of a validation report that `sources` reads (and the keys that make it
-    one)."""
+    one): valid samples per source, and the text-only ones among them."""
     return {"dataset": "d.json", "dataset_sha256": "0", "format": "sharegpt",
             "num_samples": sum(sources.values()), "invalid": [], "text_only": [],
-            "sources": sources, "num_text_only": text_only}
+            "sources": sources, "text_only_sources": text_only,
+            "num_text_only": sum(text_only.values())}
 
 
 def composition_colors(sources: np.ndarray, order: list[str]) -> dict[str, str]:
@@ -139,8 +140,9 @@ def test_a_source_has_one_colour_across_figures_and_runs_and_never_a_methods(
     each source has the same colour in both runs' composition figures and in the methods
     comparison's panel (f), and no method's bars share it (the issue: a source blue in
     composition.png, orange in panel (f) where k-center was orange)."""
-    reports = [report({"coco": 50, "vg": 30, "gqa": 20, "text-only": 10}, 10),
-               report({"vg": 60, "ocr_vqa": 15, "coco": 5}, 0)]
+    # Run 0's text-only samples all come from one source of their own (source_field).
+    reports = [report({"coco": 50, "vg": 30, "gqa": 20, "chat": 10}, {"chat": 10, "coco": 2}),
+               report({"vg": 60, "ocr_vqa": 15, "coco": 5}, {})]
     paths = []
     for i, content in enumerate(reports):
         paths.append(tmp_path / f"report{i}.json")
@@ -150,7 +152,7 @@ def test_a_source_has_one_colour_across_figures_and_runs_and_never_a_methods(
     assert main(["sources", "--run", str(paths[0]), "drop", "--run", str(paths[1]), "keep",
                  "--out", str(out)]) == 0
     order = composition.read_sources(out)
-    assert order == ["vg", "coco", "gqa", "ocr_vqa"]  # 90, 55, 20, 15; text-only all dropped
+    assert order == ["vg", "coco", "gqa", "ocr_vqa"]  # 90, 53, 20, 15; text-only all dropped
     runs = [np.array(["coco"] * 50 + ["vg"] * 30 + ["gqa"] * 20, dtype=object),
             np.array(["vg"] * 60 + ["ocr_vqa"] * 15 + ["coco"] * 5, dtype=object)]
     methods, shares = methods_colors(runs[0], order)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -550,3 +551,23 @@ def test_svg_is_vector_with_editable_text(tmp_path: Path) -> None:
     assert root.get("width") == f"{style.SINGLE_COLUMN * 72:g}pt"
     texts = ["".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "Spectral energy" in texts
+
+
+@pytest.mark.slow
+def test_demo_runs_give_each_source_one_colour(demo_workflow: Path) -> None:
+    """Every run's browser colours a source alike, and every run's composition lists its
+    sources in the configuration's order (results/sources.json), whatever its own counts."""
+    order = json.loads((demo_workflow / "results/sources.json").read_text())["sources"]
+    seen: dict[str, set[str]] = {}
+    runs = sorted(p.parent.parent for p in demo_workflow.glob("results/*/browse/index.html"))
+    assert len(runs) == 4
+    for run in runs:
+        page = (run / "browse/index.html").read_text()
+        config = json.loads(re.search(
+            r'<script type="application/json" id="config">(.*?)</script>', page, re.S).group(1))
+        for source in config["sources"]:
+            seen.setdefault(source["name"], set()).add(source["color"])
+        listed = list(dict.fromkeys(pd.read_csv(run / "plots/composition.csv")["source"]))
+        assert listed == [s for s in order if s in listed], (run.name, listed)
+    assert seen and all(len(colors) == 1 for colors in seen.values()), seen
+    assert len({color for (color,) in seen.values()}) == len(seen)
