@@ -10,6 +10,7 @@ rule browse:
         # The top-N and random-N subsets are recomputed from the scores as `select`
         # makes them; only the baselines' picks are read.
         picks=baseline_picks,
+        sources="results/sources.json",
     output:
         browse=report(
             directory("results/{run}/browse"),
@@ -33,5 +34,6 @@ rule browse:
     shell:
         "python -m scalselect browse --dataset {input.dataset} {params.dataset}"
         " --image-root {params.image_root} --scores {input.scores} {params.budgets}"
-        " {params.seeds} --picks {input.picks} --run {wildcards.run}"
+        " {params.seeds} --picks {input.picks} --sources {input.sources}"
+        " --run {wildcards.run}"
         " --out {output.browse} > {log} 2>&1"

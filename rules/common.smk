@@ -8,6 +8,7 @@ import shlex
 import sys
 
 import yaml
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from scalselect.config import problem_report, schema_problems, shard_group_problems
@@ -68,9 +69,28 @@ def per_run(method, *args):
     return lambda wildcards: method(wildcards.run, *args)
 
 
+# Budgets below the k-means clusters, said once per run and budget on the console: the
+# counts now, before any job; the percentages once the scored samples are known.
+_warned = set()
+
+
+def warn_kmeans_budgets(run, n_scored=None):
+    """Warn once of each budget below `select.kmeans_clusters` (Plan.kmeans_warnings)."""
+    for problem in PLAN.kmeans_warnings(run, n_scored):
+        if (run, problem) not in _warned:
+            _warned.add((run, problem))
+            logger.warning(f"runs.{run}: select: {problem}")
+
+
+for run in RUNS:
+    warn_kmeans_budgets(run)
+
+
 def scored(run):
     """The run's number of scored samples, once checkpoint `cur` has run."""
-    return len(read_scores(checkpoints.cur.get(run=run).output.table))
+    n_scored = len(read_scores(checkpoints.cur.get(run=run).output.table))
+    warn_kmeans_budgets(run, n_scored)
+    return n_scored
 
 
 def run_value(key):
@@ -120,6 +140,11 @@ baseline_picks = per_run(lambda run: PLAN.baseline_picks(run, scored(run)))
 def shards_mem_mb(wildcards, input):
     """Resources: memory of a job holding all of the run's representations."""
     return features_mem_mb(input.shards)
+
+
+def source_runs(wildcards):
+    """Params of `sources`: `--run REPORT keep|drop` for each run."""
+    return " ".join(f"--run {report} {keep}" for report, keep in PLAN.source_runs())
 
 
 def figure_files(stem, caption_file, subcategory):

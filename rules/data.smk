@@ -97,13 +97,15 @@ rule filter:
     conda:
         "../envs/data.yaml"
     resources:
-        # Checked here, before extraction; a resource, not a param: budgets do not
-        # change the filtered dataset, so a new budget must not rerun everything.
+        # Checked here, before extraction; resources, not params: budgets and shards do
+        # not change the filtered dataset, so a new budget must not rerun everything.
         budgets=per_run(lambda run: shlex.join(map(str, PLAN.budgets(run)))),
+        extract_shards=extract_setting("shards"),
     params:
         options=cli_options("filter", *result_keys("filter")),
     shell:
         "python -m scalselect filter --dataset {input.dataset}"
         " --report {input.report} --out {output.dataset} --index {output.index}"
         " {params.options}"
-        " --budgets {resources.budgets} > {log} 2>&1"
+        " --budgets {resources.budgets} --extract-shards {resources.extract_shards}"
+        " > {log} 2>&1"

@@ -1,4 +1,4 @@
-# The bundled demo dataset (ShareGPT and LLaVA formats, images) and tiny models,
+# The bundled demo dataset (ShareGPT and LLaVA formats, parquet, images) and tiny models,
 # generated deterministically by one job. Seconds, whatever the cluster: on SLURM it runs
 # where Snakemake runs instead of waiting in a queue before validate.
 
@@ -15,6 +15,7 @@ rule demo:
     output:
         dataset="resources/demo/dataset.json",
         dataset_llava="resources/demo/dataset_llava.json",
+        parquet="resources/demo/dataset.parquet",
         groups="resources/demo/groups.json",
         expected_invalid="resources/demo/EXPECTED_INVALID.json",
         images=directory("resources/demo/images"),

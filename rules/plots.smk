@@ -3,6 +3,29 @@
 # only `plots` and `plots_compare`; the score, spectrum and gallery figures stay.
 
 
+# The sources of every run, most frequent first: each keeps one colour in all the runs'
+# figures and browsers. From the validation reports alone (seconds), where Snakemake runs.
+localrules:
+    sources,
+
+
+rule sources:
+    input:
+        reports=expand("results/{run}/validate/report.json", run=RUNS),
+    output:
+        sources="results/sources.json",
+    log:
+        "results/logs/sources.log",
+    benchmark:
+        "results/benchmarks/sources.tsv"
+    conda:
+        "../envs/plots.yaml"
+    params:
+        runs=source_runs,
+    shell:
+        "python -m scalselect sources {params.runs} --out {output.sources} > {log} 2>&1"
+
+
 rule plots_scores:
     input:
         scores="results/{run}/score/scores.parquet",
@@ -34,6 +57,7 @@ rule plots:
         scores="results/{run}/score/scores.parquet",
         summary="results/{run}/select/summary.csv",
         dataset=filtered_dataset,
+        sources="results/sources.json",
     output:
         ranking=figure_files(
             "results/{run}/plots/score_ranking", "score_ranking.rst", "Budgets"
@@ -74,7 +98,8 @@ rule plots:
         " {params.options} > {log} 2>&1;"
         " python -m scalselect plot composition --dataset {input.dataset}"
         " {params.dataset} --scores {input.scores} --summary {input.summary}"
-        " {params.seeds} --out-dir results/{wildcards.run}/plots {params.options}"
+        " {params.seeds} --sources {input.sources}"
+        " --out-dir results/{wildcards.run}/plots {params.options}"
         " >> {log} 2>&1"
 
 
@@ -159,6 +184,7 @@ rule plots_methods:
         model="results/{run}/score/model.npz",
         shards=run_shards,
         picks=baseline_picks,
+        sources="results/sources.json",
     output:
         figure=figure_files("results/{run}/plots/methods", "methods.rst", "Methods"),
         table=report(
@@ -187,6 +213,7 @@ rule plots_methods:
         "python -m scalselect plot-methods --dataset {input.dataset} {params.dataset}"
         " --features {input.shards} --model {input.model} --scores {input.scores}"
         " {params.budgets} {params.seeds} --picks {input.picks}"
+        " --sources {input.sources}"
         " --out-dir results/{wildcards.run}/plots {params.options} > {log} 2>&1"
 
 

@@ -8,7 +8,10 @@ error instead of stopping at the first:
   per wrong key (its path, what was expected, the closest valid key), never a dump of
   the schema.
 - :func:`budget_problems`: percentages above 100% or at 0% of the scored samples;
-  :func:`count_budget_problems` (run by ``filter``): counts above the filtered samples.
+  :func:`count_budget_problems` and :func:`shard_count_problems` (run by ``filter``):
+  counts above the filtered samples, and more extract shards than filtered samples.
+- :func:`kmeans_budget_problems`: budgets smaller than the k-means clusters (a warning:
+  the k-means baseline is then not cluster-balanced).
 - :func:`model_problems`: a model path that is neither a folder nor in the local
   Hugging Face cache, or a checkpoint whose ``config.json`` is not of the configured
   ``model.type``.
@@ -117,6 +120,59 @@ def count_budget_problems(budgets: Sequence[int | str], n_kept: int) -> list[str
     ]
 
 
+def shard_count_problems(shards: int, n_kept: int) -> list[str]:
+    """More extract shards than the ``n_kept`` samples that passed the filter: some shards
+    would hold no sample, and each would fail as its own extract job (after its own
+    queue wait on a cluster), so ``filter`` refuses the configuration first.
+
+    >>> shard_count_problems(4, 248)
+    []
+    >>> shard_count_problems(300, 248)[0][:60]
+    'extract.shards is 300 but only 248 samples passed the filter'
+    """
+    if shards <= n_kept:
+        return []
+    return [
+        f"extract.shards is {shards} but only {n_kept} samples passed the filter: "
+        f"{shards - n_kept} of the shards would hold no sample; set extract.shards to at "
+        f"most {n_kept}"
+    ]
+
+
+def kmeans_budget_problems(
+    clusters: int, budgets: Sequence[int | str], n_scored: int | None = None
+) -> list[str]:
+    """Budgets that pick fewer samples than the k-means baseline has clusters: it then
+    takes one sample from each of the largest clusters and none from the others, so it
+    is not cluster-balanced. A warning, with the fix, not an error: one clustering
+    serves every budget, and the larger budgets may want the clusters.
+
+    Percentages are checked only when ``n_scored`` (the scored samples) is given.
+
+    >>> kmeans_budget_problems(8, [32, "16%"], 248)
+    []
+    >>> kmeans_budget_problems(100, [20, "25%", 500])  # doctest: +NORMALIZE_WHITESPACE
+    ['budget 20 picks 20 samples but select.kmeans_clusters is 100: k-means takes one
+      sample from each of the 20 largest clusters and none from the other 80; set
+      select.kmeans_clusters to at most 20 (one clustering serves every budget) or leave
+      kmeans out of select.methods']
+    """
+    problems = []
+    for budget in budgets:
+        parsed = Budget.parse(budget)
+        if parsed.is_percentage and n_scored is None:
+            continue
+        n = parsed.count if n_scored is None else parsed.resolve(n_scored)
+        if n < clusters:
+            problems.append(
+                f"budget {budget} picks {n} samples but select.kmeans_clusters is {clusters}:"
+                f" k-means takes one sample from each of the {n} largest clusters and none"
+                f" from the other {clusters - n}; set select.kmeans_clusters to at most {n}"
+                " (one clustering serves every budget) or leave kmeans out of select.methods"
+            )
+    return problems
+
+
 def checkpoint_config(path: str) -> Path | None:
     """The ``config.json`` of a model: in its folder, else in the local Hugging Face
     cache (hub name); None when neither has it."""
@@ -157,14 +213,22 @@ def model_problems(path: str, model_type: str) -> list[str]:
     ]
 
 
+def _relative(path: str) -> str:
+    """Where a relative path was looked for: the working directory, not the config
+    file's folder (README, "Your own dataset and model")."""
+    return "" if os.path.isabs(path) else f" in {os.getcwd()}, the folder Snakemake runs in"
+
+
 def path_problems(entry: Mapping[str, Any]) -> list[str]:
     """A run's dataset file or image root that does not exist (unless a rule makes it)."""
     problems = []
     dataset, image_root = entry["dataset"], entry.get("image_root", ".")
     if not made_by_workflow(dataset) and not os.path.isfile(dataset):
-        problems.append(f"dataset {dataset!r} does not exist (or is not a file)")
+        problems.append(
+            f"dataset {dataset!r} does not exist{_relative(dataset)} (or is not a file)")
     if not made_by_workflow(image_root) and not os.path.isdir(image_root):
-        problems.append(f"image_root {image_root!r} does not exist (or is not a folder)")
+        problems.append(
+            f"image_root {image_root!r} does not exist{_relative(image_root)} (or is not a folder)")
     return problems
 
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scalselect.budgets import resolve_budget
-from scalselect.config import made_by_workflow, run_problems
+from scalselect.config import kmeans_budget_problems, made_by_workflow, run_problems
 from scalselect.data.readers import file_kind
 from scalselect.select.methods import BASELINES, picks_name
 from scalselect.settings import config_problems, result_keys
@@ -198,6 +198,23 @@ class Plan:
         """Seeds of the run's random subsets; none when ``random`` is not a method."""
         values = self.settings(run, "select")
         return values["random_seeds"] if "random" in values["methods"] else []
+
+    def kmeans_warnings(self, run: str, n_scored: int | None = None) -> list[str]:
+        """The run's budgets below ``select.kmeans_clusters`` when it makes the k-means
+        baseline (percentages only once ``n_scored`` is known)."""
+        values = self.settings(run, "select")
+        if "kmeans" not in values["methods"]:
+            return []
+        return kmeans_budget_problems(values["kmeans_clusters"], values["budgets"], n_scored)
+
+    def source_runs(self) -> list[tuple[str, str]]:
+        """``(validation report, keep|drop)`` of every run: whether its filter keeps the
+        text-only samples its report counts (the sources' colours span all runs)."""
+        return [
+            (f"results/{run}/validate/report.json",
+             "keep" if self.settings(run, "filter")["keep_text_only"] else "drop")
+            for run in self.runs
+        ]
 
     def selection_files(self, run: str, n_valid: int) -> list[str]:
         """The top-N and random-N files of the run's budgets."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,8 +9,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import tqdm
 
@@ -78,27 +75,10 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 
 
 def demo_parquet(demo: Path) -> Path:
-    """The demo's LLaVA-format records as a LLaVA-OneVision-style parquet file: each
+    """The demo's LLaVA-OneVision-style parquet pool (written by the demo's builder): each
     image embedded as {"bytes", "path"} where its file exists, else given by path."""
     path = demo / "dataset.parquet"
-    if path.exists():
-        return path
-    rows = []
-    for record in json.loads((demo / "dataset_llava.json").read_text(encoding="utf-8")):
-        if not (isinstance(record, dict) and isinstance(record.get("conversations"), list)
-                and isinstance(record.get("image"), (str, type(None)))
-                and isinstance(record.get("id"), (int, str))):
-            continue  # rows of one schema only
-        image = record.get("image")
-        file = demo / "images" / image if image else None
-        rows.append({
-            "id": str(record["id"]),
-            "image": None if image is None else {
-                "bytes": file.read_bytes() if file.is_file() else None, "path": image},
-            "conversations": [{"from": str(t.get("from")), "value": str(t.get("value"))}
-                              for t in record["conversations"]],
-        })
-    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=50)
+    assert path.is_file(), f"{path}: the demo builder writes it"
     return path
 
 

@@ -148,7 +148,7 @@ def write_shard(directory: Path, matrix: np.ndarray, index: np.ndarray, failed: 
     return directory
 
 
-def test_select_baseline_command(tmp_path: Path) -> None:
+def test_select_baseline_command(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(5)
     n, d = 80, 6
     matrix = (rng.standard_normal((n, d)) * [5, 3, 2, 1, 1, 1] + 40).astype(np.float32)
@@ -202,6 +202,11 @@ def test_select_baseline_command(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == [records[i] for i in expected]
     assert pd.read_parquet(tmp_path / "kmeans.parquet")["index"].tolist() == expected.tolist()
     assert main([*kmeans, "--num", "79", "--out", str(out), "--picks", str(tmp_path / "k.parquet")]) == 2
+    # Fewer picks than clusters: done, and said with the fix.
+    assert "kmeans_clusters" not in caplog.text
+    assert main([*kmeans, "--num", "3", "--out", str(out), "--picks", str(tmp_path / "k.parquet")]) == 0
+    assert ("budget 3 picks 3 samples but select.kmeans_clusters is 4: k-means takes one sample"
+            " from each of the 3 largest clusters and none from the other 1") in caplog.text
     # One file named as both the selection and the picks (one would overwrite the other).
     same = tmp_path / "kmeans-5.json"
     assert main([*kmeans, "--num", "5", "--out", str(same), "--picks", str(same)]) == 2

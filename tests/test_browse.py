@@ -32,6 +32,7 @@ SOURCES = ("coco", "gqa", "vg")
 N_RECORDS, UNSCORED = 14, 5
 BUDGETS, SEEDS = ["4", "50%"], [0, 3]
 KCENTER = [0, 2, 9, 11]  # the hand-made k-center picks of budget 4
+CONFIG_SOURCES = ("vg", "ocr_vqa", "gqa", "coco")
 
 
 def make_run(root: Path) -> dict:
@@ -100,7 +101,9 @@ def selection_indices(path: Path, records: list[dict]) -> set[int]:
 def unit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("browse")
     run = make_run(root)
-    build(run, root / "browse", "--thumbnails", "2")
+    # The configuration's source order (as `sources` writes it), not this run's own.
+    (root / "sources.json").write_text(json.dumps({"sources": list(CONFIG_SOURCES)}))
+    build(run, root / "browse", "--thumbnails", "2", "--sources", str(root / "sources.json"))
     # The attention gallery's overlay of the top-ranked sample, where `plot gallery` puts
     # it: beside the browser (the page finds it there when it opens).
     tokens = root / "plots/attention_tokens"
@@ -333,10 +336,33 @@ def test_page_in_headless_chromium(unit_run: tuple[dict, Path], chromium: str,
     dom = page_dom(chromium, tmp_path, out / "index.html", f"id=s-{ranked[3]}")
     assert shown_count(dom) == 1 and "#4</span>" in dom
     dom = page_dom(chromium, tmp_path, out / "index.html", "order=asc")
-    first = re.search(r'class="id">id "([^"]+)"', dom.replace("&quot;", '"'))
-    assert first and first.group(1) == f"s-{ranked[-1]}"
+    assert first_id(dom) == f"s-{ranked[-1]}"
     # Conversation text is text, never markup.
     assert "&lt;b&gt;é&lt;/b&gt;" in dom and "<b>é</b>" not in dom
+
+
+def first_id(dom: str) -> str:
+    match = re.search(r'class="id">id "([^"]+)"', dom.replace("&quot;", '"'))
+    assert match, dom[:3000]
+    return match.group(1)
+
+
+@needs_chromium
+def test_dropped_view_lists_the_worst_first_whatever_the_url(
+    unit_run: tuple[dict, Path], chromium: str, tmp_path: Path
+) -> None:
+    """The dropped view from a bare shared address, as the page's own link writes it and
+    with order=asc: the lowest ranked first; order=desc (the Score control) the best of
+    the dropped, rank 5 at budget 4."""
+    run, out = unit_run
+    ranked = sorted(run["importance"], key=lambda i: (-run["importance"][i], i))
+    index = out / "index.html"
+    link = re.search(r'href="#(view=dropped[^"]*)"', index.read_text()).group(1)
+    for query in ("view=dropped&budget=4&method=scalselect", link.replace("&amp;", "&"),
+                  "view=dropped&budget=4&method=scalselect&order=asc"):
+        assert first_id(page_dom(chromium, tmp_path, index, query)) == f"s-{ranked[-1]}", query
+    dom = page_dom(chromium, tmp_path, index, "view=dropped&budget=4&method=scalselect&order=desc")
+    assert first_id(dom) == f"s-{ranked[4]}"
 
 
 @pytest.mark.slow
@@ -365,3 +391,41 @@ def test_demo_browser_in_headless_chromium(demo_workflow: Path, chromium: str,
     dom = page_dom(chromium, tmp_path, results / "browse/index.html")
     shown = re.findall(r'<img [^>]*class="tokens"[^>]*data-natural-width="(\d+)"', dom)
     assert shown and all(int(width) > 0 for width in shown)
+
+
+def swatches(dom: str, kind: str) -> dict[str, str]:
+    """Text -> colour of each element of class ``kind`` (badge, source) in the DOM."""
+    found = re.findall(rf'<span class="{kind}" style="--color: ?(#[0-9A-Fa-f]{{6}});?">([^<]+)</span>',
+                       dom)
+    assert found, dom[:3000]
+    return {text: color.lower() for color, text in found}
+
+
+@needs_chromium
+def test_page_shows_percentage_budgets_and_the_figures_colours(
+    unit_run: tuple[dict, Path], chromium: str, tmp_path: Path
+) -> None:
+    """Budget "50%" of the 13 scored samples (6.5, rounded half up: 7) reads "50% (N = 7)"
+    in the budget menu and on the badges; each source and method has the colour the
+    figures give it (composition and methods comparison, same source order)."""
+    from test_figure_labels import composition_colors, methods_colors
+
+    run, out = unit_run
+    dom = page_dom(chromium, tmp_path, out / "index.html")
+    assert re.search(r'<option value="7">50% \(N = 7\)</option>', dom)
+    assert re.search(r'<option value="4">4</option>', dom)
+    badges = swatches(dom, "badge")
+    assert {"ScalSelect 50% (N = 7)", "Random (seed 3) 50% (N = 7)", "ScalSelect 4",
+            "k-center 4"} <= set(badges), sorted(badges)
+    labels = [r["images"][0].split("/")[0] for r in run["records"]]
+    order = list(CONFIG_SOURCES)
+    sources = np.array(labels, dtype=object)
+    figure_sources = composition_colors(sources, order)
+    assert swatches(dom, "source") == {s: figure_sources[s] for s in SOURCES}
+    methods, shares = methods_colors(sources, order)
+    assert shares == {s: figure_sources[s] for s in SOURCES}
+    for label, color in badges.items():
+        method = label.removesuffix(" 50% (N = 7)").removesuffix(" 4")
+        if method.startswith("Random"):  # every seed in random's colour
+            method = "Random (seed 0)"
+        assert color == methods[method], (label, color, methods)

@@ -12,6 +12,7 @@ from conftest import REPO
 
 from scalselect.config import (
     budget_problems,
+    kmeans_budget_problems,
     model_problems,
     path_problems,
     problem_report,
@@ -86,6 +87,20 @@ def test_percentages_outside_the_scored_samples_are_named() -> None:
     ]
 
 
+def test_budgets_below_the_kmeans_clusters_are_named_with_the_fix() -> None:
+    """The issue's case: K = 100 on 146 scored samples, budgets 20 and 25% (36.5, rounded
+    half up: 37); without the scored count only the count budget can be checked."""
+    problems = kmeans_budget_problems(100, [20, "25%", "80%"], 146)
+    assert [p.split(":")[0] for p in problems] == [
+        "budget 20 picks 20 samples but select.kmeans_clusters is 100",
+        "budget 25% picks 37 samples but select.kmeans_clusters is 100",
+    ]
+    assert "none from the other 80; set select.kmeans_clusters to at most 20" in problems[0]
+    assert "none from the other 63; set select.kmeans_clusters to at most 37" in problems[1]
+    assert len(kmeans_budget_problems(100, ["20", "25%"])) == 1
+    assert kmeans_budget_problems(20, [20, "100%"], 20) == []
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
@@ -132,7 +147,9 @@ def test_model_path_must_be_a_folder_or_in_the_hub_cache(
     assert "set model.type: llava" in model_problems("someone/tiny-llava", "qwen")[0]
 
 
-def test_missing_dataset_and_image_root_are_named(tmp_path: Path) -> None:
+def test_missing_dataset_and_image_root_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dataset = tmp_path / "d.json"
     entry = {"dataset": str(dataset), "image_root": str(tmp_path / "images")}
     assert path_problems(entry) == [
@@ -144,6 +161,12 @@ def test_missing_dataset_and_image_root_are_named(tmp_path: Path) -> None:
     assert path_problems(entry) == []
     # Files a rule of the workflow makes (the demo's) are not checked before they exist.
     assert path_problems({"dataset": "resources/demo/x.json", "image_root": "resources/demo/i"}) == []
+    # A relative path is looked for in the working directory, and the message says so.
+    monkeypatch.chdir(tmp_path)
+    assert path_problems({"dataset": "d.json", "image_root": "images"}) == []
+    assert path_problems({"dataset": "data/d.json", "image_root": "images"}) == [
+        f"dataset 'data/d.json' does not exist in {tmp_path}, the folder Snakemake runs in"
+        " (or is not a file)"]
 
 
 def test_run_problems_name_the_run_and_report_everything(

@@ -125,14 +125,20 @@ def test_plot_methods_and_layers_commands(tmp_path) -> None:
                  "--out", str(root / "kcenter-10.json"),
                  "--picks", str(root / "kcenter-10.json.picks.parquet")]) == 0
     out = tmp_path / "plots"
-    assert main(["plot-methods", *common, "--budgets", "10", "--random-seeds", "0", "1",
+    assert main(["plot-methods", *common, "--budgets", "10", "25%", "--random-seeds", "0", "1",
                  "--picks", str(root / "kcenter-10.json.picks.parquet"), "--out-dir", str(out),
                  "--formats", "png"]) == 0
     table = pd.read_csv(out / "methods.csv")
-    assert table["method"].tolist() == ["ScalSelect", "Random (seed 0)", "Random (seed 1)", "k-center"]
-    assert table["coverage_queries"].tolist() == [n] * 4
+    assert table["method"].tolist() == ["ScalSelect", "Random (seed 0)", "Random (seed 1)",
+                                        "k-center", "ScalSelect", "Random (seed 0)",
+                                        "Random (seed 1)"]
+    assert table["coverage_queries"].tolist() == [n] * 7
     assert set(table.columns) >= {"share:coco", "share:vg"} and (out / "methods.png").exists()
-    assert "\\toprule" in (out / "methods.tex").read_text()
+    # The percentage as asked and as resolved (25% of 60 scored: 15), in both tables.
+    assert table["budget"].tolist() == [10] * 4 + [15] * 3
+    assert table["budget_label"].tolist() == ["N = 10"] * 4 + ["25% (N = 15)"] * 3
+    tex = (out / "methods.tex").read_text()
+    assert "\\toprule" in tex and "25\\% (N = 15) & ScalSelect" in tex
 
     arguments = [word for layer, (root, _) in zip((1, 2), runs) for word in (
         "--run", f"run{layer}", str(layer), str(root / "spectrum.json"), str(root / "scores.parquet"))]

@@ -630,6 +630,20 @@ def test_cli_rejects_bad_options(models, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_shard_names_the_dataset_size(models, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Shard 4 of 8 of a 6-sample dataset is empty (it would start and stop at record
+    4 * 6 // 8 = 5 * 6 // 8 = 3): the message gives the dataset's 6 samples, not the 3
+    where the shard stops."""
+    from scalselect.cli import main
+
+    dataset = write_dataset(tmp_path / "data", 6)
+    base = cli_args(models, dataset, tmp_path / "out", tmp_path / "cache")
+    assert main(["extract", *base, "--shard", "4", "--num-shards", "8"]) == 2
+    assert "shard 4 of 8 is empty: " in caplog.text
+    assert "holds only 6 samples; use at most 6 shards" in caplog.text
+
+
 # ---------------------------------------------------------------------------------------
 # The rule
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -206,9 +207,10 @@ def test_figures_have_no_overlapping_text(scores: np.ndarray, marks, run_dir: Pa
         "budget": ["30", "32", "16%"], "n": [30, 32, 64], "fraction": [30 / 400, 0.08, 0.16],
         "score_threshold": [0.1, 0.1, 0.05]}))
     heavy = np.sort(np.random.default_rng(0).lognormal(-9, 2, 5000))[::-1]
-    table = composition.composition_table(
-        np.array([f"source_{i % 9}" for i in range(400)], dtype=object),
-        {"Full set": np.arange(400), "Top-32": np.arange(32)})
+    nine = np.array([f"source_{i % 9}" for i in range(400)], dtype=object)
+    table = composition.composition_table(nine, {"Full set": np.arange(400),
+                                                 "Top-32": np.arange(32)})
+    colors = style.source_colors(composition.source_order(nine))
     energy = np.cumsum(np.linspace(1, 0, 300) ** 8)
     with style.paper_style():
         built = {
@@ -218,7 +220,7 @@ def test_figures_have_no_overlapping_text(scores: np.ndarray, marks, run_dir: Pa
             **{p: figures.score_panel(p, scores, marks) for p in figures.PANELS},
             "spectrum-small": figures.spectrum([0.5, 0.8, 0.95, 1.0], 3, 0.9),
             "spectrum-large": figures.spectrum(energy / energy[-1], 40, 0.9),
-            "composition-9": figures.composition(composition.share_matrix(table)),
+            "composition-9": figures.composition(composition.share_matrix(table), colors),
         }
         for name, fig in built.items():
             assert text_overlaps(fig) == [], name
@@ -227,8 +229,9 @@ def test_figures_have_no_overlapping_text(scores: np.ndarray, marks, run_dir: Pa
                 assert fig.axes[0].get_xlim()[1] == len(scores)
             if name == "distribution-heavy":
                 assert fig.axes[0].get_xscale() == "log"  # histogram over decades
-    # Rarer sources than the 6 most frequent are pooled so colours stay distinct.
-    assert table["source"].nunique() == 7 and "other" in set(table["source"])
+    # Rarer sources than the 5 most frequent are pooled: each of those has a colour of
+    # its own, none of them a method's.
+    assert table["source"].nunique() == 6 and "other" in set(table["source"])
 
 
 @pytest.mark.parametrize("importance", [np.full(50, 0.18), np.array([0.7, 0.3])])
@@ -548,3 +551,23 @@ def test_svg_is_vector_with_editable_text(tmp_path: Path) -> None:
     assert root.get("width") == f"{style.SINGLE_COLUMN * 72:g}pt"
     texts = ["".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "Spectral energy" in texts
+
+
+@pytest.mark.slow
+def test_demo_runs_give_each_source_one_colour(demo_workflow: Path) -> None:
+    """Every run's browser colours a source alike, and every run's composition lists its
+    sources in the configuration's order (results/sources.json), whatever its own counts."""
+    order = json.loads((demo_workflow / "results/sources.json").read_text())["sources"]
+    seen: dict[str, set[str]] = {}
+    runs = sorted(p.parent.parent for p in demo_workflow.glob("results/*/browse/index.html"))
+    assert len(runs) == 4
+    for run in runs:
+        page = (run / "browse/index.html").read_text()
+        config = json.loads(re.search(
+            r'<script type="application/json" id="config">(.*?)</script>', page, re.S).group(1))
+        for source in config["sources"]:
+            seen.setdefault(source["name"], set()).add(source["color"])
+        listed = list(dict.fromkeys(pd.read_csv(run / "plots/composition.csv")["source"]))
+        assert listed == [s for s in order if s in listed], (run.name, listed)
+    assert seen and all(len(colors) == 1 for colors in seen.values()), seen
+    assert len({color for (color,) in seen.values()}) == len(seen)

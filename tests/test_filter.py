@@ -179,6 +179,29 @@ def test_a_count_budget_above_the_kept_samples_fails_at_filter(
     assert len(json.loads(out.read_text())) == kept
 
 
+def test_more_extract_shards_than_kept_samples_fails_at_filter(
+    corpus, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Empty shards would each fail as an extract job of their own: filter refuses them
+    first, naming the shard count, the kept samples and the fix."""
+    root, records, expected, text_only = corpus
+    dataset = write_dataset(tmp_path / "d.json", records)
+    report, out = tmp_path / "report.json", tmp_path / "filtered.json"
+    common = ["--image-root", str(root), "--out", str(report), "--workers", "1", "--no-progress"]
+    assert main(["validate", "--dataset", str(dataset), *common]) == 0
+    kept = len(records) - len(expected) - len(text_only)
+    args = ["filter", "--dataset", str(dataset), "--report", str(report), "--out", str(out)]
+    assert main([*args, "--budgets", str(kept + 1), "--extract-shards", str(kept + 3)]) == 2
+    assert (
+        f"select.budgets: '{kept + 1}' asks for more samples than the {kept} that passed the"
+        f" filter; extract.shards is {kept + 3} but only {kept} samples passed the filter: 3"
+        f" of the shards would hold no sample; set extract.shards to at most {kept}"
+    ) in caplog.text
+    assert not out.exists()
+    assert main([*args, "--budgets", "2", "--extract-shards", str(kept)]) == 0
+    assert len(json.loads(out.read_text())) == kept
+
+
 def test_a_report_missing_fields_is_refused_naming_them(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     write_json(path, {"dataset": "d.json", "dataset_sha256": "0", "format": "sharegpt", "num_samples": 1})

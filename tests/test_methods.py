@@ -11,6 +11,7 @@ from conftest import REPO
 
 from scalselect.cli import build_parser
 from scalselect.errors import UserError
+from scalselect.report import style
 from scalselect.select.methods import BASELINES, METHODS, picks_key, picks_name
 
 
@@ -51,3 +52,11 @@ def test_select_baseline_accepts_the_baselines_only() -> None:
         else:
             with pytest.raises(SystemExit):
                 parser.parse_args(words)
+
+
+def test_every_method_has_its_own_colour_apart_from_the_sources() -> None:
+    assert set(style.METHOD_COLORS) == set(METHODS)
+    methods = [c.lower() for c in style.METHOD_COLORS.values()]
+    sources = [c.lower() for c in (*style.SOURCE_COLORS, style.OTHER_SOURCES)]
+    assert len(set(methods)) == len(methods) and len(set(sources)) == len(sources)
+    assert not set(methods) & set(sources)

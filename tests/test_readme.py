@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
-from conftest import REPO
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, copy_workflow, workflow_env
 from markdown_it import MarkdownIt
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -50,3 +57,44 @@ def test_every_contents_link_hits_a_heading() -> None:
     assert len(links) >= 5
     missing = [link for link in links if link not in anchors]
     assert not missing, (missing, sorted(anchors))
+
+
+def fence_after(marker: str, info: str) -> str:
+    """The first ``info`` code block whose first line contains ``marker``, and the bash
+    block that follows it."""
+    fences = [t for t in MarkdownIt("commonmark").parse(README) if t.type == "fence"]
+    at = next(i for i, f in enumerate(fences) if f.info == info and marker in f.content.split("\n")[0])
+    assert fences[at + 1].info == "bash"
+    return fences[at].content, fences[at + 1].content
+
+
+@pytest.mark.slow
+def test_parquet_pool_example_runs_as_written(tmp_path: Path) -> None:
+    """The own-data section's parquet pool (images embedded, no image_root, sources from
+    a column, both tiny models, a percentage budget, every method), in a fresh copy of
+    the workflow with this environment as its .venv, the command as written."""
+    config, command = fence_after("# my-pool.yaml", "yaml")
+    workdir = copy_workflow(tmp_path / "workflow")
+    (workdir / ".venv").symlink_to(Path(sys.prefix))
+    (workdir / "my-pool.yaml").write_text(config)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=workdir,
+                          env=workflow_env(), capture_output=True, text=True, timeout=3000)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    assert "but select.kmeans_clusters is" not in done.stdout + done.stderr  # none below K
+    pool = pq.read_table(workdir / "resources/demo/dataset.parquet")
+    results = workdir / "results/pool-llava"
+    report = json.loads((results / "validate/report.json").read_text())
+    assert report["num_samples"] == pool.num_rows and report["num_invalid"] > 0
+    summary = pd.read_csv(results / "select/summary.csv", dtype={"budget": str})
+    n = int(summary.set_index("budget").loc["25%", "n"])
+    scored = len(pd.read_parquet(results / "score/scores.parquet"))
+    assert n == (25 * scored + 50) // 100  # rounded half up
+    for name, rows in (("top-20", 20), (f"top-{n}", n), (f"kmeans-{n}", n)):
+        table = pq.read_table(results / f"select/{name}.parquet")
+        assert table.num_rows == rows and table.schema.equals(pool.schema), name
+    # Sources from the column, one colour each in every run; the percentage as asked.
+    sources = json.loads((workdir / "results/sources.json").read_text())
+    assert sources["sources"] == ["captions", "vqa", "ocr"]  # text-only samples dropped
+    page = (results / "browse/index.html").read_text()
+    assert f"25% (N = {n})" in page
+    assert set(pd.read_csv(results / "plots/composition.csv")["source"]) == {"captions", "vqa", "ocr"}

@@ -67,8 +67,8 @@ SELECTION_RULES = {
     "select", "select_random", "select_summary", "select_kcenter", "select_kmeans", "plots",
     "plots_compare", "plots_methods", "plots_scores", "plots_gallery", "browse",
 }
-# Rules that run where Snakemake runs: the target and the demo's builder.
-LOCAL_RULES = {"all", "demo"}
+# Rules that run where Snakemake runs: the target, the demo's builder and `sources`.
+LOCAL_RULES = {"all", "demo", "sources"}
 RULES = set(re.findall(
     r"^(?:rule|checkpoint) (\w+):", "".join(p.read_text() for p in (REPO / "rules").glob("*.smk")),
     flags=re.MULTILINE,

@@ -57,6 +57,7 @@ def test_every_check_by_reason_and_index(corpus) -> None:
     assert report["num_image_files"] == 12
     assert report["image_files"]["ok"] == 2 and report["image_files"]["missing_image"] == 2
     assert report["sources"] == {"imgs": 6, "text-only": 2}
+    assert report["text_only_sources"] == {"text-only": 2}
 
 
 def test_details_name_the_fields(corpus) -> None:
@@ -218,7 +219,7 @@ def test_fatal_errors_exit_2(
 
 
 def test_forced_format_and_source_field(corpus, tmp_path: Path) -> None:
-    root, records, _, _ = corpus
+    root, records, _, text_only = corpus
     path = write_dataset(tmp_path / "d.json", records)
     forced = validate_file(path, root, fmt="llava", progress=False)
     assert forced["format"] == "llava" and forced["num_valid"] == 0
@@ -230,6 +231,10 @@ def test_forced_format_and_source_field(corpus, tmp_path: Path) -> None:
         write_dataset(tmp_path / "l.json", labelled), root, source_field="origin", progress=False
     )
     assert report["sources"] == {"part0": 6, "part1": 2}
+    # The text-only samples among them, by source (the workflow's colours leave out those
+    # that filter drops).
+    assert report["text_only_sources"] == dict(Counter(f"part{i % 2}" for i in text_only))
+    assert sum(report["text_only_sources"].values()) == 2
 
 
 # --------------------------------------------------------------------------- exact findings

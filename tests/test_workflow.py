@@ -90,6 +90,26 @@ def test_run_problems_fail_before_any_job_naming_run_and_key(
     assert "Job stats" not in output  # nothing was planned
 
 
+def test_budgets_below_the_kmeans_clusters_are_warned_of_before_any_job(
+    workflow: Path,
+) -> None:
+    """The issue's case: the default 100 clusters and a budget of 20 (the percentage is
+    checked once the scored samples are known: tests/test_config.py)."""
+    config = write_config(workflow, select={
+        "budgets": [20, "25%"], "methods": ["scalselect", "random", "kmeans"],
+        "kmeans_clusters": 100})
+    result = snakemake(workflow, "--dry-run", "--configfile", str(config))
+    out = result.stdout + result.stderr
+    assert ("runs.demo-qwen: select: budget 20 picks 20 samples but select.kmeans_clusters"
+            " is 100: k-means takes one sample from each of the 20 largest clusters and none"
+            " from the other 80; set select.kmeans_clusters to at most 20") in out
+    assert out.count("budget 20 picks 20 samples") == 4  # once per run
+    config = write_config(workflow, select={"budgets": [20, "25%"], "kmeans_clusters": 100,
+                                            "methods": ["scalselect", "random", "kcenter"]})
+    result = snakemake(workflow, "--dry-run", "--configfile", str(config))
+    assert "picks 20 samples" not in result.stdout + result.stderr  # no k-means, no warning
+
+
 def test_budgets_on_the_command_line(workflow: Path) -> None:
     # Snakemake's --config passes nested values as strings ('50').
     jobs = planned_jobs(workflow, "--config", 'select={budgets: [50, "20%"], random_seeds: [0]}')
@@ -177,6 +197,19 @@ def test_demo_outputs_match_an_independent_computation(demo_workflow: Path) -> N
 
 
 @pytest.mark.slow
+def test_percentage_budgets_below_the_kmeans_clusters_are_warned_of_once_scored(
+    demo_workflow: Path, tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, select={
+        "budgets": [20, "25%"], "methods": ["scalselect", "kmeans"], "kmeans_clusters": 100})
+    result = snakemake(demo_workflow, "--dry-run", "--configfile", str(config))
+    scored = len(pd.read_parquet(demo_workflow / "results/demo-llava/score/scores.parquet"))
+    n = (25 * scored + 50) // 100  # 25%, rounded half up
+    assert (f"runs.demo-llava: select: budget 25% picks {n} samples but"
+            f" select.kmeans_clusters is 100") in result.stdout + result.stderr
+
+
+@pytest.mark.slow
 def test_unchanged_second_run_does_nothing(demo_workflow: Path) -> None:
     assert planned_jobs(demo_workflow) == {}
 
@@ -224,6 +257,24 @@ def test_inconsistent_image_token_budget_fails_before_any_job(workflow: Path) ->
     assert "runs.demo-qwen: extract.min_image_tokens (256) is larger than" in (
         result.stdout + result.stderr
     )
+
+
+@pytest.mark.slow
+def test_more_shards_than_samples_fail_at_filter_before_any_extract_job(
+    workflow: Path,
+) -> None:
+    """300 shards of the demo's 248 filtered samples: filter refuses them, naming both
+    numbers and the fix, and no extract job starts (empty shards would each fail alone)."""
+    config = write_config(workflow, extract={**yaml.safe_load(
+        (REPO / "config/config.yaml").read_text())["extract"], "shards": 300})
+    result = snakemake(workflow, "results/demo-llava/score/scores.parquet", "--cores", "2",
+                       "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    log = (workflow / "results/demo-llava/logs/filter.json.log").read_text()
+    assert ("extract.shards is 300 but only 248 samples passed the filter: 52 of the shards"
+            " would hold no sample; set extract.shards to at most 248") in log
+    assert not (workflow / "results/demo-llava/extract").exists()
+    assert "rule extract:" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("keep_text_only", [False, True])

@@ -34,6 +34,7 @@ COMMANDS = {
     "select-summary": "select_summary",
     "kmeans-clusters": "kmeans_clusters",
     "select-baseline": "select_baseline",
+    "sources": "sources",
     "plot": "plot",
     "plot-compare": "plot_compare",
     "plot-methods": "plot_methods",

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scalselect.cli.plot import add_sources_argument
+
 HELP = "Write a run's selection browser: a static page of kept and dropped samples."
 
 
@@ -25,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Seeds of the random subsets.")
     parser.add_argument("--picks", nargs="*", default=[], type=Path,
                         help="Baseline picks, select/<method>-<N>.<ext>.picks.parquet.")
+    add_sources_argument(parser)
     parser.add_argument("--run", required=True, help="The run's name (the page's title).")
     parser.add_argument("--thumbnails", type=int, default=None,
                         help="Samples per thumbnail group: best ranked, worst ranked, and each"
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    from scalselect.report import browse
+    from scalselect.report import browse, composition
     from scalselect.select import baselines, selection
 
     began = time.perf_counter()
@@ -46,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     stats = browse.build_browser(
         args.dataset, scores, subsets, args.out, image_root=args.image_root, run=args.run,
         fmt=args.format, source_field=args.source_field,
+        order=None if args.sources is None else composition.read_sources(args.sources),
         thumbnails=browse.THUMBNAILS if args.thumbnails is None else args.thumbnails,
     )
     logging.getLogger("scalselect.report.browse").info(

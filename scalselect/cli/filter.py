@@ -5,7 +5,8 @@ dataset order, in the input's record format (JSON Lines when ``--out`` ends in
 ``.jsonl``, parquet with the dataset's schema for a parquet dataset, else a JSON array;
 text-only samples only with ``--keep-text-only``), and logs the removed counts per
 reason. Memory holds the removed indices, never the records. A count in
-``--budgets`` above the kept samples fails before anything is written. Refuses a report
+``--budgets`` above the kept samples, or ``--extract-shards`` above them, fails before
+anything is written (and so before any extract job). Refuses a report
 made from different dataset content (its ``dataset_sha256`` and ``num_samples`` must
 match).
 """
@@ -34,10 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Selection budgets to check against the kept samples: a count larger than "
         "them fails here, before extraction (percentages always fit).",
     )
+    parser.add_argument(
+        "--extract-shards", type=int, default=None, metavar="N",
+        help="Extract shards the workflow will run on the kept samples: more shards than "
+        "kept samples fails here, before extraction (a shard would hold no sample).",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalselect.config import count_budget_problems
+    from scalselect.config import count_budget_problems, shard_count_problems
     from scalselect.data.readers import file_kind
     from scalselect.data.validation import (
         check_report_matches,
@@ -52,12 +58,12 @@ def run(args: argparse.Namespace) -> int:
     report = load_report(args.report)
     drop, removed = drop_indices(report, keep_text_only=keep.keep_text_only)
     kept = report["num_samples"] - len(drop)
-    problems = count_budget_problems(args.budgets, kept)
+    budgets = count_budget_problems(args.budgets, kept)
+    problems = ["select.budgets: " + "; ".join(budgets)] if budgets else []
+    if args.extract_shards is not None:
+        problems += shard_count_problems(args.extract_shards, kept)
     if problems:
-        raise UserError(
-            f"{args.dataset}: select.budgets: " + "; ".join(problems)
-            + " (the other budgets are fine; nothing was written)"
-        )
+        raise UserError(f"{args.dataset}: " + "; ".join(problems) + " (nothing was written)")
     # A parquet file is hashed first; a JSON stream hashes the bytes as it reads them.
     digest = file_digest(args.dataset) if file_kind(args.dataset) == "parquet" else None
 

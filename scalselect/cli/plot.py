@@ -51,6 +51,15 @@ def output_settings(args: argparse.Namespace) -> PlotSettings:
     return settings.from_arguments(PlotSettings, args)
 
 
+def add_sources_argument(parser: argparse.ArgumentParser) -> None:
+    """``--sources`` (shared with ``plot-methods`` and ``browse``)."""
+    parser.add_argument(
+        "--sources", type=Path, default=None,
+        help="The sources of every run of the configuration, most frequent first (written by"
+        " `sources`): each keeps one colour across the runs' figures and browsers (default:"
+        " this dataset's sources by frequency).")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups = parser.add_subparsers(dest="figures", required=True, metavar="FIGURES")
 
@@ -75,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     composition.add_argument("--source-field", default=None,
                              help="Record field holding the source label (default: first "
                                   "folder of the image path).")
+    add_sources_argument(composition)
     add_output_arguments(composition)
 
     gallery = groups.add_parser("gallery", help="Highest/lowest-scored images, kept tokens.")
@@ -172,7 +182,7 @@ def _budgets(args: argparse.Namespace) -> list[Path]:
 
 def _composition(args: argparse.Namespace) -> list[Path]:
     from scalselect.io import atomic_write
-    from scalselect.report import composition, figures
+    from scalselect.report import composition, figures, style
 
     sources = composition.sample_sources(args.dataset, args.format, args.source_field)
     scores = read_ranked_scores(args.scores)
@@ -184,11 +194,13 @@ def _composition(args: argparse.Namespace) -> list[Path]:
     subsets = composition.selection_subsets(
         scores, read_summary(args.summary), args.random_seeds, len(sources)
     )
-    table = composition.composition_table(sources, subsets)
+    order = composition.source_order(
+        sources, None if args.sources is None else composition.read_sources(args.sources))
+    table = composition.composition_table(sources, subsets, order)
     csv = args.out_dir / f"{COMPOSITION}.csv"
     with atomic_write(csv) as handle:
         table.to_csv(handle, index=False)
-    fig = figures.composition(composition.share_matrix(table))
+    fig = figures.composition(composition.share_matrix(table), style.source_colors(order))
     return [*_save(fig, args, COMPOSITION), csv]
 
 

@@ -13,7 +13,11 @@ import hashlib
 import logging
 from pathlib import Path
 
-from scalselect.cli.plot import add_output_arguments, output_settings, read_ranked_scores
+from scalselect.cli.plot import (
+    add_output_arguments,
+    output_settings,
+    read_ranked_scores,
+)
 from scalselect.errors import UserError
 
 HELP = "Compare runs on the same dataset: top-N overlap (Jaccard) and score rank correlation (Spearman)."
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         key = f"jaccard@{budget}"
         rows = overlap[overlap["budget"] == str(budget)]
         wide[key] = rows["jaccard"].to_numpy()
-        header = f"$J$ @ {tables.latex_escape(str(budget))}"
+        header = f"$J$ @ {tables.latex_escape(figures.overlap_budget_label(str(budget), rows))}"
         columns.append(tables.Column(key, header, "r", lambda v: f"{v:.3f}"))
 
     ranks = (

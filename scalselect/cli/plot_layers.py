@@ -14,7 +14,11 @@ import json
 import logging
 from pathlib import Path
 
-from scalselect.cli.plot import add_output_arguments, output_settings, read_ranked_scores
+from scalselect.cli.plot import (
+    add_output_arguments,
+    output_settings,
+    read_ranked_scores,
+)
 from scalselect.errors import UserError
 
 HELP = "Layer ablation: spectra and top-N overlap of runs that differ only in extract.layer."
@@ -56,18 +60,21 @@ def run(args: argparse.Namespace) -> int:
     overlap["pair"] = [f"layer {layer_of[a]} vs {layer_of[b]}"
                        for a, b in zip(overlap["run_a"], overlap["run_b"])]
     table = spectra.drop(columns=["energy", "label"])
+    headers = {}
     for budget in dict.fromkeys(args.budgets):
-        for _, pair in overlap[overlap["budget"] == str(budget)].iterrows():
+        rows = overlap[overlap["budget"] == str(budget)]
+        for _, pair in rows.iterrows():
             for run_name, other in ((pair["run_a"], pair["run_b"]), (pair["run_b"], pair["run_a"])):
                 key = f"jaccard@{budget} vs layer {layer_of[other]}"
                 table.loc[table["run"] == run_name, key] = pair["jaccard"]
+                headers[key] = tables.latex_escape(
+                    f"{figures.overlap_budget_label(str(budget), rows)} vs layer {layer_of[other]}")
     columns = [
         tables.Column("run", "Run", "l"), tables.Column("layer", "Layer", "r"),
         tables.Column("k", "$k$", "r", tables.latex_count),
         tables.Column("n", "Samples", "r", tables.latex_count),
-        *(tables.Column(c, tables.latex_escape(c).replace("jaccard@", "$J$ @ "), "r",
-                        lambda v: "" if pd.isna(v) else f"{v:.3f}")
-          for c in table.columns if c.startswith("jaccard@")),
+        *(tables.Column(key, f"$J$ @ {header}", "r", lambda v: "" if pd.isna(v) else f"{v:.3f}")
+          for key, header in headers.items()),
     ]
     with style.paper_style():
         written = [

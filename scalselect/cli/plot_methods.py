@@ -13,7 +13,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from scalselect.cli.plot import add_output_arguments, output_settings
+from scalselect.cli.plot import (
+    add_output_arguments,
+    add_sources_argument,
+    output_settings,
+)
 
 HELP = "Compare a run's selection methods per budget (overlap, composition, subspace retention, coverage)."
 log = logging.getLogger("scalselect.plot")
@@ -33,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-seeds", nargs="*", type=int, default=[], help="Seeds of the random subsets.")
     parser.add_argument("--picks", nargs="*", default=[], type=Path,
                         help="Baseline picks, select/<method>-<N>.<ext>.picks.parquet.")
+    add_sources_argument(parser)
     add_output_arguments(parser)
 
 
@@ -59,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     basis = spectrum.basis * spectrum.singular_values[: spectrum.k]
     space = diagnostics.Space(reps.index, reps.matrix, basis,
                               float(np.square(spectrum.singular_values[: spectrum.k]).sum()))
+    names = selection.budget_names((b, resolve_budget(b, len(scores)))
+                                   for b in args.budgets)
     subsets = {}
-    for n in sorted({resolve_budget(b, len(scores)) for b in args.budgets}):
+    for n in names:
         subsets[(n, SCALSELECT)] = selection.top_indices(scores, n)
         for seed in args.random_seeds:
             subsets[(n, random_label(seed))] = selection.random_indices(scores, n, seed)
@@ -71,9 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if unused:
         raise UserError(f"picks of budgets not in --budgets: {sorted(unused)}")
     sources = composition.sample_sources(args.dataset, args.format, args.source_field)
-    table = diagnostics.methods_table(space, subsets, sources)
+    order = composition.source_order(
+        sources, None if args.sources is None else composition.read_sources(args.sources))
+    table = diagnostics.methods_table(space, subsets, sources, order)
+    table.insert(1, "budget_label", [style.budget_label(names[n], n) for n in table["budget"]])
     columns = [
-        tables.Column("budget", "$N$", "r", tables.latex_count),
+        tables.Column("budget_label", "Budget", "l"),
         tables.Column("method", "Method", "l"),
         tables.Column("jaccard_scalselect", "$J$ with ScalSelect", "r", lambda v: f"{v:.3f}"),
         tables.Column("subspace_retention", "Subspace retention", "r", lambda v: f"{v:.3f}"),
@@ -83,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     with style.paper_style():
         written = [
-            *style.save_figure(figures.methods_comparison(table), args.out_dir / "methods",
-                               args.formats, args.dpi),
+            *style.save_figure(figures.methods_comparison(table, style.source_colors(order)),
+                               args.out_dir / "methods", args.formats, args.dpi),
             *tables.write_table(table, args.out_dir / "methods", columns),
         ]
     for path in written:

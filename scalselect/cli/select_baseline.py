@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     n = resolve_budget(args.num, len(scores))
     pick = getattr(baselines, METHODS[args.method].picker)
     inputs = baselines.BaselineInputs(args.features or (), args.model, args.clusters)
-    index, picks = pick(inputs, n, scores, args.scores)
+    index, picks = pick(inputs, args.num, n, scores, args.scores)
     table = baselines.picks_table(index, picks, scores.set_index("index")["id"])
     check = selection.ScoresCheck(args.scores, args.dataset)
     copy_records(args.dataset, args.out, keep=table["index"].to_numpy(), check=check,

@@ -668,7 +668,7 @@ def merge_parts(
                 repeated.append(position)
     flagged = np.sort(np.array(repeated, dtype=np.int64))
     invalid_parts, text_only_parts = [], []
-    sources = _SourceCounts()
+    sources, text_only_sources = _SourceCounts(), _SourceCounts()
     image_keys, image_outcomes = np.empty(0, "V16"), np.empty(0, np.uint8)
     for part in parts:
         flags = part.array("flags").copy()
@@ -678,6 +678,7 @@ def merge_parts(
         invalid_parts.append(np.flatnonzero(~valid) + part.start)
         text_only_parts.append(np.flatnonzero(valid & ((flags & _TEXT_ONLY) != 0)) + part.start)
         sources.add(part, valid)
+        text_only_sources.add(part, valid & ((flags & _TEXT_ONLY) != 0))
         image_keys, image_outcomes = _union_images(
             image_keys, image_outcomes, part.array("image_keys"), part.array("image_outcomes")
         )
@@ -699,6 +700,8 @@ def merge_parts(
         "num_text_only": len(text_only),
         "counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
         "sources": sources.result(),
+        # Those of them without images, which filter drops unless told to keep them.
+        "text_only_sources": text_only_sources.result(),
         "num_image_files": len(image_keys),
         "image_files": {OUTCOMES[o]: int(image_counts[o])
                         for o in sorted(range(len(OUTCOMES)), key=OUTCOMES.__getitem__)

@@ -6,6 +6,10 @@
 - ``dataset_llava.json``: the SAME samples, in the same order, in the LLaVA-665K format
   (``conversations`` with ``from`` human/gpt/system, ``image`` a string or a list, no
   ``image`` key on text-only records);
+- ``dataset.parquet``: those of one shape (all but the few with an image list) as a
+  LLaVA-OneVision-style parquet pool: each image embedded in its row as
+  ``{"bytes", "path"}`` (bytes null where the file is missing), and a ``data_source``
+  column of three sources coarser than the image folders (:data:`PARQUET_SOURCES`);
 - ``images/<source>/...``: images drawn with Pillow in visual groups of very uneven
   frequency, filed under folders named after LLaVA-665K's sources (``coco``, ``gqa``,
   ``ocr_vqa``, ``textvqa``, ``vg``), plus crops of a real photograph shipped with
@@ -44,6 +48,10 @@ DEFAULT_SEED = 0
 
 # The two demo models: folder under models/ -> tiny-model family.
 DEMO_MODELS = {"tiny-llava": "llava", "tiny-qwen3-vl": "qwen3-vl"}
+
+# The data_source column of dataset.parquet: image folder -> source (text-only: "text").
+PARQUET_SOURCES = {"coco": "captions", "gqa": "vqa", "vg": "vqa", "ocr_vqa": "ocr",
+                   "textvqa": "ocr"}
 
 # Breakage kind -> the reason code `python -m scalselect validate` reports for it.
 BREAKAGES = {
@@ -730,8 +738,37 @@ def _expected_invalid(samples: list[DemoSample]) -> dict[str, str]:
     return expected
 
 
+def write_parquet(out: Path, records: list[Any]) -> Path:
+    """``out/dataset.parquet`` from the LLaVA-format ``records`` (see the module doc):
+    one row per record of one shape, images read from ``out/images``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for record in records:
+        image = record.get("image")
+        if not (isinstance(record.get("conversations"), list)
+                and isinstance(image, (str, type(None)))
+                and isinstance(record.get("id"), (int, str))):
+            continue  # rows of one schema only
+        file = out / "images" / image if image else None
+        rows.append({
+            "id": str(record["id"]),
+            "image": None if image is None else {
+                "bytes": file.read_bytes() if file.is_file() else None, "path": image},
+            "conversations": [{"from": str(t.get("from")), "value": str(t.get("value"))}
+                              for t in record["conversations"]],
+            "data_source": PARQUET_SOURCES[image.split("/")[0]] if image else "text",
+        })
+    path = out / "dataset.parquet"
+    with atomic_write(path, "wb") as handle:
+        pq.write_table(pa.Table.from_pylist(rows), handle, row_group_size=50)
+    return path
+
+
 def build_dataset(out: str | Path, *, seed: int = DEFAULT_SEED) -> dict[str, Any]:
-    """Write the demo's images, both dataset files, groups.json and EXPECTED_INVALID.json.
+    """Write the demo's images, the three dataset files, groups.json and
+    EXPECTED_INVALID.json.
 
     Parameters
     ----------
@@ -758,6 +795,7 @@ def build_dataset(out: str | Path, *, seed: int = DEFAULT_SEED) -> dict[str, Any
 
     write_json(out / "dataset.json", [_sharegpt_record(s) for s in samples])
     write_json(out / "dataset_llava.json", [_llava_record(s) for s in samples])
+    write_parquet(out, [_llava_record(s) for s in samples])
     expected = _expected_invalid(samples)
     write_json(out / "EXPECTED_INVALID.json", expected)
     counts = Counter(s.group for s in samples)

@@ -567,9 +567,10 @@ def load_shard(job: Job) -> tuple[ShardInput, list[Any], str]:
     index = None if job.index is None else DatasetIndex.load(job.index)
     indices, records = read_shard_records(job.dataset, job.shard, job.num_shards, index)
     if not indices:
+        count = (index if index is not None else build_index(job.dataset)).count
         raise UserError(
-            f"shard {job.shard} of {job.num_shards} is empty: the dataset has only"
-            f" {indices.stop} samples; use fewer shards"
+            f"shard {job.shard} of {job.num_shards} is empty: {job.dataset} holds only"
+            f" {count} samples; use at most {count} shards (extract.shards, --num-shards)"
         )
     record_format = (detect_format(records, job.dataset) if job.record_format == "auto"
                      else job.record_format)

@@ -50,13 +50,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from scalselect.budgets import resolve_budget
 from scalselect.data.readers import iter_samples
 from scalselect.data.records import DatasetError, resolve_image
 from scalselect.errors import UserError
 from scalselect.extract import features
 from scalselect.io import atomic_directory
-from scalselect.select.methods import METHODS
-from scalselect.select.selection import random_indices, resolve_budget, top_indices
+from scalselect.report import composition, style
+from scalselect.select.methods import METHODS, random_label
+from scalselect.select.selection import budget_names, random_indices, top_indices
 
 log = logging.getLogger("scalselect.report.browse")
 
@@ -76,13 +78,15 @@ class Subset:
     """One selection of a run: a method at a budget (and a seed for random).
 
     ``method`` is the key the page filters by: ``scalselect``, ``random-seed<S>``,
-    ``kcenter`` or ``kmeans``.
+    ``kcenter`` or ``kmeans``; ``budget`` the selection's size N, ``budget_label`` the
+    budget as asked (``32``, ``25% (N = 37)``).
     """
 
     method: str
     budget: int
     label: str
     count: int
+    budget_label: str
 
 
 def run_subsets(
@@ -112,36 +116,37 @@ def run_subsets(
     UserError
         Picks of a budget that is not among ``budgets``.
     """
-    counts = sorted({resolve_budget(b, len(scores)) for b in budgets})
-    unused = sorted(key for key in picks if key[1] not in counts)
+    names = budget_names((b, resolve_budget(b, len(scores))) for b in budgets)
+    unused = sorted(key for key in picks if key[1] not in names)
     if unused:
         raise UserError(f"picks of budgets not in --budgets: {unused}")
     subsets = []
-    for n in counts:
+    for n, budget in names.items():
+        asked = style.budget_label(budget, n, exact=True, bare=True)
         found = [("scalselect", top_indices(scores, n))]
         found += [(f"random-seed{s}", random_indices(scores, n, s)) for s in seeds]
         found += [(method, indices) for (method, size), indices in sorted(picks.items())
                   if size == n]
-        subsets += [(Subset(method, n, method_label(method, n), len(indices)), np.asarray(indices))
-                    for method, indices in found]
+        subsets += [(Subset(method, n, method_label(method, asked), len(indices), asked),
+                     np.asarray(indices)) for method, indices in found]
     return subsets
 
 
-def method_label(method: str, budget: int | None = None) -> str:
-    """The page's name of a :class:`Subset` method key, at a budget if given.
+def method_label(method: str, budget: str | None = None) -> str:
+    """The page's name of a :class:`Subset` method key, at a budget (as shown) if given.
 
     Examples
     --------
     >>> method_label("random-seed3")
     'Random (seed 3)'
-    >>> method_label("random-seed3", 32)
-    'Random 32 (seed 3)'
-    >>> method_label("kcenter", 32)
-    'k-center 32'
+    >>> method_label("random-seed3", "32")
+    'Random (seed 3) 32'
+    >>> method_label("kcenter", "25% (N = 37)")
+    'k-center 25% (N = 37)'
     """
     name, _, seed = method.partition("-seed")
-    label = METHODS[name].label + ("" if budget is None else f" {budget}")
-    return label + (f" (seed {seed})" if seed else "")
+    label = random_label(int(seed)) if seed else METHODS[name].label
+    return label if budget is None else f"{label} {budget}"
 
 
 def positions(scores: pd.DataFrame) -> np.ndarray:
@@ -274,6 +279,7 @@ def build_browser(
     run: str,
     fmt: str = "auto",
     source_field: str | None = None,
+    order: Sequence[str] | None = None,
     thumbnails: int = THUMBNAILS,
     page_size: int = PAGE_SIZE,
 ) -> dict[str, Any]:
@@ -297,6 +303,10 @@ def build_browser(
         Record format (``auto`` detects it record by record).
     source_field : str, optional
         Record field holding the source label.
+    order : sequence of str, optional
+        The sources of every run of the configuration, most frequent first
+        (:func:`scalselect.report.composition.config_sources`): they fix each source's colour,
+        as in the figures (default: the scored samples' sources by frequency).
     thumbnails : int
         Samples per thumbnail group (:func:`thumbnail_positions`).
     page_size : int
@@ -393,11 +403,16 @@ def build_browser(
             _script("ids", [None if t == "null" else i for i, t in zip(ids, id_types)]),
             encoding="utf-8")
         counts = np.bincount(source, minlength=len(names))
+        colors = style.source_colors(
+            composition.source_order(np.asarray(names, dtype=object)[source], order))
         config = {
             "run": run, "n": n, "unscored": unscored, "pageSize": page_size, "pages": pages,
-            "sources": [{"name": name, "count": int(c)} for name, c in zip(names, counts)],
+            "sources": [{"name": name, "count": int(c), "color": colors.get(name, style.OTHER_SOURCES)}
+                        for name, c in zip(names, counts)],
             "subsets": [asdict(s) for s, _ in subsets],
-            "budgets": sorted({s.budget for s, _ in subsets}),
+            "methodColors": {s.method: style.method_color(s.method) for s, _ in subsets},
+            "budgets": [{"n": n, "label": label}
+                        for n, label in sorted({(s.budget, s.budget_label) for s, _ in subsets})],
             "differences": pairs,
             "thumbnails": {"perGroup": thumbnails, "samples": int(wanted.sum()),
                            "files": sum(1 for v in thumbs.made.values() if v),
@@ -418,8 +433,9 @@ def _write_page(folder: Path, config: dict[str, Any]) -> None:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     methods = {s["method"]: method_label(s["method"]) for s in config["subsets"]}
+    budgets = {b["n"]: b["label"] for b in config["budgets"]}
     html = environment.get_template("index.html.j2").render(
-        config=config, methods=methods, callback=CALLBACK)
+        config=config, methods=methods, budgets=budgets, callback=CALLBACK)
     (folder / "index.html").write_text(html, encoding="utf-8")
     for name in ASSETS:
         (folder / name).write_bytes((templates / name).read_bytes())

@@ -22,7 +22,7 @@ singular vectors ``V_k`` (the rank k of scoring) span the full set's dominant su
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,9 +159,11 @@ def methods_table(
     space: Space,
     subsets: Mapping[tuple[int, str], np.ndarray],
     sources: np.ndarray,
+    order: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One row per (budget N, method label) subset, in the mapping's order: the
-    measures, then the share of each data source (columns ``share:<source>``).
+    measures, then the share of each data source (columns ``share:<source>``, pooled
+    and ordered as :func:`scalselect.report.composition.composition_table` does with ``order``).
 
     ``subsets`` maps (N, label) to dataset indices; each budget must hold a subset
     labelled :data:`scalselect.select.methods.SCALSELECT` (the overlap reference).
@@ -174,7 +176,7 @@ def methods_table(
     table = pd.DataFrame(rows)
     named = {f"{n}|{label}": idx for (n, label), idx in subsets.items()}
     shares = composition.share_matrix(composition.composition_table(
-        sources, {"full": space.index, **named}
+        sources, {"full": space.index, **named}, order
     )).drop(index="full")
     shares.columns = [f"share:{source}" for source in shares.columns]
     return pd.concat([table, shares.reset_index(drop=True)], axis=1)

@@ -23,7 +23,7 @@ Across runs: top-N overlap per budget (:func:`overlap`) and rank agreement of th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +39,7 @@ from PIL import Image
 
 from scalselect.report import style
 from scalselect.select.methods import METHODS
+from scalselect.select.selection import budget_names
 
 IMPORTANCE_LABEL = "Importance score π"
 PANELS = ("histogram", "ranking", "cumulative", "violin")
@@ -63,12 +64,15 @@ class BudgetMark:
 
 def budget_marks(summary: pd.DataFrame) -> list[BudgetMark]:
     """The distinct budgets of ``select/summary.csv`` (columns ``budget``, ``n``,
-    ``fraction``), smallest first, labelled ``N = 100K (16%)``."""
+    ``fraction``), smallest first, labelled as asked: ``16% (N = 100K)`` for a
+    percentage, ``N = 100K (16%)`` for a count."""
+    fractions = dict(zip(summary["n"].astype(int), summary["fraction"].astype(float)))
     marks = []
-    for n, rows in summary.groupby("n", sort=True):
-        fraction = float(rows["fraction"].iloc[0])
-        label = f"N = {style.format_count(int(n))} ({style.format_percent(fraction)})"
-        marks.append(BudgetMark(int(n), fraction, label))
+    for n, budget in budget_names(zip(summary["budget"], summary["n"])).items():
+        label = style.budget_label(budget, n)
+        if not budget.endswith("%"):
+            label += f" ({style.format_percent(fractions[n])})"
+        marks.append(BudgetMark(n, fractions[n], label))
     return marks
 
 
@@ -353,15 +357,13 @@ def _label_small_segments(fig: Figure, ax: Axes, row: int, segments: list[tuple[
         limit = box.x0 - 2
 
 
-def composition(shares: pd.DataFrame) -> Figure:
+def composition(shares: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
     """Horizontal stacked bars: the share of each data source (columns, in order) in each
-    subset (rows, top to bottom: the full set first). Values are fractions summing to 1
+    subset (rows, top to bottom: the full set first), each source in its colour of
+    ``colors`` (:func:`scalselect.report.style.source_colors`). Values are fractions summing to 1
     per row; every segment carries its percentage, inside when it fits (at least 8 %),
     else just above the bar."""
     sources = list(shares.columns)
-    colors = {s: style.PALETTE[i % 7] for i, s in enumerate(sources)}
-    if "other" in colors:
-        colors["other"] = style.RANDOM
     height = 0.9 + 0.28 * len(shares)
     fig, ax = style.new_figure(style.SINGLE_COLUMN, height)
     rows = np.arange(len(shares))
@@ -540,14 +542,20 @@ def _overlap_bars(ax: Axes, table: pd.DataFrame, first_colour: int) -> None:
         ax.hlines(rows["random_jaccard"], x - width * 0.46, x + width * 0.46,
                   color="black", linestyle=":", linewidth=1.0)
     ax.plot([], [], color="black", linestyle=":", linewidth=1.0, label="random subsets")
-    ax.set_xticks(positions, [_budget_label(b) for b in budgets])
+    ax.set_xticks(positions, [overlap_budget_label(b, table[table["budget"] == b]) for b in budgets])
     ax.set_ylim(0, 1)
     ax.yaxis.set_major_formatter(style.TickFormatter())
     ax.set_ylabel("Jaccard overlap of top-N")
 
 
-def _budget_label(budget: str) -> str:
-    return budget if budget.endswith("%") else f"N = {style.format_count(int(budget))}"
+def overlap_budget_label(budget: str, rows: pd.DataFrame) -> str:
+    """A budget of the overlap table as asked and as resolved in the runs it compares
+    (``n_a``, ``n_b``): ``16% (N = 40)``, or ``16% (N = 39–40)`` where the runs scored
+    different numbers of samples."""
+    sizes = sorted({*rows["n_a"].astype(int), *rows["n_b"].astype(int)})
+    if len(sizes) == 1:
+        return style.budget_label(budget, sizes[0])
+    return f"{budget} (N = {style.format_count(sizes[0])}–{style.format_count(sizes[-1])})"
 
 
 def rank_agreement(
@@ -602,6 +610,8 @@ def rank_agreement(
     return fig
 
 
+# Random seeds after the first, in the methods comparison: random's colour, hatched.
+HATCHES = (None, "////", "....", "xxxx", "\\\\\\\\")
 # Panels of the methods comparison: table column, axis label, fixed y range (or None).
 METHOD_MEASURES = (
     ("jaccard_scalselect", "Jaccard overlap\nwith ScalSelect", (0, 1)),
@@ -612,24 +622,31 @@ METHOD_MEASURES = (
 )
 
 
-def methods_comparison(table: pd.DataFrame) -> Figure:
+def methods_comparison(table: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
     """Training-free comparison of selection methods: one panel per measure of
     :data:`METHOD_MEASURES` (grouped bars: budgets on the x axis, one bar per method),
     and the data-source composition of each method's subset at the largest budget
-    (columns ``share:<source>``). ``table`` is :func:`scalselect.report.diagnostics.methods_table`'s."""
+    (columns ``share:<source>``). ``table`` is :func:`scalselect.report.diagnostics.methods_table`'s
+    with each budget's ``budget_label`` (:func:`scalselect.report.style.budget_label`). Each
+    method has its colour (:func:`scalselect.report.style.method_color`; random seeds after the
+    first are hatched), each source its colour of ``colors``
+    (:func:`scalselect.report.style.source_colors`), none shared."""
     methods = list(dict.fromkeys(table["method"]))
     budgets = sorted(set(table["budget"].astype(int)))
-    colors = {m: style.RANDOM if m.startswith(METHODS["random"].label) else style.PALETTE[i % 7]
-              for i, m in enumerate(methods)}
+    labels = dict(zip(table["budget"].astype(int), table["budget_label"]))
+    keys = {method.label: name for name, method in METHODS.items()}
+    seeds = [m for m in methods if m not in keys]  # random_label(seed)
     fig, axes = style.new_figure(style.DOUBLE_COLUMN, 4.6, nrows=2, ncols=3)
     positions = np.arange(len(budgets))
     width = 0.8 / len(methods)
     for letter, ax, (key, label, limits) in zip("abcde", axes.flat, METHOD_MEASURES):
         for i, method in enumerate(methods):
             rows = table[table["method"] == method].set_index("budget").reindex(budgets)
+            hatch = HATCHES[seeds.index(method) % len(HATCHES)] if method in seeds else None
             ax.bar(positions - 0.4 + width * (i + 0.5), rows[key], width=width * 0.92,
-                   color=colors[method], label=method)
-        ax.set_xticks(positions, [f"N = {style.format_count(b)}" for b in budgets])
+                   color=style.method_color(keys.get(method, "random")), hatch=hatch,
+                   edgecolor="white", linewidth=0.3, label=method)
+        ax.set_xticks(positions, [labels[b] for b in budgets])
         if limits:
             ax.set_ylim(*limits)
         ax.yaxis.set_major_formatter(style.TickFormatter())
@@ -640,16 +657,17 @@ def methods_comparison(table: pd.DataFrame) -> Figure:
     share_columns = [c for c in table.columns if c.startswith("share:")]
     left = np.zeros(len(largest))
     rows = np.arange(len(largest))
-    for j, column in enumerate(share_columns):
+    for column in share_columns:
         widths = largest[column].to_numpy(dtype=np.float64)
-        ax.barh(rows, widths, left=left, height=0.7, label=column.removeprefix("share:"),
-                color=style.PALETTE[(j + 1) % 7], edgecolor="white", linewidth=0.4)
+        source = column.removeprefix("share:")
+        ax.barh(rows, widths, left=left, height=0.7, label=source, color=colors[source],
+                edgecolor="white", linewidth=0.4)
         left += widths
     ax.set_yticks(rows, list(largest["method"]))
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(style.percent_formatter)
-    ax.set_xlabel(f"Source share, N = {style.format_count(budgets[-1])}")
+    ax.set_xlabel(f"Source share, {labels[budgets[-1]]}")
     ax.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.0, 1.0), handlelength=0.8)
     style.panel_label(ax, "f")
     _fitting_legend(fig, axes.flat[0])

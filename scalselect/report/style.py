@@ -27,6 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, FuncFormatter
 
+from scalselect.budgets import Budget
 from scalselect.io import atomic_write
 
 # fontTools logs each step of subsetting the embedded fonts at INFO level.
@@ -52,6 +53,15 @@ SELECTED = PALETTE[0]
 RANDOM = "#8C8C8C"
 HIGHLIGHT = PALETTE[3]
 NEUTRAL = "#4D4D4D"
+# One colour per selection method (scalselect.select.methods.METHODS) in every figure and in the
+# browser; the data sources take the other Okabe-Ito colours, so that a method and a
+# source never share one where both are drawn (the methods comparison, the browser).
+METHOD_COLORS = {"scalselect": SELECTED, "random": RANDOM, "kcenter": PALETTE[2],
+                 "kmeans": PALETTE[4]}
+SOURCE_COLORS = (PALETTE[1], PALETTE[5], PALETTE[3], PALETTE[6], PALETTE[7])
+# The sources beyond len(SOURCE_COLORS), pooled as OTHER: light grey, apart from RANDOM.
+OTHER = "other"
+OTHER_SOURCES = "#CCCCCC"
 # Marker lines (budgets) drawn over a SELECTED curve: no blue, no yellow (too faint as
 # a thin line on white).
 MARKS = (PALETTE[1], PALETTE[2], PALETTE[3], PALETTE[4], PALETTE[5], PALETTE[7])
@@ -111,6 +121,33 @@ RC = {
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 _SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
+
+
+def method_color(method: str) -> str:
+    """The colour of a selection method, by its name in ``METHODS`` (a random seed's
+    key ``random-seed<S>`` is random's).
+
+    >>> method_color("kcenter"), method_color("random-seed3") == RANDOM
+    ('#009E73', True)
+    """
+    return METHOD_COLORS[method.partition("-seed")[0]]
+
+
+def source_colors(order: Sequence[str]) -> dict[str, str]:
+    """The colour of each data source of ``order`` (the sources of every run of a
+    configuration, most frequent first: ``results/sources.json``), so that a source has
+    one colour in every figure and browser of those runs: the first
+    ``len(SOURCE_COLORS)`` sources their own, every later one (pooled as ``other`` in the
+    figures) and :data:`OTHER` itself :data:`OTHER_SOURCES`.
+
+    >>> colors = source_colors(["coco", "vg", "gqa", "ocr_vqa", "textvqa", "sam"])
+    >>> colors["coco"], colors["textvqa"], colors["sam"] == colors["other"] == OTHER_SOURCES
+    ('#E69F00', '#000000', True)
+    """
+    colors = {source: OTHER_SOURCES for source in order}
+    colors.update(zip(order, SOURCE_COLORS))
+    colors[OTHER] = OTHER_SOURCES
+    return colors
 
 
 @contextlib.contextmanager
@@ -213,6 +250,26 @@ def format_percent(fraction: float) -> str:
     """
     text = f"{100 * fraction:.1f}"
     return f"{text.removesuffix('.0')}%"
+
+
+def budget_label(budget: int | str, n: int, exact: bool = False, bare: bool = False) -> str:
+    """A selection budget as asked, and as resolved when asked as a percentage:
+    ``N = 32``, ``25% (N = 37)``. ``exact`` writes the count in full (``106,448``, for
+    the browser) instead of short (``106K``); ``bare`` leaves out a count's ``N = ``
+    (row names and menus: ``Top-32``).
+
+    Examples
+    --------
+    >>> budget_label(32, 32), budget_label("25%", 37), budget_label("16%", 106448)
+    ('N = 32', '25% (N = 37)', '16% (N = 106K)')
+    >>> budget_label("100000", 100000, exact=True, bare=True)
+    '100,000'
+    """
+    count = f"{n:,}" if exact else format_count(n)
+    asked = Budget.parse(budget)
+    if asked.is_percentage:
+        return f"{asked.text} (N = {count})"
+    return count if bare else f"N = {count}"
 
 
 class TickFormatter(Formatter):

@@ -27,6 +27,7 @@ order); ``index`` maps them to dataset indices.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,10 +36,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scalselect.config import kmeans_budget_problems
 from scalselect.errors import UserError
 from scalselect.score.leverage import BLOCK_ROWS, Backend, Model, open_sources
 from scalselect.select.methods import picks_key
 
+log = logging.getLogger(__name__)
 # scikit-learn's k-means reduces per thread: a fixed count keeps results machine-independent.
 KMEANS_THREADS = 4
 
@@ -91,10 +94,11 @@ class BaselineInputs:
     clusters: str | os.PathLike | None = None
 
 
-def kcenter_picks(inputs: BaselineInputs, budget: int, scores: pd.DataFrame, scores_path: str | os.PathLike
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def kcenter_picks(inputs: BaselineInputs, asked: int | str, budget: int, scores: pd.DataFrame,
+                  scores_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """k-center on the scored representations, started at the top-ranked sample:
-    ``(dataset index of each row, picks as row numbers in pick order)``."""
+    ``(dataset index of each row, picks as row numbers in pick order)``. ``asked`` is
+    the budget as configured, ``budget`` its count."""
     if not (inputs.features and inputs.model):
         raise UserError("--method kcenter needs --features and --model")
     reps = load_representations(inputs.features, Model.load(inputs.model))
@@ -103,15 +107,18 @@ def kcenter_picks(inputs: BaselineInputs, budget: int, scores: pd.DataFrame, sco
     return reps.index, kcenter(reps.matrix, budget, start)
 
 
-def kmeans_picks(inputs: BaselineInputs, budget: int, scores: pd.DataFrame, scores_path: str | os.PathLike
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def kmeans_picks(inputs: BaselineInputs, asked: int | str, budget: int, scores: pd.DataFrame,
+                 scores_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Cluster-balanced picks from the clustering of ``kmeans-clusters``: ``(dataset
-    index of each row, picks as row numbers)``."""
+    index of each row, picks as row numbers)``; a budget below the number of clusters
+    is warned of with the fix (:func:`scalselect.config.kmeans_budget_problems`)."""
     if not inputs.clusters:
         raise UserError("--method kmeans needs --clusters (the table of kmeans-clusters)")
     clusters = pd.read_parquet(inputs.clusters, columns=["index", "cluster", "distance"])
     index = clusters["index"].to_numpy()
     require_scored(index, scores, scores_path, inputs.clusters)
+    for problem in kmeans_budget_problems(int(clusters["cluster"].max()) + 1, [asked], len(scores)):
+        log.warning("k-means: %s", problem)
     return index, cluster_balanced(clusters["cluster"].to_numpy(), clusters["distance"].to_numpy(),
                                    budget)
 

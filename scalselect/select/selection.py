@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from scalselect.budgets import resolve_budget
+from scalselect.budgets import Budget, resolve_budget
 from scalselect.data.readers import iter_records
 from scalselect.errors import UserError
 from scalselect.extract import features
@@ -134,6 +134,23 @@ def scores_from_jsonl(path: str | os.PathLike, dataset: str | os.PathLike) -> pd
     table = table.iloc[order].reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1, dtype=np.int64)
     return table
+
+
+def budget_names(budgets: Iterable[tuple[int | str, int]]) -> dict[int, str]:
+    """Each distinct selection size, smallest first, with the budget asked for it:
+    ``(budget as configured, resolved count)`` pairs in, a percentage preferred where a
+    count and a percentage select the same N (selections are named by N, so they are
+    one selection).
+
+    >>> budget_names([(40, 40), ("25%", 37), ("16%", 40)])
+    {37: '25%', 40: '16%'}
+    """
+    names: dict[int, Budget] = {}
+    for budget, n in budgets:
+        parsed, n = Budget.parse(budget), int(n)
+        if n not in names or (parsed.is_percentage and not names[n].is_percentage):
+            names[n] = parsed
+    return {n: names[n].text for n in sorted(names)}
 
 
 def top_indices(scores: pd.DataFrame, n: int) -> np.ndarray:

@@ -9,6 +9,9 @@ const ScalBrowse = (() => {
   const config = JSON.parse(document.getElementById("config").textContent);
   const ROWS = 50; // rows per screen
   const DEFAULTS = {view: "all", budget: "any", method: "any", source: "any", order: "desc", id: "", screen: "1"};
+  // The dropped view lists the worst first, every other view the best first, whether or
+  // not the address says so; an order in the address (the Score control) overrides it.
+  const defaultOrder = (view) => (view === "dropped" ? "asc" : "desc");
   let columns = null; // samples.js: score, source, membership bits by rank position
   let ids = null; // ids.js, loaded on the first search by id
   const pages = new Map(); // page number -> entries (page-NNNNN.js)
@@ -43,14 +46,19 @@ const ScalBrowse = (() => {
     const params = new URLSearchParams(location.hash.slice(1));
     state = {...DEFAULTS};
     for (const key of Object.keys(DEFAULTS)) if (params.has(key)) state[key] = params.get(key);
+    if (!params.has("order")) state.order = defaultOrder(state.view);
     for (const select of document.querySelectorAll("#controls select")) select.value = state[select.name];
     document.querySelector("#search input").value = state.id;
   }
 
   function setHash(changes) {
     const next = {...state, screen: "1", ...changes};
+    if ("view" in changes && !("order" in changes)) next.order = defaultOrder(next.view);
     const params = new URLSearchParams();
-    for (const [key, value] of Object.entries(next)) if (value !== DEFAULTS[key]) params.set(key, value);
+    for (const [key, value] of Object.entries(next)) {
+      const fallback = key === "order" ? defaultOrder(next.view) : DEFAULTS[key];
+      if (value !== fallback) params.set(key, value);
+    }
     location.hash = params.toString();
   }
 
@@ -98,7 +106,7 @@ const ScalBrowse = (() => {
     const parts = [];
     if (state.view.startsWith("only-")) {
       const p = pair();
-      parts.push(`comparing ScalSelect ${p.budget} with ${config.subsets[p.random_column].label}`);
+      parts.push(`comparing ${config.subsets[p.scalselect_column].label} with ${config.subsets[p.random_column].label}`);
     }
     if (state.id) parts.push(`id "${state.id}"`);
     return parts.length ? `(${parts.join("; ")})` : "";
@@ -146,6 +154,12 @@ const ScalBrowse = (() => {
     return node;
   }
 
+  // A method's or a source's colour, as in the figures (scalselect.report.style), on its swatch.
+  function colored(node, color) {
+    node.style.setProperty("--color", color);
+    return node;
+  }
+
   function row(pos) {
     const item = element("li", "sample");
     item.dataset.pos = pos;
@@ -154,12 +168,13 @@ const ScalBrowse = (() => {
     const head = element("div", "head");
     head.appendChild(element("span", "rank", `#${(pos + 1).toLocaleString("en")}`));
     head.appendChild(element("span", "score", `score ${columns.score[pos].toPrecision(6)}`));
-    head.appendChild(element("span", "source", config.sources[columns.source[pos]].name));
+    const source = config.sources[columns.source[pos]];
+    head.appendChild(colored(element("span", "source", source.name), source.color));
     head.appendChild(element("span", "id"));
     body.appendChild(head);
     const badges = element("div", "badges");
     config.subsets.forEach((s, c) => {
-      if (has(pos, c)) badges.appendChild(element("span", `badge ${s.method.replace(/-seed\d+$/, "")}`, s.label));
+      if (has(pos, c)) badges.appendChild(colored(element("span", "badge", s.label), config.methodColors[s.method]));
     });
     if (!badges.childElementCount) badges.appendChild(element("span", "badge none", "in no selection"));
     body.appendChild(badges);
