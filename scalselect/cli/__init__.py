@@ -30,6 +30,7 @@ COMMANDS = {
     "score-apply": "score_apply",
     "score-merge": "score_merge",
     "score-shards": "score_shards",
+    "digests": "digests",
     "select": "select",
     "select-summary": "select_summary",
     "kmeans-clusters": "kmeans_clusters",
