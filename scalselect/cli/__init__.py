@@ -35,6 +35,7 @@ COMMANDS = {
     "select-summary": "select_summary",
     "kmeans-clusters": "kmeans_clusters",
     "select-baseline": "select_baseline",
+    "apply": "apply",
     "plot": "plot",
     "plot-compare": "plot_compare",
     "plot-methods": "plot_methods",
