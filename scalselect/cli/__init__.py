@@ -36,6 +36,7 @@ COMMANDS = {
     "kmeans-clusters": "kmeans_clusters",
     "select-baseline": "select_baseline",
     "apply": "apply",
+    "compare": "compare",
     "plot": "plot",
     "plot-compare": "plot_compare",
     "plot-methods": "plot_methods",
