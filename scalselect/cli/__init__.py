@@ -35,6 +35,7 @@ COMMANDS = {
     "select-summary": "select_summary",
     "kmeans-clusters": "kmeans_clusters",
     "select-baseline": "select_baseline",
+    "export": "export",
     "apply": "apply",
     "compare": "compare",
     "plot": "plot",
