@@ -4,7 +4,8 @@ selection file or a card, from any copy, run or version.
 Records are matched by content digest (:mod:`scalselect.select.digests`), so two
 selections written from differently ordered copies, in other file or record formats,
 compare as what they hold; a record selected twice counts twice (multiset overlap). Two
-cards of datasets with different fingerprints are refused before anything is compared.
+cards that share no data fingerprint (neither the dataset's nor the valid records') are
+refused before anything is compared.
 
 Measures: the sizes, the overlap ``|A ∩ B|``, Jaccard ``|A ∩ B| / |A ∪ B|``, the
 records only one holds, per-source counts (a record's source in a card is the card's, in
@@ -25,7 +26,7 @@ import numpy as np
 
 from scalselect.data.readers import iter_inspected
 from scalselect.report.comparison import spearman
-from scalselect.select.card import CARD_SUFFIX, CardError, read_card
+from scalselect.select.card import CARD_SUFFIX, CardError, data_fingerprints, read_card
 from scalselect.select.digests import record_digest
 
 
@@ -71,11 +72,12 @@ def read_side(path: str | os.PathLike, fmt: str = "auto",
 
 
 def check_same_data(a: Side, b: Side) -> None:
-    """Refuse two cards of datasets with different fingerprints."""
+    """Refuse two cards that share no fingerprint: neither their datasets' nor the valid
+    records' (:func:`scalselect.select.card.data_fingerprints`)."""
     if a.card is None or b.card is None:
         return
     da, db = a.card["dataset"], b.card["dataset"]
-    if da["fingerprint"] != db["fingerprint"]:
+    if not data_fingerprints(a.card) & data_fingerprints(b.card):
         raise CardError(
             f"{a.name} and {b.name} select from different datasets: {da['name']} ({da['records']}"
             f" records, fingerprint {da['fingerprint'][:16]}...) and {db['name']}"

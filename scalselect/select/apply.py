@@ -33,7 +33,7 @@ from scalselect.data.writers import copy_records
 from scalselect.errors import UserError
 from scalselect.extract import features
 from scalselect.io import write_json
-from scalselect.select.card import CardError, read_card
+from scalselect.select.card import CardError, data_fingerprints, read_card
 from scalselect.select.digests import BATCH, Fingerprint, digest_of, sample_image_digests
 
 MISSING_SUFFIX = ".missing.json"
@@ -147,7 +147,7 @@ def report(card: Mapping[str, Any], dataset: Path, match: Match) -> dict[str, An
         "card": {"dataset": facts["name"], "selection": card["selection"]["fingerprint"]},
         "copy": {"name": dataset.name, "records": match.fingerprint.count,
                  "fingerprint": match.fingerprint.hex,
-                 "same_as_card": match.fingerprint.hex == facts["fingerprint"]},
+                 "same_as_card": match.fingerprint.hex in data_fingerprints(card)},
         "selected": card["selection"]["n"], "written": len(match.keep),
         "missing": match.missing, "changed": match.changed, "images": match.images,
     }
@@ -176,7 +176,7 @@ def apply_card(card_path: str | os.PathLike, dataset: str | os.PathLike,
     match = matcher.finish()
     facts = card["dataset"]
     if (not len(match.keep) and not match.images and card["selection"]["n"]
-            and match.fingerprint.hex != facts["fingerprint"]):
+            and match.fingerprint.hex not in data_fingerprints(card)):
         raise CardError(
             f"{card_path} is the card of another dataset: {facts['name']} ({facts['records']}"
             f" records, fingerprint {facts['fingerprint'][:16]}...), but {dataset} holds"

@@ -285,6 +285,16 @@ def check_card(card: Any, name: str = "card") -> dict[str, Any]:
     return card
 
 
+def data_fingerprints(card: Mapping[str, Any]) -> set[str]:
+    """The fingerprints of the data a card selects from: its dataset's and (workflow
+    cards) its pool's, the valid records, which a copy in another format shares."""
+    pool = card.get("pool")
+    found = {card["dataset"]["fingerprint"]}
+    if isinstance(pool, dict) and _is_hex(pool.get("fingerprint")):
+        found.add(pool["fingerprint"])
+    return found
+
+
 def read_card(path: str | os.PathLike) -> dict[str, Any]:
     """A card from its file, checked (:func:`check_card`)."""
     try:
