@@ -237,7 +237,7 @@ def table_facts(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a digests table (:func:`write_digest_table`)."""
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(path).schema_arrow.metadata or {}
+    meta = pq.ParquetFile(path).metadata.metadata or {}
     if TABLE_META not in meta:
         raise DigestError(f"{path}: not a digests table (no {TABLE_META.decode()} metadata)")
     return json.loads(meta[TABLE_META])
