@@ -17,6 +17,7 @@ report wrapper of figure files and the SLURM profile's resources.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,8 @@ from scalselect.settings import RESULT_KEYS
 STAGES = ("validate", "filter", "extract", "score", "select", "plots")
 # Validation settings that change speed only (runs that differ in them hold the same data).
 VALIDATE_SPEED_KEYS = ("shards",)
+# The `select` settings of the k-means baseline (the other methods' are in their names).
+KMEANS_KEYS = ("kmeans_clusters", "kmeans_seed")
 # BLAS threads of the scoring steps (the moments in extract jobs, and `cur`): they change
 # float64 rounding, so every run of a step uses the same number.
 SCORE_THREADS = 2
@@ -224,6 +227,37 @@ class Plan:
             for n in self.resolved_budgets(run, n_valid)
         ]
 
+    def asked_budget(self, run: str, n: int, n_valid: int) -> str:
+        """The budget of the run's selections of ``n`` samples as asked: the first of its
+        budgets that resolves to ``n`` (``"16%"`` stays ``"16%"``), else ``n`` itself (a
+        selection asked for on the command line)."""
+        for budget in self.budgets(run):
+            if resolve_budget(budget, n_valid) == n:
+                return str(budget).strip()
+        return str(n)
+
+    def card_settings(self, run: str, method: str) -> str:
+        """The settings a selection card takes from the configuration, as one JSON
+        option for the shell: the data stages' result settings (extraction's and
+        scoring's come from their outputs) and, for k-means, its own."""
+        select = self.settings(run, "select")
+        settings = {
+            "validate": _without(self.settings(run, "validate"), VALIDATE_SPEED_KEYS),
+            "filter": self.settings(run, "filter"),
+            "select": {key: select[key] for key in KMEANS_KEYS} if method == "kmeans" else {},
+        }
+        return cli_option("card_settings", json.dumps(settings, sort_keys=True))
+
+    def digests_path(self, run: str) -> str:
+        """The run's digests table (content digests of the filtered records)."""
+        return f"results/{run}/select/digests.parquet"
+
+    def export_dirs(self, run: str, n_valid: int) -> list[str]:
+        """The exports of the run's top-N selections (``select.export``), one folder each."""
+        formats = self.settings(run, "select")["export"]
+        return [f"results/{run}/export/top-{n}-{fmt}"
+                for n in self.resolved_budgets(run, n_valid) for fmt in formats]
+
     # -- groups of runs ----------------------------------------------------------------
 
     def comparison_groups(self) -> dict[str, list[str]]:
@@ -312,6 +346,9 @@ class Plan:
                 f"results/{run}/validate/report.json",
                 self.filtered_path(run),
                 *self.shard_dirs(run),
+                # Asked for here, not only by the selections (after scoring), so that its
+                # job runs beside extraction and the selections wait for nothing more.
+                self.digests_path(run),
                 f"results/{run}/score/importance_scores.jsonl",
                 f"results/{run}/select/summary.csv",
                 *self.plot_targets(run),
