@@ -59,7 +59,7 @@ def read_side(path: str | os.PathLike, fmt: str = "auto",
     if path.name.endswith(CARD_SUFFIX):
         card = read_card(path)
         records = card["selection"]["records"]
-        return Side(path.name, card, [r["digest"] for r in records],
+        return Side(str(path), card, [r["digest"] for r in records],
                     [r["source"] for r in records], [r["score"] for r in records])
     digests, sources = [], []
     for number, _, sample, problems in iter_inspected(path, fmt, source_field=source_field):
@@ -68,7 +68,7 @@ def read_side(path: str | os.PathLike, fmt: str = "auto",
             raise CardError(f"{path}: record {number} is malformed: {details}")
         digests.append(record_digest(sample))
         sources.append(sample.source)
-    return Side(path.name, None, digests, sources, [None] * len(digests))
+    return Side(str(path), None, digests, sources, [None] * len(digests))
 
 
 def check_same_data(a: Side, b: Side) -> None:

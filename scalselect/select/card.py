@@ -18,8 +18,9 @@ A card holds (digests as :mod:`scalselect.select.digests` defines them):
   seed (random) or null, the selection file (name, format, SHA-256), the selection
   fingerprint, the count per source, and the selected ``records`` sorted by content
   digest, each with its id, image digests, importance score and source.
-- ``software``: the package version, the git commit of the checkout it ran from (null
-  outside a git checkout), and the versions of the libraries that compute results.
+- ``software``: the package version (``scalselect.__version__``, pyproject's), the git
+  commit of the checkout it ran from (null outside a git checkout), and the versions of
+  the libraries that compute results.
 
 Nothing that varies between identical runs: no time, no host, no absolute path; keys are
 sorted and the text is laid out by :func:`render`, so two runs on the same inputs write
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import scalselect
 from scalselect.budgets import Budget
 from scalselect.data.readers import file_kind
 from scalselect.errors import UserError
@@ -163,7 +165,7 @@ def build_card(selection: str | os.PathLike, indices: np.ndarray, scores: pd.Ser
                 "score": {key: spectrum[key] for key in
                           ("sv_threshold", "center", "standardize", "l2_normalize")},
                 "select": dict(choice.settings or {})}
-    software = {"scalselect": version("scalselect"), "commit": git_commit(),
+    software = {"scalselect": scalselect.__version__, "commit": git_commit(),
                 "numpy": np.__version__, **model["versions"]}
     if choice.method == "kmeans":
         software["scikit-learn"] = version("scikit-learn")
