@@ -101,29 +101,29 @@ def demo_cards(workdir: Path) -> dict[Path, Path]:
     return found
 
 
-def check_card(workdir: Path, selection: Path, card: dict) -> None:
+def record_images(record: dict) -> list[str]:
+    """The image paths of a ShareGPT or LLaVA record."""
+    image = record.get("image", record.get("images"))
+    return [] if not image else [image] if isinstance(image, str) else image
+
+
+def check_selected(workdir: Path, selection: Path, card: dict) -> None:
+    """The card's selection: its records, fingerprint, sources, file, method, budget."""
     config = yaml.safe_load((workdir / "config/config.yaml").read_text())
-    run = selection.parts[-3]
-    entry = config["runs"][run]
-    results = workdir / "results" / run
+    results = workdir / "results" / selection.parts[-3]
+    images = workdir / config["runs"][selection.parts[-3]]["image_root"]
     kind, n, seed = SELECTION.fullmatch(selection.name).groups()
     chosen = json.loads(selection.read_text())
     filtered = json.loads((results / "filter/dataset.json").read_text())
     scores = pd.read_parquet(results / "score/scores.parquet")
     importance = dict(zip(scores["index"], scores["importance"], strict=True))
     position = {json.dumps(r): i for i, r in enumerate(filtered)}
-    images = workdir / entry["image_root"]
-
-    def first_image(record: dict) -> list[str]:
-        image = record.get("image", record.get("images"))
-        return [] if not image else [image] if isinstance(image, str) else image
-
     # The selected records: digests, ids, image bytes, scores, sources.
     expected = sorted(({
         "digest": digest_of_record(r), "id": r["id"],
-        "images": [sha256(images / p) for p in first_image(r)],
+        "images": [sha256(images / p) for p in record_images(r)],
         "score": importance[position[json.dumps(r)]],
-        "source": first_image(r)[0].split("/")[0] if first_image(r) else "text-only",
+        "source": record_images(r)[0].split("/")[0] if record_images(r) else "text-only",
     } for r in chosen), key=lambda e: (e["digest"], json.dumps(e, sort_keys=True)))
     got = card["selection"]
     assert got["records"] == expected
@@ -138,6 +138,14 @@ def check_card(workdir: Path, selection: Path, card: dict) -> None:
              if str(b) == n or (str(b).endswith("%") and math.floor(
                  Fraction(str(b)[:-1]) * len(scores) / 100 + Fraction(1, 2)) == int(n))]
     assert got["budget"] == asked[0]
+
+
+def check_provenance(workdir: Path, selection: Path, card: dict) -> None:
+    """The card's dataset, pool, model, settings, scoring and software."""
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    entry = config["runs"][selection.parts[-3]]
+    results = workdir / "results" / selection.parts[-3]
+    filtered = json.loads((results / "filter/dataset.json").read_text())
     # The dataset and the pool it was drawn from.
     dataset = workdir / entry["dataset"]
     assert card["dataset"]["name"] == dataset.name
@@ -153,7 +161,7 @@ def check_card(workdir: Path, selection: Path, card: dict) -> None:
         "family": entry["model"]["type"], "layer": layer, "store_key": None}
     spectrum = json.loads((results / "score/spectrum.json").read_text())
     assert card["scoring"] == {"k": spectrum["k"], "rank": spectrum["rank"],
-                               "scored": len(scores)}
+                               "scored": len(pd.read_parquet(results / "score/scores.parquet"))}
     settings = card["settings"]
     assert settings["score"] == config["score"]
     assert settings["extract"]["dtype"] == "float32"  # "auto", resolved on the CPU
@@ -162,7 +170,7 @@ def check_card(workdir: Path, selection: Path, card: dict) -> None:
     assert settings["filter"] == config["filter"]
     assert settings["select"] == ({"kmeans_clusters": config["select"]["kmeans_clusters"],
                                    "kmeans_seed": config["select"]["kmeans_seed"]}
-                                  if kind == "kmeans" else {})
+                                  if selection.name.startswith("kmeans") else {})
     assert card["software"]["scalselect"] == project_version()
     assert card["software"]["commit"] is None  # the test's copy is no git checkout
 
@@ -176,7 +184,8 @@ def test_the_demo_writes_a_card_beside_every_selection(demo_workflow: Path) -> N
     for selection, card in cards.items():
         text = card.read_text()
         assert str(demo_workflow) not in text and "/tmp" not in text
-        check_card(demo_workflow, selection, json.loads(text))
+        check_selected(demo_workflow, selection, json.loads(text))
+        check_provenance(demo_workflow, selection, json.loads(text))
 
 
 @pytest.mark.slow
