@@ -335,12 +335,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="The budget as asked (16%%), when --num is its resolved count.")
 
 
-def from_arguments(args: argparse.Namespace, indices: np.ndarray, scores: pd.Series,
+def from_arguments(args: argparse.Namespace, indices: np.ndarray, scores: pd.Series | None,
                    method: str, n: int, seed: int | None = None) -> None:
     """Write the card of ``args.out`` when ``args.card`` is given (``scores``:
-    importance by dataset index)."""
+    importance by dataset index, needed then)."""
     if args.card is None:
         return
+    if scores is None:
+        raise ValueError("a card needs the scores of the selected samples")
     missing = [flag for dest, flag in _NEEDED.items() if getattr(args, dest) is None]
     if missing:
         raise CardError(f"--card needs {', '.join(missing)}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ def _id_line(sample: Sample) -> str:
     return f"{sample.id}\n"
 
 
-def _samples(selection: Path, fmt: str) -> Any:
+def _samples(selection: Path, fmt: str) -> Iterator[Sample]:
     for number, _, sample, problems in iter_inspected(selection, fmt):
         if sample is None:
             details = "; ".join(p.detail for p in problems)
