@@ -30,3 +30,4 @@ rule all:
     default_target: True
     input:
         PLAN.all_targets(),
+        export_dirs,

@@ -135,6 +135,50 @@ budget_options = per_run(lambda run: cli_option("budgets", PLAN.budgets(run)))
 seed_options = per_run(lambda run: cli_option("random_seeds", PLAN.random_seeds(run)))
 selection_files = per_run(lambda run: PLAN.selection_files(run, scored(run)))
 baseline_picks = per_run(lambda run: PLAN.baseline_picks(run, scored(run)))
+run_digests = per_run(PLAN.digests_path)
+# Every run's exports (the default target); a run without exports needs no scores for it.
+export_dirs = lambda wildcards: [
+    path
+    for run in RUNS
+    if PLAN.settings(run, "select")["export"]
+    for path in PLAN.export_dirs(run, scored(run))
+]
+
+
+def card_options(method):
+    """Params of a selection rule: the options of its card (its files, its budget as
+    asked, "16%" for top-42, and the configured settings it records)."""
+
+    def options(wildcards, input, output):
+        run = wildcards.run
+        budget = PLAN.asked_budget(run, int(wildcards.N), scored(run))
+        return " ".join(
+            [
+                f"--card {output.card} --card-digests {input.digests}",
+                f"--card-spectrum {input.spectrum} --card-shards {input.card_shards}",
+                cli_option("card_budget", budget),
+                PLAN.card_settings(run, method),
+            ]
+        )
+
+    return options
+
+
+def card_file(selection):
+    """A selection's card, in the report (category: the run)."""
+    return report(
+        f"{selection}.card.json",
+        caption="../report/card.rst",
+        category="{run}",
+        subcategory="Selection cards",
+        labels={"selection": os.path.basename(selection)},
+    )
+
+
+def top_selection(wildcards):
+    """Input of an export: the run's top-N selection, in the dataset's format."""
+    ext = PLAN.dataset_extension(wildcards.run)
+    return f"results/{wildcards.run}/select/top-{wildcards.N}.{ext}"
 
 
 def shards_mem_mb(wildcards, input):

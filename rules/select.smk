@@ -5,14 +5,43 @@
 # JSON array (the run's dataset decides which the default target asks for). A baseline's
 # picks table is named after its selection, <method>-<N>.<ext>.picks.parquet
 # (scalselect.select.methods.picks_name): every output of a rule has the same wildcards.
+# Beside every selection, its card <selection>.card.json (scalselect.select.card), written
+# by the same job from the run's digests table, spectrum and shard manifests; the cards
+# are in the report.
+
+
+# The content digests of the run's records, once per run, for the cards.
+rule select_digests:
+    input:
+        dataset=run_value("dataset"),
+        filtered=filtered_dataset,
+    output:
+        digests="results/{run}/select/digests.parquet",
+    log:
+        "results/{run}/logs/select/digests.log",
+    benchmark:
+        "results/{run}/benchmarks/select/digests.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        image_root=run_value("image_root"),
+        dataset=run_options("format", "source_field"),
+    shell:
+        "python -m scalselect digests --dataset {input.dataset} --filtered {input.filtered}"
+        " --image-root {params.image_root} {params.dataset} --out {output.digests}"
+        " > {log} 2>&1"
 
 
 rule select:
     input:
         dataset=filtered_dataset,
         scores="results/{run}/score/scores.parquet",
+        digests=run_digests,
+        spectrum="results/{run}/score/spectrum.json",
+        card_shards=run_shards,
     output:
         selection="results/{run}/select/top-{N}.{ext}",
+        card=card_file("results/{run}/select/top-{N}.{ext}"),
     log:
         "results/{run}/logs/select/top-{N}.{ext}.log",
     benchmark:
@@ -22,17 +51,23 @@ rule select:
         ext="jsonl?|parquet",
     conda:
         "../envs/data.yaml"
+    params:
+        card=card_options("scalselect"),
     shell:
         "python -m scalselect select --dataset {input.dataset} --scores {input.scores}"
-        " --num {wildcards.N} --out {output.selection} > {log} 2>&1"
+        " --num {wildcards.N} --out {output.selection} {params.card} > {log} 2>&1"
 
 
 rule select_random:
     input:
         dataset=filtered_dataset,
         scores="results/{run}/score/scores.parquet",
+        digests=run_digests,
+        spectrum="results/{run}/score/spectrum.json",
+        card_shards=run_shards,
     output:
         selection="results/{run}/select/random-{N}-seed{seed}.{ext}",
+        card=card_file("results/{run}/select/random-{N}-seed{seed}.{ext}"),
     log:
         "results/{run}/logs/select/random-{N}-seed{seed}.{ext}.log",
     benchmark:
@@ -43,10 +78,12 @@ rule select_random:
         seed=r"\d+",
     conda:
         "../envs/data.yaml"
+    params:
+        card=card_options("random"),
     shell:
         "python -m scalselect select --dataset {input.dataset} --scores {input.scores}"
         " --num {wildcards.N} --random --seed {wildcards.seed}"
-        " --out {output.selection} > {log} 2>&1"
+        " --out {output.selection} {params.card} > {log} 2>&1"
 
 
 rule select_summary:
@@ -75,9 +112,13 @@ rule select_kcenter:
         scores="results/{run}/score/scores.parquet",
         model="results/{run}/score/model.npz",
         shards=run_shards,
+        digests=run_digests,
+        spectrum="results/{run}/score/spectrum.json",
+        card_shards=run_shards,
     output:
         selection="results/{run}/select/kcenter-{N}.{ext}",
         picks="results/{run}/select/kcenter-{N}.{ext}.picks.parquet",
+        card=card_file("results/{run}/select/kcenter-{N}.{ext}"),
     log:
         "results/{run}/logs/select/kcenter-{N}.{ext}.log",
     benchmark:
@@ -92,11 +133,13 @@ rule select_kcenter:
         # On a GPU when there is one.
         gpu=gallery_gpus,
         mem_mb=shards_mem_mb,
+    params:
+        card=card_options("kcenter"),
     shell:
         "OMP_NUM_THREADS={threads} python -m scalselect select-baseline --method kcenter"
         " --dataset {input.dataset} --features {input.shards} --model {input.model}"
         " --scores {input.scores} --num {wildcards.N} --out {output.selection}"
-        " --picks {output.picks} > {log} 2>&1"
+        " --picks {output.picks} {params.card} > {log} 2>&1"
 
 
 # k-means is fitted once per run; each budget only takes its shares of the clusters.
@@ -129,9 +172,13 @@ rule select_kmeans:
         dataset=filtered_dataset,
         scores="results/{run}/score/scores.parquet",
         clusters="results/{run}/select/kmeans-clusters.parquet",
+        digests=run_digests,
+        spectrum="results/{run}/score/spectrum.json",
+        card_shards=run_shards,
     output:
         selection="results/{run}/select/kmeans-{N}.{ext}",
         picks="results/{run}/select/kmeans-{N}.{ext}.picks.parquet",
+        card=card_file("results/{run}/select/kmeans-{N}.{ext}"),
     log:
         "results/{run}/logs/select/kmeans-{N}.{ext}.log",
     benchmark:
@@ -141,7 +188,31 @@ rule select_kmeans:
         ext="jsonl?|parquet",
     conda:
         "../envs/data.yaml"
+    params:
+        card=card_options("kmeans"),
     shell:
         "python -m scalselect select-baseline --method kmeans --dataset {input.dataset}"
         " --scores {input.scores} --clusters {input.clusters} --num {wildcards.N}"
-        " --out {output.selection} --picks {output.picks} > {log} 2>&1"
+        " --out {output.selection} --picks {output.picks} {params.card} > {log} 2>&1"
+
+
+# Exports of the top-N selections for training (select.export): a folder each.
+rule select_export:
+    input:
+        selection=top_selection,
+    output:
+        export=directory("results/{run}/export/top-{N}-{format}"),
+    log:
+        "results/{run}/logs/export/top-{N}-{format}.log",
+    benchmark:
+        "results/{run}/benchmarks/export/top-{N}-{format}.tsv"
+    wildcard_constraints:
+        N=r"[1-9]\d*",
+        format="llava|sharegpt|ids",
+    conda:
+        "../envs/data.yaml"
+    params:
+        dataset=run_options("format"),
+    shell:
+        "python -m scalselect export {input.selection} --to {wildcards.format}"
+        " {params.dataset} --out {output.export} > {log} 2>&1"

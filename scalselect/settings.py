@@ -213,6 +213,12 @@ class SelectSettings:
     kmeans_seed: int = setting("Seed of the k-means++ initialisation of the kmeans method.", 0,
                                minimum=0)
 
+    SPEED: ClassVar[tuple[Setting, ...]] = (
+        Setting("export", (), "Trainer formats each top-N selection is also written in:"
+                " llava, sharegpt (with a LLaMA-Factory entry), ids.", changes_results=False,
+                choices=("llava", "sharegpt", "ids"), option=None),
+    )
+
 
 @dataclasses.dataclass(frozen=True)
 class PlotSettings:

@@ -17,6 +17,7 @@ report wrapper of figure files and the SLURM profile's resources.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
@@ -26,10 +27,13 @@ from scalselect.budgets import resolve_budget
 from scalselect.config import kmeans_budget_problems, made_by_workflow, run_problems
 from scalselect.data.readers import file_kind
 from scalselect.select.methods import BASELINES, picks_name
+from scalselect.select.selection import budget_names
 from scalselect.settings import config_problems, result_keys
 
 # The stage sections a run entry may override.
 STAGES = ("validate", "filter", "extract", "score", "select", "plots")
+# The `select` settings of the k-means baseline (the other methods' are in their names).
+KMEANS_KEYS = ("kmeans_clusters", "kmeans_seed")
 # BLAS threads of the scoring steps (the moments in extract jobs, and `cur`): they change
 # float64 rounding, so every run of a step uses the same number.
 SCORE_THREADS = 2
@@ -239,6 +243,36 @@ class Plan:
             for n in self.resolved_budgets(run, n_valid)
         ]
 
+    def asked_budget(self, run: str, n: int, n_valid: int) -> str:
+        """The budget of the run's selections of ``n`` samples as asked: the first of its
+        budgets that resolves to ``n``, a percentage preferred (``"16%"`` stays ``"16%"``,
+        as in the figures: :func:`~scalselect.select.selection.budget_names`), else ``n``
+        itself (a selection asked for on the command line)."""
+        names = budget_names((b, resolve_budget(b, n_valid)) for b in self.budgets(run))
+        return names.get(n, str(n))
+
+    def card_settings(self, run: str, method: str) -> str:
+        """The settings a selection card takes from the configuration, as one JSON
+        option for the shell: the data stages' result settings (extraction's and
+        scoring's come from their outputs) and, for k-means, its own."""
+        select = self.settings(run, "select")
+        settings = {
+            "validate": self._result_settings(run, "validate"),
+            "filter": self.settings(run, "filter"),
+            "select": {key: select[key] for key in KMEANS_KEYS} if method == "kmeans" else {},
+        }
+        return cli_option("card_settings", json.dumps(settings, sort_keys=True))
+
+    def digests_path(self, run: str) -> str:
+        """The run's digests table (content digests of the filtered records)."""
+        return f"results/{run}/select/digests.parquet"
+
+    def export_dirs(self, run: str, n_valid: int) -> list[str]:
+        """The exports of the run's top-N selections (``select.export``), one folder each."""
+        formats = self.settings(run, "select")["export"]
+        return [f"results/{run}/export/top-{n}-{fmt}"
+                for n in self.resolved_budgets(run, n_valid) for fmt in formats]
+
     # -- groups of runs ----------------------------------------------------------------
 
     def comparison_groups(self) -> dict[str, list[str]]:
@@ -328,6 +362,9 @@ class Plan:
                 f"results/{run}/validate/report.json",
                 self.filtered_path(run),
                 *self.shard_dirs(run),
+                # Asked for here, not only by the selections (after scoring), so that its
+                # job runs beside extraction and the selections wait for nothing more.
+                self.digests_path(run),
                 f"results/{run}/score/importance_scores.jsonl",
                 f"results/{run}/select/summary.csv",
                 *self.plot_targets(run),

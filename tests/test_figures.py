@@ -536,9 +536,11 @@ def test_new_budget_redraws_only_budget_figures(demo_workflow: Path, tmp_path: P
     assert jobs.get("plots") == runs and jobs.get("plots_compare") == 2, jobs
     # The baselines select the new budget; k-means reuses its clustering (not refitted).
     assert jobs.get("select_kcenter") == jobs.get("select_kmeans") == runs, jobs
+    # The run that exports its top-N (demo-llava) exports the new one.
+    assert jobs.get("select_export") == 1, jobs
     assert set(jobs) <= {"select", "select_random", "select_summary", "select_kcenter",
-                         "select_kmeans", "plots", "plots_methods", "plots_compare",
-                         "plots_layers", "browse", "all"}, jobs
+                         "select_kmeans", "select_export", "plots", "plots_methods",
+                         "plots_compare", "plots_layers", "browse", "all"}, jobs
 
 
 def test_svg_is_vector_with_editable_text(tmp_path: Path) -> None:

@@ -50,9 +50,9 @@ def dense_reference(matrix: np.ndarray, prep: Preprocessing, tau: float) -> tupl
 
 
 def write_shards(root: Path, matrix: np.ndarray, ids: list, bounds: list[int],
-                 failed: set[int] = frozenset()) -> list[Path]:
+                 failed: set[int] = frozenset(), manifest: dict | None = None) -> list[Path]:
     """Shard directories holding ``matrix`` split at ``bounds``; rows in ``failed`` are
-    extraction failures (zero rows, status not ok)."""
+    extraction failures (zero rows, status not ok); ``manifest``: more manifest fields."""
     dirs = []
     edges = [0, *bounds, len(matrix)]
     for number, (start, stop) in enumerate(itertools.pairwise(edges)):
@@ -70,7 +70,7 @@ def write_shards(root: Path, matrix: np.ndarray, ids: list, bounds: list[int],
         })
         block = np.where(ok[:, None], matrix[start:stop], 0).astype(np.float32)
         directory = root / f"shard-{number}-of-{len(edges) - 1}"
-        features.write_shard(directory, rows, block)
+        features.write_shard(directory, rows, block, manifest)
         dirs.append(directory)
     return dirs
 

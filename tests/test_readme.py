@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import sys
@@ -98,3 +99,36 @@ def test_parquet_pool_example_runs_as_written(tmp_path: Path) -> None:
     page = (results / "browse/index.html").read_text()
     assert f"25% (N = {n})" in page
     assert set(pd.read_csv(results / "plots/composition.csv")["source"]) == {"captions", "vqa", "ocr"}
+def section_commands(title: str) -> list[str]:
+    """The lines of the first bash block under the heading ``## title``."""
+    body = README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    block = body.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_sharing_a_selection_runs_as_written(demo_workflow: Path, tmp_path: Path) -> None:
+    """The section's commands, in a folder beside the demo's results, with `copy.jsonl` a
+    shuffled JSON Lines copy of the demo's dataset."""
+    for name in ("results", "resources"):
+        (tmp_path / name).symlink_to(demo_workflow / name)
+    records = json.loads((demo_workflow / "resources/demo/dataset.json").read_text())
+    random.Random(4).shuffle(records)
+    (tmp_path / "copy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    commands = section_commands("Sharing a selection")
+    assert [c.split()[3] for c in commands] == ["apply"] * 3 + ["compare"] * 2 + ["export"]
+    outputs = []
+    for command in commands:
+        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=workflow_env(),
+                                capture_output=True, text=True)
+        assert result.returncode == 0, (command, result.stderr[-2000:])
+        outputs.append(result.stdout)
+    top = json.loads((demo_workflow / "results/demo-llava/select/top-32.json").read_text())
+    written = [json.loads(line) for line in (tmp_path / "top-32.jsonl").read_text().splitlines()]
+    order = [json.dumps(r) for r in records]
+    assert sorted(map(json.dumps, written), key=order.index) == [json.dumps(r) for r in written]
+    assert sorted(map(json.dumps, written)) == sorted(map(json.dumps, top))
+    assert "(identical)" in outputs[3]
+    assert json.loads(outputs[4])["a"]["n"] == 32
+    assert (tmp_path / "top-32-sharegpt/top-32.jsonl").exists()
+    assert (tmp_path / "top-32-sharegpt/dataset_info.json").exists()

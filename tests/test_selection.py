@@ -3,6 +3,7 @@ command line on real dataset and score files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -402,8 +403,19 @@ def scored_workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
     filtered = json.loads((workdir / f"results/{RUN}/filter/dataset.json").read_text())
     assert len(filtered) == 24
     matrix = np.random.default_rng(4).standard_normal((24, 8)).astype(np.float32) + 3
+    # What an extract job's manifest says (the selection cards read it).
+    manifest = {
+        "model": "data/model", "model_sha256": "ab" * 32,
+        "settings": {"model_type": "llava", "attention_threshold": 0.9, "dtype": "float32",
+                     "max_length": 4096, "min_image_tokens": 256, "max_image_tokens": 576,
+                     "trust_remote_code": False, "layer": 1},
+        "versions": {"torch": "t", "transformers": "x"},
+        "store": {"settings_key": "cd" * 32, "packs": []},
+        "dataset_sha256": hashlib.sha256(
+            (workdir / f"results/{RUN}/filter/dataset.json").read_bytes()).hexdigest(),
+    }
     shards = write_shards(workdir / f"results/{RUN}/extract", matrix,
-                          [r["id"] for r in filtered], [12], failed={5})
+                          [r["id"] for r in filtered], [12], failed={5}, manifest=manifest)
     # The second output of each extract job: the shard's moments.
     for shard in shards:
         partial = workdir / f"results/{RUN}/score/partials/{shard.name}.npz"
@@ -432,6 +444,13 @@ def test_workflow_scores_and_selects(scored_workflow: Path) -> None:
             assert chosen == [records[i] for i in seeded_draw(table["index"].tolist(), n, seed)]
     summary = pd.read_csv(results / "select/summary.csv", dtype={"budget": str})
     assert summary["budget"].tolist() == ["3", "50%"] and summary["n"].tolist() == [3, 12]
+    # Beside each selection its card: the budget as asked, the selected ids.
+    for n, budget in ((3, "3"), (12, "50%")):
+        card = json.loads((results / f"select/top-{n}.json.card.json").read_text())
+        assert (card["selection"]["budget"], card["selection"]["n"]) == (budget, n)
+        assert card["model"]["sha256"] == "ab" * 32
+        assert sorted(map(str, (r["id"] for r in card["selection"]["records"]))) == sorted(
+            str(records[i]["id"]) for i in table["index"][:n])
     for rule in ("cur", "select/top-3.json"):
         assert (results / f"benchmarks/{rule}.tsv").exists()
 

@@ -64,7 +64,8 @@ LEVELS = 4
 # Rules whose memory follows the size of the run's features (README, "Running on SLURM").
 FEATURE_SIZED_RULES = {"select_kcenter", "select_kmeans_clusters", "plots_methods"}
 SELECTION_RULES = {
-    "select", "select_random", "select_summary", "select_kcenter", "select_kmeans", "plots",
+    "select", "select_random", "select_summary", "select_export", "select_kcenter",
+    "select_kmeans", "plots",
     "plots_compare", "plots_methods", "plots_scores", "plots_gallery", "browse",
 }
 # Rules that run where Snakemake runs: the target, the demo's builder and `sources`.

@@ -117,6 +117,8 @@ def test_all_targets_cover_every_stage_of_every_run() -> None:
     for name in ("a", "b"):
         assert f"results/{name}/validate/report.json" in targets
         assert f"results/{name}/extract/shard-1-of-2" in targets
+        # The cards' digests are their own target: they run beside extraction.
+        assert f"results/{name}/select/digests.parquet" in targets
         assert f"results/{name}/select/summary.csv" in targets
         assert f"results/{name}/plots/methods.svg" in targets
         assert f"results/{name}/browse" in targets
@@ -159,3 +161,40 @@ def test_memory_estimate_grows_with_the_features_on_disk(tmp_path: Path) -> None
         np.save(shard / "features.npy", np.zeros((2**18, 4), np.float32))  # 4 MiB + header
     assert features_mem_mb(shards) == 3 * (2 * (2**22 + 128)) // 2**20 + 2000
     assert features_mem_mb([]) == 2000
+
+
+def test_a_card_keeps_the_budget_as_asked() -> None:
+    plan = plan_of({"runs": {"a": run(select={"budgets": ["16%", 7, "20%"]})}})
+    # 16% of 50 is 8; 20% of 50 is 10, as is the count 10 asked on the command line.
+    assert plan.asked_budget("a", 8, 50) == "16%"
+    assert plan.asked_budget("a", 7, 50) == "7"
+    assert plan.asked_budget("a", 10, 50) == "20%"
+    assert plan.asked_budget("a", 11, 50) == "11"
+
+
+def test_card_settings_are_the_result_settings_of_the_data_stages() -> None:
+    import json
+    import shlex
+
+    plan = plan_of({"runs": {"a": run(validate={"shards": 4, "min_image_side": 30})},
+                    "select": {"kmeans_clusters": 5, "budgets": [3]}})
+    option, value = shlex.split(plan.card_settings("a", "kmeans"))
+    assert option == "--card-settings"
+    settings = json.loads(value)
+    # Speed settings (validate.shards) are not in a card; k-means' own settings are.
+    assert "shards" not in settings["validate"]
+    assert settings["validate"]["min_image_side"] == 30
+    assert settings["filter"] == {"keep_text_only": False}
+    assert settings["select"] == {"kmeans_clusters": 5, "kmeans_seed": 0}
+    assert json.loads(shlex.split(plan.card_settings("a", "kcenter"))[1])["select"] == {}
+
+
+def test_exports_follow_the_runs_budgets_and_formats() -> None:
+    plan = plan_of({"runs": {"a": run(select={"export": ["llava", "ids"]}), "b": run()},
+                    "select": {"budgets": [2, "50%"]}})
+    assert plan.export_dirs("a", 10) == [
+        "results/a/export/top-2-llava", "results/a/export/top-2-ids",
+        "results/a/export/top-5-llava", "results/a/export/top-5-ids",
+    ]
+    assert plan.export_dirs("b", 10) == []  # no export unless asked
+    assert plan.digests_path("a") == "results/a/select/digests.parquet"

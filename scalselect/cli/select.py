@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--random", action="store_true", help="Random baseline instead of the top-N."
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of --random (default 0).")
+    from scalselect.select import card
+
+    card.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,13 +40,14 @@ def run(args: argparse.Namespace) -> int:
 
     from scalselect.budgets import resolve_budget
     from scalselect.data.writers import copy_records
-    from scalselect.select import selection
+    from scalselect.select import card, selection
 
     check = None
     if args.scores.suffix == ".jsonl":
         scores = selection.scores_from_jsonl(args.scores, args.dataset)
     else:
-        scores = selection.read_scores(args.scores, columns=["index"])
+        columns = ["index", "importance"] if args.card else ["index"]
+        scores = selection.read_scores(args.scores, columns=columns)
         check = selection.ScoresCheck(args.scores, args.dataset)
     total = len(scores)
     n = resolve_budget(args.num, total)
@@ -51,9 +55,12 @@ def run(args: argparse.Namespace) -> int:
         indices = selection.random_indices(scores, n, args.seed)
     else:
         indices = selection.top_indices(scores, n)
+    importance = scores.set_index("index")["importance"] if args.card else None
     del scores
     copy_records(args.dataset, args.out, keep=indices, check=check,
                  finish=None if check is None else check.finish)
+    card.from_arguments(args, indices, importance, "random" if args.random else "scalselect",
+                        n, args.seed if args.random else None)
     logging.getLogger(__name__).info(
         "%s %d of %d scored samples -> %s",
         f"random (seed {args.seed})" if args.random else "top", n, total, args.out,

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " else a JSON array).")
     parser.add_argument("--picks", required=True, type=Path,
                         help="Table of the picks (parquet: index, id, order), e.g. <out>.picks.parquet.")
+    from scalselect.select import card
+
+    card.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from scalselect.data.writers import copy_records
     from scalselect.errors import UserError
     from scalselect.io import atomic_write
-    from scalselect.select import baselines, selection
+    from scalselect.select import baselines, card, selection
 
     if args.out.resolve() == args.picks.resolve():
         raise UserError(f"--out and --picks name the same file, {args.out}")
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
                  finish=check.finish)
     with atomic_write(args.picks, "wb") as handle:
         table.to_parquet(handle, index=False)
+    card.from_arguments(args, table["index"].to_numpy(), scores.set_index("index")["importance"],
+                        args.method, n)
     logging.getLogger(__name__).info(
         "%s: %d of %d scored samples in %.1f s -> %s", args.method, n, len(scores),
         time.perf_counter() - began, args.out,

@@ -681,16 +681,35 @@ def iter_samples(
 
     Raises ``DatasetError`` as :func:`iter_records` and :class:`FormatVote`.
     """
+    for number, _, sample, problems in iter_inspected(
+        path, fmt, source_field=source_field, start=start, stop=stop
+    ):
+        yield number, sample, problems
+
+
+def iter_inspected(
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    *,
+    source_field: str | None = None,
+    start: int = 0,
+    stop: int | None = None,
+    vote: FormatVote | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[tuple[int, Any, Sample | None, list[Problem]]]:
+    """:func:`iter_samples` with each record as parsed: ``(index, record, sample,
+    problems)`` (parquet: the record holds only the columns a sample needs). With
+    ``fmt="auto"``, ``vote`` (when given) receives the records' votes: its
+    :meth:`FormatVote.result` is the file's format once the stream ends; ``stats``
+    is filled as by :func:`iter_records`."""
     check_format_name(fmt)
-    vote = FormatVote(path)
+    vote = FormatVote(path) if vote is None else vote
     forced = None if fmt == "auto" else FORMATS[fmt]
     columns = ["id", "messages", "conversations", "image", "images", source_field]
-    for number, record in iter_records(path, start, stop, columns=columns):
+    for number, record in iter_records(path, start, stop, columns=columns, stats=stats):
         spec = forced
         if spec is None:
             formats = vote.add(number, record)
             spec = FORMATS[min(formats) if formats else "sharegpt"]
         sample, problems = inspect_record(record, number, spec, source_field)
-        yield number, sample, problems
-
-
+        yield number, record, sample, problems

@@ -527,7 +527,9 @@ class ShardPlan:
     found: dict[str, Location]
     scanned: list[str]  # the packs the look-up read
     pending: list[np.ndarray]
-    damaged: int = 0  # samples to compute because their only stored copies are damaged
+    damaged: int  # samples to compute because their only stored copies are damaged
+    # What the store key digests: the model files' digest, the settings, the versions.
+    description: dict[str, Any]
 
 
 def extract_shard(job: Job) -> dict[str, int] | None:
@@ -606,7 +608,8 @@ def plan_shard(job: Job, settings: ExtractSettings, shard: ShardInput, records: 
     if lookup.lost:
         log.warning("%d samples of this shard were stored only in damaged packs: computed again",
                     len(lookup.lost))
-    return ShardPlan(store_key, keys, found, lookup.scanned, pending, len(lookup.lost))
+    return ShardPlan(store_key, keys, found, lookup.scanned, pending, len(lookup.lost),
+                     description)
 
 
 def dataset_digest(job: Job) -> str:
@@ -640,6 +643,9 @@ def finish_shard(job: Job, settings: ExtractSettings, shard: ShardInput, record_
         "samples_computed": computed, "samples_reused": reused,
         "samples_recomputed_damaged": plan.damaged,
         "dataset_sha256": dataset_digest(job),
+        # For selection cards: the model's files and the libraries that computed it.
+        "model_sha256": plan.description["model"],
+        "versions": {name: plan.description[name] for name in ("torch", "transformers")},
     }
     rows = assemble_shard(store, [found[k] for k in plan.keys], shard, job.out, manifest)
     try:
