@@ -84,10 +84,10 @@ from scalselect.extract.representation import (
     load_model,
     resolve_dtype,
 )
+from scalselect.extract.packs import PACK_COLUMNS
 from scalselect.extract.store import (
     COMPACT_AFTER,
     DEFAULT_CACHE_DIR,
-    PACK_COLUMNS,
     FeatureStore,
     Location,
     model_digest,
