@@ -195,6 +195,7 @@ def refuse_writes_under(monkeypatch, path: Path, code: int) -> None:
     monkeypatch.setattr(store, "write_pack_files", write)
 
 
+@pytest.mark.integration  # bind-mounts a read-only store
 def test_a_read_only_store_is_reused_and_a_second_store_takes_the_new_packs(
         models, reference, tmp_path, caplog, monkeypatch) -> None:
     shared, packs = copy_store(reference, tmp_path / "shared")
@@ -234,6 +235,7 @@ def test_a_read_only_store_is_reused_and_a_second_store_takes_the_new_packs(
         assert len(pack_names(mine / "features" / reference["key"] / "packs")) == 1
 
 
+@pytest.mark.integration  # mounts a small tmpfs
 def test_a_full_disk_stops_the_job_clearly_and_the_rerun_resumes(models, reference, tmp_path, monkeypatch) -> None:
     disk = tmp_path / "disk"
     disk.mkdir()

@@ -155,6 +155,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration  # the command line in a fresh interpreter
 def test_cli_writes_the_report_and_a_summary(corpus, tmp_path: Path) -> None:
     root, records, expected, _ = corpus
     dataset = write_dataset(tmp_path / "d.jsonl", records)
@@ -183,6 +184,7 @@ def test_cli_writes_the_report_and_a_summary(corpus, tmp_path: Path) -> None:
     assert [p.name for p in out.parent.iterdir()] == ["report.json"]
 
 
+@pytest.mark.integration  # the command line in a fresh interpreter
 def test_cli_fatal_error_exits_nonzero_without_traceback(tmp_path: Path) -> None:
     dataset = tmp_path / "d.json"
     dataset.write_text('[{"id": 1},\n {"id": 2} {"id": 3}]')
