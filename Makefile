@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 
-.PHONY: demo test lint format lock clean
+.PHONY: demo test test-fast lint format lock clean
 
 $(VENV)/.complete: requirements.lock scripts/bootstrap_venv.sh
 	bash scripts/bootstrap_venv.sh
@@ -15,6 +15,11 @@ demo: $(VENV)/.complete
 
 test: $(VENV)/.complete
 	$(PY) -m pytest
+
+# The unit tests for daily work (under 2 minutes on 2 cores): no workflow runs (slow) and
+# no other programs started (integration). CI runs the whole suite: `make test`.
+test-fast: $(VENV)/.complete
+	$(PY) -m pytest -m "not slow and not integration"
 
 lint: $(VENV)/.complete
 	$(VENV)/bin/snakemake --lint

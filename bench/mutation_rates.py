@@ -11,24 +11,29 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-# The modules where a wrong number is silent, whole; the shard planning (shard ranges
-# live in dataset), and the store's key functions (``make mutation`` mutates exactly these: MUTANTS).
-MODULES = ("selection", "leverage", "conversation", "representation", "validation")
+# The modules where a wrong number is silent, whole (validation with its image checks and
+# parts); the shard planning (shard ranges live in the dataset index), and the store's key
+# functions (``make mutation`` mutates exactly these: MUTANTS). Modules by their path
+# under scalselect.
+MODULES = (
+    "select.selection", "score.leverage", "extract.conversation", "extract.representation",
+    "data.validation", "data.validation_part", "data.images",
+)
 EXTRACTION_FUNCTIONS = ("plan_chunks", "split_batches", "length_estimate")
 STORE_FUNCTIONS = (
-    "sample_key", "settings_key",
-    "file_digest", "_image_digest", "image_digests", "model_digest", "shard_keys",
+    "sample_key", "settings_key", "_image_digest", "image_digests", "model_digest", "shard_keys",
 )
 FUNCTIONS = frozenset(
-    [("dataset", "shard_range")]
-    + [("extraction", name) for name in EXTRACTION_FUNCTIONS]
-    + [("store", name) for name in STORE_FUNCTIONS]
+    [("data.index", "shard_range"), ("io", "file_digest")]
+    + [("extract.shard", name) for name in EXTRACTION_FUNCTIONS]
+    + [("extract.store", name) for name in STORE_FUNCTIONS]
 )
 MUTANTS = (
     *(f"scalselect.{module}.*" for module in MODULES),
     *(f"scalselect.{module}.x_{name}__*" for module, name in sorted(FUNCTIONS)),
 )
-LINE = re.compile(r"^\s*scalselect\.(\w+)\.x[_ǁ](\S+?)__mutmut_\d+: (.+)$")
+# mutmut names a mutant <module path>.x_<function>__mutmut_<n> (methods: xǁ<class>ǁ<name>).
+LINE = re.compile(r"^\s*scalselect\.([\w.]+?)\.x[_ǁ](\S+?)__mutmut_\d+: (.+)$")
 
 
 def module_of(module: str, function: str) -> str | None:

@@ -1,7 +1,7 @@
 """Feature-store look-up of one shard: 100 packs present vs 20,000, compacted or not.
 
 Builds a store of synthetic packs (512 rows, random sample keys, 4-float rows) written
-by ``scalselect.extract.store.write_pack_files`` (fsync skipped while building: durability is not
+by ``scalselect.extract.packs.write_pack_files`` (fsync skipped while building: durability is not
 measured, the files are the same), and a shard of 10,000 keys taken from 20 of its packs
 (as a re-shard finds them). Look-up = ``FeatureStore.lookup`` of the shard's keys, the
 checks of the rows it will use included, warm page cache, best of ``--repeats``:
@@ -33,8 +33,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scalselect.extract import store  # noqa: E402
-from scalselect.extract.store import FeatureStore, compact_folder  # noqa: E402
+from scalselect.extract.packs import PACK_COLUMNS, PACKS_DIR, write_pack_files  # noqa: E402
+from scalselect.extract.store import FEATURES_DIR, FeatureStore, compact_folder  # noqa: E402
 from scalselect.extract.store_index import INDEX_DIR  # noqa: E402
 
 ROWS = 512
@@ -51,9 +51,9 @@ def add_packs(folder: Path, count: int, rng: np.random.Generator) -> list[list[s
             keys = [rng.bytes(32).hex() for _ in range(ROWS)]
             table = pd.DataFrame({"key": keys, "status": "ok", "detail": "", "n_vision": 0,
                                   "n_kept": 0, "seq_len": 0, "truncated": False},
-                                 columns=list(store.PACK_COLUMNS))
-            store.write_pack_files(folder / store.PACKS_DIR, table,
-                                   rng.standard_normal((ROWS, 4)).astype(np.float32))
+                                 columns=list(PACK_COLUMNS))
+            write_pack_files(folder / PACKS_DIR, table,
+                             rng.standard_normal((ROWS, 4)).astype(np.float32))
             written.append(keys)
     finally:
         os.fsync = fsync
@@ -80,7 +80,7 @@ def main() -> None:
     tmp = Path(args.tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     cache = tmp / "cache"
-    folder = cache / store.FEATURES_DIR / KEY
+    folder = cache / FEATURES_DIR / KEY
     rng = np.random.default_rng(0)
     written = add_packs(folder, 100, rng)
     # The shard: 10,000 keys of 20 packs among the first 100.

@@ -11,6 +11,7 @@ rule demo:
     input:
         # The builders: editing them rebuilds the demo (and reruns what depends on it).
         builder="scalselect/demo/build.py",
+        drawings="scalselect/demo/drawings.py",
         models="scalselect/demo/tinymodels.py",
     output:
         dataset="resources/demo/dataset.json",

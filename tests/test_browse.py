@@ -317,6 +317,7 @@ def check_page(chromium: str, tmp_path: Path, index: Path, sources: dict[int, st
 
 
 @needs_chromium
+@pytest.mark.integration  # Chromium
 def test_page_in_headless_chromium(unit_run: tuple[dict, Path], chromium: str,
                                    tmp_path: Path) -> None:
     run, out = unit_run

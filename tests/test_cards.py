@@ -10,9 +10,9 @@ import json
 import math
 import re
 import shutil
+import tomllib
 from collections import Counter
 from fractions import Fraction
-import tomllib
 from pathlib import Path
 
 import pandas as pd

@@ -9,6 +9,9 @@ import pytest
 
 from scalselect.cli import COMMANDS
 
+# Every test here runs the command line in a fresh interpreter: `make test-fast` leaves them out.
+pytestmark = pytest.mark.integration
+
 
 def scalselect(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(

@@ -47,6 +47,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.integration  # scripts/make_demo.py in a fresh interpreter
 def test_build_is_byte_identical(demo: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     build_demo(again)

@@ -18,6 +18,9 @@ from conftest import REPO, copy_workflow, tracked_files
 from scalselect.data.writers import write_records
 from scalselect.demo.build import build_dataset, build_models
 
+# Every test here runs commands in a shell: `make test-fast` leaves them out.
+pytestmark = pytest.mark.integration
+
 # The shared environment this test runs in (bootstrap_venv.sh writes the marker).
 SHARED_MARKER = Path(sys.prefix) / ".scalselect-shared"
 

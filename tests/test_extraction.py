@@ -27,6 +27,7 @@ from scalselect.data.readers import load_dataset, write_index
 from scalselect.data.writers import write_records
 from scalselect.demo.tinymodels import build_tiny_model
 from scalselect.extract import features
+from scalselect.extract.maintenance import settings_dirs
 from scalselect.extract.shard import (
     Job,
     extract_shard,
@@ -41,7 +42,6 @@ from scalselect.extract.store import (
     image_digests,
     model_digest,
     sample_key,
-    settings_dirs,
     settings_key,
 )
 from scalselect.settings import ExtractSettings

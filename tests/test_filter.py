@@ -109,6 +109,7 @@ def test_cli_keep_text_only_flag(
     assert ("removed        2  text_only" in capsys.readouterr().err) is not keeps_text_only
 
 
+@pytest.mark.integration  # the command line in a fresh interpreter
 def test_refuses_a_report_of_other_content(corpus, tmp_path: Path) -> None:
     root, records, _, _ = corpus
     path = write_dataset(tmp_path / "d.json", records)

@@ -39,6 +39,9 @@ from conftest import REPO, copy_workflow, workflow_env
 sys.path.insert(0, str(REPO / "bench"))
 from slurm_levels import sacct_levels  # noqa: E402
 
+# Every test here runs Snakemake (and SLURM): `make test-fast` leaves them out.
+pytestmark = pytest.mark.integration
+
 CLUSTER_SH = REPO / "tests/slurm/cluster.sh"
 FAULT_DIR = REPO / "tests/slurm/fault"
 # The test cluster's non-default partition and non-default account: seeing them in

@@ -31,14 +31,11 @@ from test_extraction import job, manifest_of, models, shard_bytes, write_dataset
 from scalselect.cli import main
 from scalselect.errors import UserError
 from scalselect.extract import features, shard, store, store_index
+from scalselect.extract import packs as pack_files
+from scalselect.extract.maintenance import settings_dirs, verify_store
+from scalselect.extract.packs import check_pack, pack_names
 from scalselect.extract.shard import extract_shard
-from scalselect.extract.store import (
-    FeatureStore,
-    check_pack,
-    compact_folder,
-    pack_names,
-    verify_store,
-)
+from scalselect.extract.store import FeatureStore, compact_folder
 
 N = 12  # samples; chunks of 3: four packs
 
@@ -198,6 +195,7 @@ def refuse_writes_under(monkeypatch, path: Path, code: int) -> None:
     monkeypatch.setattr(store, "write_pack_files", write)
 
 
+@pytest.mark.integration  # bind-mounts a read-only store
 def test_a_read_only_store_is_reused_and_a_second_store_takes_the_new_packs(
         models, reference, tmp_path, caplog, monkeypatch) -> None:
     shared, packs = copy_store(reference, tmp_path / "shared")
@@ -237,6 +235,7 @@ def test_a_read_only_store_is_reused_and_a_second_store_takes_the_new_packs(
         assert len(pack_names(mine / "features" / reference["key"] / "packs")) == 1
 
 
+@pytest.mark.integration  # mounts a small tmpfs
 def test_a_full_disk_stops_the_job_clearly_and_the_rerun_resumes(models, reference, tmp_path, monkeypatch) -> None:
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -324,7 +323,7 @@ def test_prune_killed_at_any_point_leaves_only_complete_packs(models, reference,
         shutil.rmtree(cache)
     # Three index files and four tables of the unused folder, then the folder; three
     # index files, two tables and two matrices of the other.
-    assert k == 16 and store.settings_dirs(cache) == [cache / "features" / reference["key"]]
+    assert k == 16 and settings_dirs(cache) == [cache / "features" / reference["key"]]
     # The pruned samples are computed again, with the same bytes.
     out = tmp_path / "out"
     extract_shard(spec(models, reference["data"], out, cache))
@@ -346,7 +345,7 @@ def synthetic_store(root: Path, packs: int, rows: int, seed: int = 0) -> tuple[F
         if written:
             keys[: rows // 4] = rng.choice(sum(written, []), rows // 4, replace=False).tolist()
         table = pd.DataFrame({"key": keys, "status": "ok", "detail": "", "n_vision": 0, "n_kept": 0,
-                              "seq_len": 0, "truncated": False}, columns=list(store.PACK_COLUMNS))
+                              "seq_len": 0, "truncated": False}, columns=list(pack_files.PACK_COLUMNS))
         fs.write_pack(table, rng.standard_normal((rows, 4)).astype(np.float32))
         written.append(keys)
     return fs, written
@@ -389,8 +388,8 @@ def test_the_index_finds_what_the_scan_finds(tmp_path, monkeypatch) -> None:
     assert indexed == expected
     # Only the uncovered pack's key column is read; after compacting again, none.
     calls: list[str] = []
-    real = store._pack_keys
-    monkeypatch.setattr(store, "_pack_keys", lambda packs, name: calls.append(name) or real(packs, name))
+    real = pack_files._pack_keys
+    monkeypatch.setattr(pack_files, "_pack_keys", lambda packs, name: calls.append(name) or real(packs, name))
     FeatureStore(tmp_path, "k" * 64).lookup(wanted)
     assert calls == [early]
     compact_folder(folder)
@@ -450,7 +449,7 @@ def test_reshard_from_an_index_computes_nothing_and_jobs_compact(models, referen
     def no_scan(*args):
         raise AssertionError("a pack's key column was read although the index covers it")
 
-    monkeypatch.setattr(store, "_pack_keys", no_scan)
+    monkeypatch.setattr(pack_files, "_pack_keys", no_scan)
     extract_shard(spec(models, reference["data"], outs[1], cache, shard=1, num_shards=2))
     assert [manifest_of(o)["samples_computed"] for o in outs] == [0, 0]
     expected = np.load(io.BytesIO(reference["bytes"][features.FEATURES]))

@@ -294,6 +294,7 @@ def test_filter_index_lets_an_extract_shard_seek_to_its_records(
             list(read_shard_records(filtered, i, n)[0]) for i in range(n)]
 
 
+@pytest.mark.integration  # the stages in a fresh interpreter
 def test_data_stages_never_load_torch(demo: Path, tmp_path: Path) -> None:
     """validate (all three steps), filter and select run without torch: importing it
     costs ~0.6 GB in every data job (and in each of validate's image workers)."""

@@ -14,10 +14,10 @@ from corpus import bad_corpus, to_llava, write_dataset
 from PIL import Image
 
 from scalselect.cli import main
-from scalselect.data import validation
+from scalselect.data import images, validation
+from scalselect.data.images import ImageCheck, check_image
 from scalselect.data.readers import load_dataset
 from scalselect.data.validation import (
-    check_image,
     format_summary,
     validate_file,
 )
@@ -125,7 +125,7 @@ def test_parallel_workers_give_the_same_report(corpus, monkeypatch: pytest.Monke
     root, records, _, _ = corpus
     dataset = write_dataset(root / "p.json", records)
     serial = validate_file(dataset, root, progress=False)
-    monkeypatch.setattr(validation, "CHUNK", 3)  # several chunks for two processes
+    monkeypatch.setattr(images, "CHUNK", 3)  # several chunks for two processes
     parallel = validate_file(dataset, root, workers=2, progress=False)
     assert parallel == serial
 
@@ -156,6 +156,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration  # the command line in a fresh interpreter
 def test_cli_writes_the_report_and_a_summary(corpus, tmp_path: Path) -> None:
     root, records, expected, _ = corpus
     dataset = write_dataset(tmp_path / "d.jsonl", records)
@@ -184,6 +185,7 @@ def test_cli_writes_the_report_and_a_summary(corpus, tmp_path: Path) -> None:
     assert [p.name for p in out.parent.iterdir()] == ["report.json"]
 
 
+@pytest.mark.integration  # the command line in a fresh interpreter
 def test_cli_fatal_error_exits_nonzero_without_traceback(tmp_path: Path) -> None:
     dataset = tmp_path / "d.json"
     dataset.write_text('[{"id": 1},\n {"id": 2} {"id": 3}]')
@@ -245,15 +247,15 @@ def test_check_image_outcomes_in_full(tmp_path: Path) -> None:
     from corpus import write_images
 
     images = {name: tmp_path / path for name, path in write_images(tmp_path).items()}
-    assert check_image(images["good.jpg"]) == validation.ImageCheck(None, "", 256, 256)
-    assert check_image(images["line.png"]) == validation.ImageCheck(
+    assert check_image(images["good.jpg"]) == ImageCheck(None, "", 256, 256)
+    assert check_image(images["line.png"]) == ImageCheck(
         "image_too_small", "1x300, a side under 28 px", 1, 300)
-    assert check_image(images["wide.png"]) == validation.ImageCheck(
+    assert check_image(images["wide.png"]) == ImageCheck(
         "extreme_aspect_ratio", "6100x30, aspect ratio 203:1 > 200:1", 6100, 30)
-    assert check_image(images["text.jpg"]) == validation.ImageCheck(
+    assert check_image(images["text.jpg"]) == ImageCheck(
         "not_an_image", "not a recognised image format")
-    assert check_image(images["empty.jpg"]) == validation.ImageCheck("empty_image_file", "zero bytes")
-    assert check_image(tmp_path) == validation.ImageCheck("missing_image", f"not a regular file ({tmp_path})")
+    assert check_image(images["empty.jpg"]) == ImageCheck("empty_image_file", "zero bytes")
+    assert check_image(tmp_path) == ImageCheck("missing_image", f"not a regular file ({tmp_path})")
     # The defaults decode the pixels: a truncated file is caught, with Pillow's words.
     truncated = check_image(images["truncated.jpg"])
     assert truncated.reason == "corrupt_image"

@@ -17,6 +17,9 @@ from conftest import REPO, copy_workflow, planned_jobs, snakemake
 
 from scalselect.demo.tinymodels import build_tiny_model
 
+# Every test here runs Snakemake: `make test-fast` leaves them out.
+pytestmark = pytest.mark.integration
+
 SNAKEMAKE_BIN = Path(sys.executable).parent
 
 

@@ -40,7 +40,7 @@ def _size(nbytes: int) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from scalselect.extract.store import store_info
+    from scalselect.extract.maintenance import store_info
 
     entries = store_info(args.cache_dir)
     if not entries:
@@ -61,7 +61,7 @@ def _prune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from scalselect.errors import UserError
-    from scalselect.extract.store import remove, unreferenced
+    from scalselect.extract.maintenance import remove, unreferenced
 
     if not Path(args.results).is_dir():
         raise UserError(f"--results {args.results} is not a directory: nothing tells which packs are in use")
@@ -78,7 +78,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from scalselect.extract.store import move_aside, verify_store
+    from scalselect.extract.maintenance import move_aside, verify_store
 
     damage, counts = verify_store(args.cache_dir)
     for item in damage:
@@ -100,7 +100,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _compact(args: argparse.Namespace) -> int:
     import time
 
-    from scalselect.extract.store import compact_folder, settings_dirs
+    from scalselect.extract.maintenance import settings_dirs
+    from scalselect.extract.store import compact_folder
 
     for folder in settings_dirs(args.cache_dir):
         began = time.perf_counter()

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from scalselect.cli.validate import settings_of
     from scalselect.data.index import DatasetIndex
-    from scalselect.data.validation import Part, format_summary, merge_parts
+    from scalselect.data.validation import format_summary, merge_parts
+    from scalselect.data.validation_part import Part
     from scalselect.io import write_json
 
     index = DatasetIndex.load(args.index)

@@ -251,7 +251,19 @@ def iter_records(
     kind = file_kind(path)
     if kind == "parquet":
         yield from _parquet_records(path, start, stop, columns, stats)
-        return
+    else:
+        yield from _json_records(path, kind, start, stop, index, stats)
+
+
+def _json_records(
+    path: Path,
+    kind: str,
+    start: int,
+    stop: int | None,
+    index: DatasetIndex | None,
+    stats: ReadStats,
+) -> Iterator[tuple[int, Any]]:
+    """:func:`iter_records` of a JSON or JSON Lines file (``kind``)."""
     offset, layout = 0, "lines" if kind == "jsonl" else None
     if index is not None and start:
         if start >= index.count:

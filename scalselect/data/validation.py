@@ -32,7 +32,7 @@ Images are files (paths joined to the image root) or bytes embedded in a record
 (parquet datasets, :attr:`scalselect.data.records.Sample.embedded`); the same checks apply to
 both. Each distinct image (a file, or embedded bytes by their digest) is checked once
 per shard, however many samples use it, in parallel over worker processes that receive
-paths or bytes and send back small results.
+paths or bytes and send back small results (:mod:`scalselect.data.images`).
 
 The records stream (:func:`scalselect.data.readers.iter_records`): memory holds a few dozen
 bytes per record (flags, source label, id digest) and the findings, never the records.
@@ -45,27 +45,22 @@ one-shard case.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import math
-import multiprocessing
 import os
-import stat
 import sys
-import warnings
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from scalselect.data.images import ImageChecker
 from scalselect.data.index import DatasetIndex, shard_range
 from scalselect.data.readers import ReadStats, file_kind, iter_records, parquet_columns
 from scalselect.data.records import (
@@ -80,138 +75,17 @@ from scalselect.data.records import (
     inspect_record,
     resolve_image,
 )
-from scalselect.io import atomic_write
+from scalselect.data.validation_part import INVALID, OUTCOMES, TEXT_ONLY, Finding, Part
 from scalselect.settings import ValidateSettings
 
 REPORT_VERSION = 1
 # Fields `filter` relies on.
 REPORT_KEYS = ("dataset", "dataset_sha256", "format", "num_samples", "invalid", "text_only")
-# Images per task sent to a worker: large enough to amortise the inter-process traffic.
-CHUNK = 256
 # Records with images waiting for their checks, at most.
 _WAITING = 1 << 16
 
 
 @dataclass(frozen=True)
-class ImageCheck:
-    """Outcome of checking one image file: ``reason`` is ``None`` when it is usable."""
-
-    reason: str | None
-    detail: str = ""
-    width: int = 0
-    height: int = 0
-
-
-def check_image(
-    path: str | os.PathLike | bytes,
-    decode: bool = True,
-    min_side: int = ValidateSettings.min_image_side,
-    max_aspect_ratio: float = ValidateSettings.max_aspect_ratio,
-) -> ImageCheck:
-    """Check one image file, or the bytes of an image embedded in a record.
-
-    Parameters
-    ----------
-    path : str, PathLike or bytes
-        The file, or the image's bytes.
-    decode : bool
-        Fully decode the pixels (finds truncated and corrupt files); otherwise only
-        the header is read.
-    min_side : int
-        Smallest acceptable width and height, in pixels.
-    max_aspect_ratio : float
-        Largest acceptable long side / short side.
-
-    Returns
-    -------
-    ImageCheck
-        ``reason`` is one of ``missing_image``, ``empty_image_file``, ``not_an_image``,
-        ``corrupt_image``, ``decompression_bomb``, ``image_too_small``,
-        ``extreme_aspect_ratio``, or ``None``.
-    """
-    if isinstance(path, bytes):
-        if not path:
-            return ImageCheck("empty_image_file", "zero bytes")
-        source: Any = io.BytesIO(path)
-    else:
-        try:
-            status = os.stat(path)
-        except OSError as error:
-            return ImageCheck("missing_image", f"{error.strerror} ({path})")
-        if not stat.S_ISREG(status.st_mode):
-            return ImageCheck("missing_image", f"not a regular file ({path})")
-        if status.st_size == 0:
-            return ImageCheck("empty_image_file", "zero bytes")
-        source = path
-    with warnings.catch_warnings():
-        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; both are bombs here.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(source) as image:
-                width, height = image.size
-                if decode:
-                    image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            return ImageCheck("decompression_bomb", str(error))
-        except UnidentifiedImageError:
-            return ImageCheck("not_an_image", "not a recognised image format")
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
-            return ImageCheck("corrupt_image", str(error) or type(error).__name__)
-    short, long = min(width, height), max(width, height)
-    if short < min_side:
-        return ImageCheck(
-            "image_too_small", f"{width}x{height}, a side under {min_side} px", width, height
-        )
-    if long / short > max_aspect_ratio:
-        return ImageCheck(
-            "extreme_aspect_ratio",
-            f"{width}x{height}, aspect ratio {long / short:.0f}:1 > {max_aspect_ratio:g}:1",
-            width,
-            height,
-        )
-    return ImageCheck(None, "", width, height)
-
-
-def _check_chunk(task: tuple[list[str | bytes], ValidateSettings]) -> list[ImageCheck]:
-    sources, settings = task
-    return [
-        check_image(s, settings.decode_images, settings.min_image_side, settings.max_aspect_ratio)
-        for s in sources
-    ]
-
-
-class _Checker:
-    """Checks images on worker processes (created on first use) in chunks of
-    :data:`CHUNK`; the processes receive paths or image bytes and send back small
-    results."""
-
-    def __init__(self, settings: ValidateSettings, workers: int) -> None:
-        self.settings = settings
-        self.workers = workers
-        self._stack = contextlib.ExitStack()
-        self._pool: Any = None
-
-    def __enter__(self) -> _Checker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
-
-    def check(self, sources: Sequence[str | bytes], bar: Any = None) -> Iterator[ImageCheck]:
-        """The check of each path or image bytes, in order."""
-        chunks = [(list(sources[i : i + CHUNK]), self.settings) for i in range(0, len(sources), CHUNK)]
-        mapper: Callable[..., Iterable[list[ImageCheck]]] = map
-        if self.workers > 1 and len(chunks) > 1:
-            if self._pool is None:
-                # spawn: forked children would copy the parent's memory page by page as
-                # their garbage collector touches it.
-                context = multiprocessing.get_context("spawn")
-                self._pool = self._stack.enter_context(context.Pool(self.workers))
-            mapper = self._pool.imap
-        for (chunk, _), checks in zip(chunks, mapper(_check_chunk, chunks)):
-            if bar is not None:
-                bar.update(len(chunk))
-            yield from checks
 
 
 def _id_key(value: Any) -> tuple[str, Any]:
@@ -231,107 +105,8 @@ def _image_key(target: str | bytes) -> bytes:
     return hashlib.blake2b(text, digest_size=16).digest()
 
 
-# Image outcomes in a part (codes are positions).
-OUTCOMES = ("ok", "missing_image", "empty_image_file", "not_an_image", "corrupt_image",
-            "decompression_bomb", "image_too_small", "extreme_aspect_ratio")
-# Per-record flags of a part.
-_INVALID, _TEXT_ONLY = 1, 2
 # Embedded image bytes held before they are checked.
 _EMBEDDED_BYTES = 64 << 20
-
-
-@dataclass
-class Finding:
-    """The defects of one record of a part: those found before the id check across the
-    whole dataset (``before``) and after it (``after``: its images), its id as reported,
-    and, for a record whose defects depend on the file's format while this part could
-    not tell it, the defects under each format (``by_format``)."""
-
-    id: Any = None
-    before: list[Problem] = field(default_factory=list)
-    after: list[Problem] = field(default_factory=list)
-    by_format: dict[str, list[Problem]] | None = None
-
-    def problems(self, fmt: str) -> list[Problem]:
-        """The defects, ``duplicate_id`` aside, once the format is known."""
-        before = self.by_format[fmt] if self.by_format is not None else self.before
-        return before + self.after
-
-
-# The per-record and per-image arrays of a part, read one at a time by the merge.
-PART_ARRAYS = ("flags", "sources", "id_hashes", "id_indices", "image_keys", "image_outcomes")
-
-
-@dataclass
-class Part:
-    """The validation of one shard of a dataset (:func:`validate_part`), merged into the
-    report by :func:`merge_parts`: its range of records, format vote, source labels,
-    the findings of its defective records and, by :meth:`array`, per record a flag
-    (uint8: ``_INVALID``, ``_TEXT_ONLY``) and a source (int32: position in ``labels``,
-    -1 without a sample), per record with a well-typed id its 64-bit digest (uint64)
-    and dataset index (int64), per distinct image checked its 16-byte key (sorted) and
-    outcome (uint8: position in ``OUTCOMES``). About 21 bytes per record and 17 per
-    image, never a record.
-
-    A part read by :meth:`load` keeps only its metadata in memory: each array is read
-    from the file when asked for, so a merge holds one part's arrays at a time.
-    """
-
-    start: int
-    stop: int
-    vote: dict[str, Any]
-    findings: dict[int, Finding]
-    labels: list[str]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    path: Path | None = None
-
-    def array(self, name: str) -> np.ndarray:
-        """One of ``PART_ARRAYS``: held, or read from the part's file."""
-        if name in self.arrays:
-            return self.arrays[name]
-        try:
-            with np.load(self.path) as data:
-                return data[name]
-        except (OSError, ValueError, KeyError) as error:
-            raise DatasetError(f"cannot read {name!r} of validation part {self.path}: {error}") from None
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the part (``.npz``), atomically."""
-        meta = {
-            "start": self.start, "stop": self.stop, "vote": self.vote, "labels": self.labels,
-            "findings": [
-                [index, f.id, [asdict(p) for p in f.before], [asdict(p) for p in f.after],
-                 None if f.by_format is None
-                 else {k: [asdict(p) for p in v] for k, v in f.by_format.items()}]
-                for index, f in sorted(self.findings.items())
-            ],
-        }
-        with atomic_write(path, "wb") as handle:
-            np.savez(handle, meta=np.array(json.dumps(meta, ensure_ascii=False)),
-                     **{name: self.array(name) for name in PART_ARRAYS})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Part:
-        """The part written by :meth:`save` at ``path``, its arrays left in the file."""
-        try:
-            with np.load(path) as data:
-                missing = sorted(set(PART_ARRAYS) - set(data.files))
-                if missing:
-                    raise ValueError(f"no {', '.join(missing)} (written by another version?)")
-                meta = json.loads(str(data["meta"]))
-        except (OSError, ValueError, KeyError) as error:
-            raise DatasetError(f"cannot read validation part {path}: {error}") from None
-
-        def problems(items: list[dict[str, str]]) -> list[Problem]:
-            return [Problem(**p) for p in items]
-
-        findings = {
-            index: Finding(value, problems(before), problems(after),
-                           None if alt is None else {k: problems(v) for k, v in alt.items()})
-            for index, value, before, after, alt in meta["findings"]
-        }
-        return cls(meta["start"], meta["stop"], meta["vote"], findings, meta["labels"],
-                   path=Path(path))
 
 
 def validate_part(
@@ -387,6 +162,26 @@ def validate_part(
         mix formats, or a parquet file has no conversations column.
     """
     path = Path(path)
+    start, records = _shard_records(path, fmt, source_field, index, shard, num_shards, stats)
+    forced = None if fmt == "auto" else FORMATS[fmt]
+    vote = FormatVote(path)
+    with _PartState(start, image_root, settings, workers, progress) as state:
+        for number, record in records:
+            state.add(number, record, *_inspect(number, record, forced, vote, source_field))
+    return state.part(vote)
+
+
+def _shard_records(
+    path: Path,
+    fmt: str,
+    source_field: str | None,
+    index: DatasetIndex | None,
+    shard: int,
+    num_shards: int,
+    stats: ReadStats | None,
+) -> tuple[int, Iterator[tuple[int, Any]]]:
+    """The first record number of a shard and the stream of its records (parquet: only
+    the columns validation reads), once the format name and the index are checked."""
     check_format_name(fmt)
     if index is None and num_shards > 1:
         raise ValueError("a sharded validation needs the dataset's index")
@@ -396,30 +191,33 @@ def validate_part(
         indices = shard_range(index.count, shard, num_shards)
         start, stop = indices.start, indices.stop
     columns = _parquet_columns(path, fmt, source_field) if file_kind(path) == "parquet" else None
-    forced = None if fmt == "auto" else FORMATS[fmt]
-    vote = FormatVote(path)
-    state = _PartState(start, image_root, settings, workers, progress)
-    with state:
-        for number, record in iter_records(
-            path, start, stop, index=index, columns=columns, stats=stats
-        ):
-            spec, alternatives = forced, None
-            if forced is None:
-                formats = vote.add(number, record)
-                if formats is not None:
-                    spec = FORMATS[min(formats)]
-                elif isinstance(record, dict):
-                    # Its defects name the fields of the file's format, which other
-                    # parts may decide: keep them under each format.
-                    alternatives = {
-                        name: inspect_record(record, number, other, source_field)[1]
-                        for name, other in FORMATS.items()
-                    }
-            sample, problems = inspect_record(
-                record, number, spec or FORMATS["sharegpt"], source_field
-            )
-            state.add(number, record, sample, problems, spec, alternatives)
-    return state.part(vote)
+    return start, iter_records(path, start, stop, index=index, columns=columns, stats=stats)
+
+
+def _inspect(
+    number: int,
+    record: Any,
+    forced: RecordFormat | None,
+    vote: FormatVote,
+    source_field: str | None,
+) -> tuple[Sample | None, list[Problem], RecordFormat | None, dict[str, list[Problem]] | None]:
+    """A record's sample, defects and format (``forced``, or the format its keys fit,
+    counted in ``vote``), and, while its format is undecided, its defects under each
+    format."""
+    spec, alternatives = forced, None
+    if forced is None:
+        formats = vote.add(number, record)
+        if formats is not None:
+            spec = FORMATS[min(formats)]
+        elif isinstance(record, dict):
+            # Its defects name the fields of the file's format, which other
+            # parts may decide: keep them under each format.
+            alternatives = {
+                name: inspect_record(record, number, other, source_field)[1]
+                for name, other in FORMATS.items()
+            }
+    sample, problems = inspect_record(record, number, spec or FORMATS["sharegpt"], source_field)
+    return sample, problems, spec, alternatives
 
 
 class _PartState:
@@ -435,8 +233,9 @@ class _PartState:
     ) -> None:
         self.start = start
         self.image_root = image_root
-        self.workers = workers
-        self.checker = _Checker(settings, workers)
+        self.checker = ImageChecker(
+            workers, settings.decode_images, settings.min_image_side, settings.max_aspect_ratio
+        )
         self.bar = tqdm(desc="images", unit="img", file=sys.stderr, disable=not progress,
                         mininterval=1.0)
         self.findings: dict[int, Finding] = {}
@@ -485,13 +284,13 @@ class _PartState:
             extra = finding.before[len(problems) :]
             finding.by_format = {name: found + extra for name, found in alternatives.items()}
         if sample is None:
-            self.flags.append(_INVALID)
+            self.flags.append(INVALID)
             self.sources.append(-1)
             self.findings[number] = finding
             return
         _check_turns(sample, spec, finding)
         self.sources.append(self.labels.setdefault(sample.source, len(self.labels)))
-        self.flags.append((_INVALID if finding.before else 0) | (0 if sample.images else _TEXT_ONLY))
+        self.flags.append((INVALID if finding.before else 0) | (0 if sample.images else TEXT_ONLY))
         if finding.before:
             self.findings[number] = finding
         if not sample.images:
@@ -517,7 +316,7 @@ class _PartState:
             images.append((name, written, code))
         self.waiting.append((number, finding, images))
         if (
-            len(self.unchecked) >= CHUNK * self.workers
+            len(self.unchecked) >= self.checker.batch
             or self.unchecked_bytes >= _EMBEDDED_BYTES
             or len(self.waiting) >= _WAITING
         ):
@@ -554,7 +353,7 @@ class _PartState:
             if found:
                 finding.after += found
                 self.findings[number] = finding
-                self.flags[number - self.start] |= _INVALID
+                self.flags[number - self.start] |= INVALID
         self.waiting = []
 
     def part(self, vote: FormatVote) -> Part:
@@ -637,6 +436,18 @@ def merge_parts(
     """
     path = Path(path)
     parts = sorted(parts, key=lambda part: part.start)
+    vote = _joined_vote(path, index, parts)
+    name = vote.result() if fmt == "auto" else fmt
+    findings = {i: f for part in parts for i, f in part.findings.items()}
+    duplicates = _duplicate_ids(path, index, parts)
+    repeated = [] if settings.allow_duplicate_ids else _mark_duplicates(duplicates, findings, name)
+    tally = _tally(parts, np.sort(np.array(repeated, dtype=np.int64)))
+    return _report(path, index, image_root, settings, name, findings, duplicates, tally)
+
+
+def _joined_vote(path: Path, index: DatasetIndex, parts: Sequence[Part]) -> FormatVote:
+    """The format vote of all the parts (sorted); ``DatasetError`` unless they cover the
+    dataset in order."""
     covered = 0
     vote = FormatVote(path)
     for part in parts:
@@ -651,47 +462,83 @@ def merge_parts(
         raise DatasetError(
             f"validation parts of {path} cover {covered} records, the dataset has {index.count}"
         )
-    name = vote.result() if fmt == "auto" else fmt
-    findings = {i: f for part in parts for i, f in part.findings.items()}
-    duplicates = _duplicate_ids(path, index, parts)
+    return vote
+
+
+def _mark_duplicates(
+    duplicates: list[tuple[Any, list[int]]], findings: dict[int, Finding], fmt: str
+) -> list[int]:
+    """Give every record of a repeated id a ``duplicate_id`` defect (its other defects
+    taken in the file's format ``fmt``); their dataset indices."""
     repeated: list[int] = []
-    if not settings.allow_duplicate_ids:
-        for value, positions in duplicates:
-            for position in positions:
-                others = [p for p in positions if p != position]
-                finding = findings.setdefault(position, Finding(value))
-                finding.before = (finding.by_format or {}).get(name, finding.before)
-                finding.by_format = None
-                finding.before.append(Problem(
-                    "duplicate_id", f"id {value!r} is also used by record(s) {_short_list(others)}"
-                ))
-                repeated.append(position)
-    flagged = np.sort(np.array(repeated, dtype=np.int64))
+    for value, positions in duplicates:
+        for position in positions:
+            others = [p for p in positions if p != position]
+            finding = findings.setdefault(position, Finding(value))
+            finding.before = (finding.by_format or {}).get(fmt, finding.before)
+            finding.by_format = None
+            finding.before.append(Problem(
+                "duplicate_id", f"id {value!r} is also used by record(s) {_short_list(others)}"
+            ))
+            repeated.append(position)
+    return repeated
+
+
+@dataclass
+class _Tally:
+    """The parts' records and images, merged: the invalid and the valid text-only
+    records (dataset indices, ascending), valid samples per source and those of them
+    without images (report order), and the outcome of each distinct image (by key)."""
+
+    invalid: list[int]
+    text_only: list[int]
+    sources: dict[str, int]
+    text_only_sources: dict[str, int]
+    image_outcomes: np.ndarray
+
+
+def _tally(parts: Sequence[Part], flagged: np.ndarray) -> _Tally:
+    """Merge the parts' flags, sources and images, one part's arrays at a time; the
+    records at ``flagged`` (sorted) count as invalid."""
     invalid_parts, text_only_parts = [], []
     sources, text_only_sources = _SourceCounts(), _SourceCounts()
     image_keys, image_outcomes = np.empty(0, "V16"), np.empty(0, np.uint8)
     for part in parts:
         flags = part.array("flags").copy()
         mine = flagged[(flagged >= part.start) & (flagged < part.stop)]
-        flags[mine - part.start] |= _INVALID
-        valid = (flags & _INVALID) == 0
+        flags[mine - part.start] |= INVALID
+        valid = (flags & INVALID) == 0
         invalid_parts.append(np.flatnonzero(~valid) + part.start)
-        text_only_parts.append(np.flatnonzero(valid & ((flags & _TEXT_ONLY) != 0)) + part.start)
+        text_only_parts.append(np.flatnonzero(valid & ((flags & TEXT_ONLY) != 0)) + part.start)
         sources.add(part, valid)
-        text_only_sources.add(part, valid & ((flags & _TEXT_ONLY) != 0))
+        text_only_sources.add(part, valid & ((flags & TEXT_ONLY) != 0))
         image_keys, image_outcomes = _union_images(
             image_keys, image_outcomes, part.array("image_keys"), part.array("image_outcomes")
         )
-    invalid = np.concatenate(invalid_parts).tolist()
-    text_only = np.concatenate(text_only_parts).tolist()
-    problems = {i: findings[i].problems(name) for i in invalid}
+    return _Tally(np.concatenate(invalid_parts).tolist(), np.concatenate(text_only_parts).tolist(),
+                  sources.result(), text_only_sources.result(), image_outcomes)
+
+
+def _report(
+    path: Path,
+    index: DatasetIndex,
+    image_root: str | os.PathLike,
+    settings: ValidateSettings,
+    fmt: str,
+    findings: dict[int, Finding],
+    duplicates: list[tuple[Any, list[int]]],
+    tally: _Tally,
+) -> dict[str, Any]:
+    """The validation report (see :func:`merge_parts`), with the file's format ``fmt``."""
+    invalid, text_only = tally.invalid, tally.text_only
+    problems = {i: findings[i].problems(fmt) for i in invalid}
     counts = Counter(reason for found in problems.values() for reason in {p.reason for p in found})
-    image_counts = np.bincount(image_outcomes, minlength=len(OUTCOMES))
+    image_counts = np.bincount(tally.image_outcomes, minlength=len(OUTCOMES))
     return {
         "version": REPORT_VERSION,
         "dataset": str(path),
         "dataset_sha256": index.sha256,
-        "format": name,
+        "format": fmt,
         "image_root": str(image_root),
         "settings": asdict(settings),
         "num_samples": index.count,
@@ -699,10 +546,10 @@ def merge_parts(
         "num_invalid": len(invalid),
         "num_text_only": len(text_only),
         "counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "sources": sources.result(),
+        "sources": tally.sources,
         # Those of them without images, which filter drops unless told to keep them.
-        "text_only_sources": text_only_sources.result(),
-        "num_image_files": len(image_keys),
+        "text_only_sources": tally.text_only_sources,
+        "num_image_files": len(tally.image_outcomes),
         "image_files": {OUTCOMES[o]: int(image_counts[o])
                         for o in sorted(range(len(OUTCOMES)), key=OUTCOMES.__getitem__)
                         if image_counts[o]},

@@ -184,32 +184,11 @@ def copy_records(
             f" (the dataset is {source})"
         )
     stats = ReadStats()
-    count = 0
     with RecordWriter(out, schema_of=source, index=index) as writer:
         if writer.kind == "parquet":
-            for first, batch in parquet_batches(Path(source), 0, None, None):
-                rows = batch.num_rows
-                if check is not None:
-                    ids = (batch.column("id").to_pylist() if "id" in batch.schema.names
-                           else [None] * rows)
-                    for number, value in enumerate(ids, first):
-                        check(number, value)
-                lo, hi = np.searchsorted(chosen, [first, first + rows])
-                mask = np.full(rows, not wanted)
-                mask[chosen[lo:hi] - first] = wanted
-                if mask.any():
-                    writer.write_rows(batch.filter(mask))
-                count = first + rows
+            count = _copy_rows(Path(source), writer, chosen, wanted, check)
         else:
-            position = 0
-            for number, record in iter_records(source, stats=stats):
-                if check is not None:
-                    check(number, record.get("id") if isinstance(record, dict) else None)
-                listed = position < len(chosen) and chosen[position] == number
-                position += listed
-                if listed == wanted:
-                    writer.write(record)
-                count = number + 1
+            count = _copy_json(source, writer, chosen, wanted, check, stats)
         if finish is not None:
             finish(count, stats.sha256)
         if len(chosen) and (chosen[0] < 0 or chosen[-1] >= count):
@@ -217,5 +196,55 @@ def copy_records(
             raise DatasetError(
                 f"dataset index {outside} is not in {source}, which has {count} records"
             )
+    return count
+
+
+def _copy_rows(
+    source: Path,
+    writer: RecordWriter,
+    chosen: np.ndarray,
+    wanted: bool,
+    check: Callable[[int, Any], None] | None,
+) -> int:
+    """Write the rows of a parquet ``source`` that ``chosen`` lists (``wanted``) or does
+    not list, a row batch at a time (see :func:`copy_records`); the number of rows read."""
+    count = 0
+    for first, batch in parquet_batches(source, 0, None, None):
+        rows = batch.num_rows
+        if check is not None:
+            ids = (batch.column("id").to_pylist() if "id" in batch.schema.names
+                   else [None] * rows)
+            for number, value in enumerate(ids, first):
+                check(number, value)
+        lo, hi = np.searchsorted(chosen, [first, first + rows])
+        mask = np.full(rows, not wanted)
+        mask[chosen[lo:hi] - first] = wanted
+        if mask.any():
+            writer.write_rows(batch.filter(mask))
+        count = first + rows
+    return count
+
+
+def _copy_json(
+    source: str | os.PathLike,
+    writer: RecordWriter,
+    chosen: np.ndarray,
+    wanted: bool,
+    check: Callable[[int, Any], None] | None,
+    stats: ReadStats,
+) -> int:
+    """Write the records of a JSON or JSON Lines ``source`` that ``chosen`` lists
+    (``wanted``) or does not list, one at a time (see :func:`copy_records`); the number
+    of records read."""
+    count = 0
+    position = 0
+    for number, record in iter_records(source, stats=stats):
+        if check is not None:
+            check(number, record.get("id") if isinstance(record, dict) else None)
+        listed = position < len(chosen) and chosen[position] == number
+        position += listed
+        if listed == wanted:
+            writer.write(record)
+        count = number + 1
     return count
 

@@ -106,6 +106,8 @@ _TEXT = dict(
 _MROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
 # Qwen processors' default vision-token budget per image (the extractor overrides it).
 _QWEN_MIN_TOKENS, _QWEN_MAX_TOKENS = 4, 64
+# Qwen-VL merges 2 x 2 vision patches into one vision token.
+_QWEN_MERGE = 2
 
 
 def _tokenizer(special: list[str], *, bos: str | None, eos: str, pad: str, unk: str | None):
@@ -203,9 +205,18 @@ def _build_llava(initializer_range: float, text_layers: int):
 
 
 def _build_qwen(family: str, initializer_range: float, text_layers: int):
+    tokenizer = _tokenizer(_QWEN_SPECIAL, bos=None, eos="<|im_end|>", pad="<|endoftext|>", unk=None)
+    patch_size = 16 if family == "qwen3-vl" else 14
+    model = _qwen_model(family, tokenizer, patch_size, initializer_range, text_layers)
+    return model, _qwen_processor(family, tokenizer, patch_size)
+
+
+def _qwen_model(
+    family: str, tokenizer, patch_size: int, initializer_range: float, text_layers: int
+):
+    """A tiny random Qwen-VL model of ``family`` over ``tokenizer``'s vocabulary."""
     import transformers as tf
 
-    tokenizer = _tokenizer(_QWEN_SPECIAL, bos=None, eos="<|im_end|>", pad="<|endoftext|>", unk=None)
     ids = {
         "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
         "video_token_id": tokenizer.convert_tokens_to_ids("<|video_pad|>"),
@@ -220,8 +231,7 @@ def _build_qwen(family: str, initializer_range: float, text_layers: int):
         initializer_range=initializer_range,
         rope_parameters=dict(_MROPE),
     )
-    patch_size = 16 if family == "qwen3-vl" else 14
-    merge = 2
+    merge = _QWEN_MERGE
     sizes = _TEXT | {"num_hidden_layers": text_layers}
     if family == "qwen2-vl":
         # Qwen2-VL derives head_dim from hidden_size / num_attention_heads.
@@ -231,10 +241,8 @@ def _build_qwen(family: str, initializer_range: float, text_layers: int):
             patch_size=patch_size, spatial_merge_size=merge, initializer_range=initializer_range,
         )
         config = tf.Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
-        model = tf.Qwen2VLForConditionalGeneration(config)
-        video_processor = tf.Qwen2VLVideoProcessor(patch_size=patch_size, merge_size=merge)
-        processor_class, default_system = tf.Qwen2VLProcessor, True
-    elif family == "qwen2.5-vl":
+        return tf.Qwen2VLForConditionalGeneration(config)
+    if family == "qwen2.5-vl":
         text = tf.Qwen2_5_VLTextConfig(**sizes, **text_ids)
         vision = tf.Qwen2_5_VLVisionConfig(
             depth=2, hidden_size=32, intermediate_size=64, num_heads=4,
@@ -242,21 +250,33 @@ def _build_qwen(family: str, initializer_range: float, text_layers: int):
             window_size=56, fullatt_block_indexes=[1], initializer_range=initializer_range,
         )
         config = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
-        model = tf.Qwen2_5_VLForConditionalGeneration(config)
-        video_processor = tf.Qwen2VLVideoProcessor(patch_size=patch_size, merge_size=merge)
-        processor_class, default_system = tf.Qwen2_5_VLProcessor, True
-    else:
-        text = tf.Qwen3VLTextConfig(**sizes, head_dim=16, **text_ids)
-        vision = tf.Qwen3VLVisionConfig(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=4,
-            out_hidden_size=_TEXT["hidden_size"], patch_size=patch_size, spatial_merge_size=merge,
-            num_position_embeddings=256, deepstack_visual_indexes=[0],
-            initializer_range=initializer_range,
-        )
-        config = tf.Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
-        model = tf.Qwen3VLForConditionalGeneration(config)
+        return tf.Qwen2_5_VLForConditionalGeneration(config)
+    text = tf.Qwen3VLTextConfig(**sizes, head_dim=16, **text_ids)
+    vision = tf.Qwen3VLVisionConfig(
+        depth=2, hidden_size=32, intermediate_size=64, num_heads=4,
+        out_hidden_size=_TEXT["hidden_size"], patch_size=patch_size, spatial_merge_size=merge,
+        num_position_embeddings=256, deepstack_visual_indexes=[0],
+        initializer_range=initializer_range,
+    )
+    config = tf.Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
+    return tf.Qwen3VLForConditionalGeneration(config)
+
+
+def _qwen_processor(family: str, tokenizer, patch_size: int):
+    """The processor of a tiny Qwen-VL model of ``family``: images of
+    ``_QWEN_MIN_TOKENS`` to ``_QWEN_MAX_TOKENS`` vision tokens."""
+    import transformers as tf
+
+    merge = _QWEN_MERGE
+    if family == "qwen3-vl":
         video_processor = tf.Qwen3VLVideoProcessor(patch_size=patch_size, merge_size=merge)
-        processor_class, default_system = tf.Qwen3VLProcessor, False
+    else:
+        video_processor = tf.Qwen2VLVideoProcessor(patch_size=patch_size, merge_size=merge)
+    processor_class, default_system = {
+        "qwen2-vl": (tf.Qwen2VLProcessor, True),
+        "qwen2.5-vl": (tf.Qwen2_5_VLProcessor, True),
+        "qwen3-vl": (tf.Qwen3VLProcessor, False),
+    }[family]
     unit = (patch_size * merge) ** 2  # pixels per vision token
     image_processor = tf.Qwen2VLImageProcessor(
         patch_size=patch_size,
@@ -266,13 +286,12 @@ def _build_qwen(family: str, initializer_range: float, text_layers: int):
     template = _QWEN_TEMPLATE.replace(
         "default_system", "true" if default_system else "false"
     )
-    processor = processor_class(
+    return processor_class(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
         chat_template=template,
     )
-    return model, processor
 
 
 def build_tiny_model(

@@ -455,6 +455,44 @@ class _Capture:
     hidden: "torch.Tensor"
 
 
+def _load_first_layers(
+    model_path: str | os.PathLike,
+    config: Any,
+    layer: int,
+    dtype: "torch.dtype",
+    trust_remote_code: bool,
+) -> Any:
+    """The model of ``config`` with decoder layers 1..``layer`` only, so the other
+    layers' weights are never read; nothing after layer L influences the result."""
+    import transformers
+    from transformers import AutoModelForImageTextToText
+
+    text_config = config.get_text_config()
+    n_layers = int(text_config.num_hidden_layers)
+    if not 1 <= layer <= n_layers:
+        raise UserError(f"{model_path}: layer {layer} is not in 1..{n_layers} (its decoder layers)")
+    text_config.num_hidden_layers = layer
+    if getattr(text_config, "layer_types", None):
+        text_config.layer_types = text_config.layer_types[:layer]
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the skipped layers' load report
+    try:
+        model, info = AutoModelForImageTextToText.from_pretrained(
+            model_path,
+            config=config,
+            dtype=dtype,
+            attn_implementation=ATTENTION_NAME,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    missing = sorted(set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]})
+    if missing:
+        raise UserError(f"{model_path}: weights missing or mis-shaped: {', '.join(missing[:10])}")
+    return model
+
+
 class TruncatedVLM:
     """The VLM truncated after decoder layer L (the first by default): only layers 1..L
     are built and run; computes the representations of batches.
@@ -490,13 +528,7 @@ class TruncatedVLM:
         layer: int = ExtractSettings.layer,
     ) -> None:
         import torch
-        import transformers
-        from transformers import (
-            AttentionInterface,
-            AttentionMaskInterface,
-            AutoConfig,
-            AutoModelForImageTextToText,
-        )
+        from transformers import AttentionInterface, AttentionMaskInterface, AutoConfig
         from transformers.masking_utils import sdpa_mask
 
         problems = value_problems(ExtractSettings, attention_threshold=attention_threshold)
@@ -512,32 +544,9 @@ class TruncatedVLM:
         AttentionInterface.register(ATTENTION_NAME, _first_layer_attention)
         # SDPA's masks for our attention function (custom names get none otherwise).
         AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-        # Build the LLM with decoder layers 1..L only, so the other layers' weights are
-        # never read; nothing after layer L influences the result.
-        text_config = config.get_text_config()
-        n_layers = int(text_config.num_hidden_layers)
-        if not 1 <= layer <= n_layers:
-            raise UserError(f"{model_path}: layer {layer} is not in 1..{n_layers} (its decoder layers)")
+        n_layers = int(config.get_text_config().num_hidden_layers)  # before the cut to 1..L
+        model = _load_first_layers(model_path, config, layer, self.dtype, trust_remote_code)
         self.layer = layer
-        text_config.num_hidden_layers = layer
-        if getattr(text_config, "layer_types", None):
-            text_config.layer_types = text_config.layer_types[:layer]
-        verbosity = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()  # the skipped layers' load report
-        try:
-            model, info = AutoModelForImageTextToText.from_pretrained(
-                model_path,
-                config=config,
-                dtype=self.dtype,
-                attn_implementation=ATTENTION_NAME,
-                trust_remote_code=trust_remote_code,
-                output_loading_info=True,
-            )
-        finally:
-            transformers.logging.set_verbosity(verbosity)
-        missing = sorted(set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]})
-        if missing:
-            raise UserError(f"{model_path}: weights missing or mis-shaped: {', '.join(missing[:10])}")
         # LLaMA numbers positions from the left edge, padding included, unless given
         # position ids; Qwen-VL's M-RoPE index already skips left padding.
         self.positions_from_mask = model_type == "llava"

@@ -78,6 +78,7 @@ from scalselect.data.records import (
 )
 from scalselect.errors import UserError
 from scalselect.extract import features
+from scalselect.extract.packs import PACK_COLUMNS
 from scalselect.extract.representation import (
     SampleFailure,
     collate,
@@ -86,7 +87,6 @@ from scalselect.extract.representation import (
 )
 from scalselect.extract.store import (
     COMPACT_AFTER,
-    PACK_COLUMNS,
     FeatureStore,
     Location,
     model_digest,

@@ -22,16 +22,17 @@ Layout (``<cache_dir>/features/<settings key>/``)
 - ``settings.json``: what the key stands for (model, settings, versions), for
   ``python -m scalselect cache info``.
 - ``packs/<name>.npy`` + ``packs/<name>.parquet``: one *pack* per finished chunk of an
-  extract job, never modified after it is written. The ``.npy`` is the float32 matrix
-  (zero rows for failures), the ``.parquet`` the table (:data:`PACK_COLUMNS`), one row
-  per matrix row. The table is renamed into place last: a pack exists once its table
-  does. Failed samples are stored too, with their reason, so a rerun does not retry a
-  corrupt image (unless its bytes change, which changes the key).
+  extract job, never modified after it is written (:mod:`scalselect.extract.packs`).
+  The ``.npy`` is the float32 matrix (zero rows for failures), the ``.parquet`` the
+  table, one row per matrix row. The table is renamed into place last: a pack exists
+  once its table does. Failed samples are stored too, with their reason, so a rerun
+  does not retry a corrupt image (unless its bytes change, which changes the key).
 - ``index/``: compacted key indexes (:mod:`scalselect.extract.store_index`), written by
   ``python -m scalselect cache compact`` and by extract jobs that find many packs no
   index covers; a look-up reads the newest sound index and only the packs it does not
   cover, so its cost does not grow with the packs other jobs wrote.
-- ``damaged/``: what ``python -m scalselect cache verify --fix`` moved aside.
+- ``damaged/``: what ``python -m scalselect cache verify --fix`` moved aside
+  (:mod:`scalselect.extract.maintenance`).
 
 Why this is safe for many concurrent jobs on a shared filesystem (NFS, Lustre): there
 is no database and no file is ever modified. Each job only creates new files under
@@ -65,16 +66,12 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
-import io
 import json
 import logging
 import os
 import shutil
 import socket
-import threading
 import time
-import uuid
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
@@ -86,6 +83,16 @@ import pandas as pd
 
 from scalselect.data.records import ShardInput, resolve_image
 from scalselect.errors import UserError
+from scalselect.extract.packs import (
+    LOOKUP_THREADS,
+    PACKS_DIR,
+    PackCheck,
+    check_pack,
+    new_name,
+    pack_names,
+    scan_packs,
+    write_pack_files,
+)
 from scalselect.extract.store_index import (
     INDEX_DIR,
     IndexDamaged,
@@ -98,7 +105,7 @@ from scalselect.extract.store_index import (
     search,
     write_index,
 )
-from scalselect.io import atomic_write, file_digest, kill_point, write_json
+from scalselect.io import atomic_write, file_digest, write_json
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +113,6 @@ log = logging.getLogger(__name__)
 STORE_FORMAT = 2
 FEATURES_DIR = "features"
 SETTINGS_FILE = "settings.json"
-PACKS_DIR = "packs"
-DAMAGED_DIR = "damaged"
-# The key of a pack table's parquet metadata that records its sizes and checksums.
-PACK_META = b"scalselect.pack"
-PACK_COLUMNS = ("key", "status", "detail", "n_vision", "n_kept", "seq_len", "truncated")
-PACK_TYPES = {"key": "str", "status": "str", "detail": "str", "n_vision": "int64",
-              "n_kept": "int64", "seq_len": "int64", "truncated": "bool"}
-# Threads reading pack key columns (I/O bound on a network filesystem; pyarrow frees the GIL).
-_LOOKUP_THREADS = 8
 # An extract job indexes its store when it finds this many packs no index covers.
 COMPACT_AFTER = 256
 # A compaction lock older than this was left by a killed process.
@@ -265,159 +263,12 @@ def _keyable(value: Any) -> Any:
     return {"sha256": hashlib.sha256(value).hexdigest()} if isinstance(value, bytes) else value
 
 
-# ---------------------------------------------------------------------------------------
-# Packs: writing, checking, finding
-
-
-def new_name() -> str:
-    """A new file name: sorts by creation time; unique across hosts, processes and calls."""
-    host = "".join(c for c in socket.gethostname() if c.isalnum())[:16] or "host"
-    return f"{time.time_ns():020d}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
 @dataclasses.dataclass(frozen=True)
 class Location:
     """Where a stored sample is: its pack and row in that pack."""
 
     pack: str
     row: int
-
-
-@dataclasses.dataclass(frozen=True)
-class PackCheck:
-    """The outcome of checking a pack: its table, or the problem; ``legacy`` for a pack
-    written before checksums were recorded (its sizes are checked, not its bytes)."""
-
-    table: pd.DataFrame | None
-    problem: str | None
-    legacy: bool = False
-
-
-def _npy_header(matrix: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, np.lib.format.header_data_from_array_1_0(matrix))
-    return buffer.getvalue()
-
-
-def write_pack_files(packs: Path, table: pd.DataFrame, matrix: np.ndarray) -> str:
-    """Write one pack into the folder ``packs`` (matrix first, table last); return its name.
-
-    The table's parquet metadata (:data:`PACK_META`) records the row count, the matrix
-    file's size and a CRC-32 of its header and of every row; its pages carry parquet
-    checksums. A failed write leaves no file behind.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if list(table.columns) != list(PACK_COLUMNS) or len(table) != len(matrix):
-        raise ValueError(f"a pack needs columns {PACK_COLUMNS} and one matrix row per row")
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    header = _npy_header(matrix)
-    meta = {"format": 1, "rows": len(matrix), "npy_bytes": len(header) + matrix.nbytes,
-            "header_crc32": zlib.crc32(header), "row_crc32": [zlib.crc32(row) for row in matrix]}
-    arrow = pa.Table.from_pandas(table.astype(PACK_TYPES), preserve_index=False)
-    arrow = arrow.replace_schema_metadata({**arrow.schema.metadata, PACK_META: json.dumps(meta)})
-    name = new_name()
-    npy = packs / f"{name}.npy"
-    try:
-        with atomic_write(npy, "wb") as handle:
-            handle.write(header)
-            handle.write(matrix.tobytes())
-        with atomic_write(packs / f"{name}.parquet", "wb") as handle:
-            pq.write_table(arrow, handle, write_page_checksum=True)
-    except BaseException:
-        # A matrix without its table is no pack; do not leave it to fill the disk.
-        with contextlib.suppress(FileNotFoundError):
-            npy.unlink()
-        raise
-    return name
-
-
-# numpy parses .npy headers with ast.literal_eval, and CPython 3.11's AST builder keeps
-# its recursion depth in state the threads share: parses on two threads at once can fail
-# with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905; seen
-# in CI). Packs are checked on threads, so their headers are parsed one at a time.
-_NPY_HEADER_LOCK = threading.Lock()
-
-
-def check_pack(packs: Path, name: str, rows: Sequence[int] | None = None,
-               keys: Sequence[str] | None = None) -> PackCheck:
-    """Check a pack: its table (parquet page checksums, columns), the matrix's header and
-    size against the table's row count and the recorded sizes, and the CRC-32 of
-    ``rows`` (all rows when ``None``). ``keys``, when given, are the keys ``rows`` must hold."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    npy = packs / f"{name}.npy"
-    try:
-        arrow = pq.ParquetFile(packs / f"{name}.parquet", page_checksum_verification=True).read()
-        if tuple(arrow.column_names) != PACK_COLUMNS:
-            return PackCheck(None, f"not a pack table (columns {arrow.column_names})")
-        raw = (arrow.schema.metadata or {}).get(PACK_META)
-        meta = json.loads(raw) if raw is not None else None
-        table = arrow.to_pandas()
-        with open(npy, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            with _NPY_HEADER_LOCK:
-                shape, fortran, dtype = read_header(handle)
-            offset = handle.tell()
-            size = os.fstat(handle.fileno()).st_size
-            handle.seek(0)
-            header = handle.read(offset)
-        if len(shape) != 2 or fortran or dtype != np.float32:
-            return PackCheck(None, f"{npy.name} holds {dtype} {shape}, not a float32 matrix")
-        if size != offset + shape[0] * shape[1] * 4:
-            return PackCheck(None, f"{npy.name} has {size} bytes, its header says"
-                                   f" {offset + shape[0] * shape[1] * 4} (truncated?)")
-        if shape[0] != len(table):
-            return PackCheck(None, f"the table has {len(table)} rows, the matrix {shape[0]}")
-        wanted = range(shape[0]) if rows is None else rows
-        if meta is not None:
-            if meta["rows"] != len(table) or meta["npy_bytes"] != size:
-                return PackCheck(None, f"{meta['rows']} rows and {meta['npy_bytes']} bytes were"
-                                       f" recorded, the files have {len(table)} and {size}")
-            if zlib.crc32(header) != meta["header_crc32"]:
-                return PackCheck(None, f"the header of {npy.name} does not match its checksum")
-            matrix = np.memmap(npy, np.float32, "r", offset, shape) if shape[0] else None
-            for row in wanted:
-                if zlib.crc32(matrix[row]) != meta["row_crc32"][row]:
-                    return PackCheck(None, f"row {row} of {npy.name} does not match its checksum")
-        if keys is not None:
-            stored = table["key"].to_numpy()
-            for row, key in zip(wanted, keys, strict=True):
-                if stored[row] != key:
-                    return PackCheck(None, f"row {row} holds another sample than the index says")
-    except (OSError, ValueError, KeyError, TypeError, IndexError, pa.ArrowException) as error:
-        return PackCheck(None, f"{type(error).__name__}: {error}")
-    return PackCheck(table, None, legacy=meta is None)
-
-
-def _pack_keys(packs: Path, name: str) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(packs / f"{name}.parquet", columns=["key"]).column(0).to_pylist()
-
-
-def _scan(packs: Path, names: Sequence[str]) -> Iterator[tuple[str, list[str] | None, str | None]]:
-    """``(name, keys, problem)`` of each pack, key columns read on threads."""
-    def read(name: str) -> tuple[str, list[str] | None, str | None]:
-        try:
-            return name, _pack_keys(packs, name), None
-        except Exception as error:  # noqa: BLE001 - any unreadable table is a damaged pack
-            return name, None, f"cannot read its table ({type(error).__name__}: {error})"
-
-    with ThreadPoolExecutor(max_workers=_LOOKUP_THREADS) as pool:
-        yield from pool.map(read, names)
-
-
-def pack_names(packs: Path) -> list[str]:
-    """Names of the complete packs of a ``packs`` folder, in look-up order (first wins)."""
-    if not packs.is_dir():
-        return []
-    return sorted(p.name.removesuffix(".parquet") for p in packs.iterdir()
-                  if p.suffix == ".parquet" and not p.name.startswith("."))
 
 
 @dataclasses.dataclass
@@ -514,7 +365,7 @@ class FeatureStore:
             present = {n for n, home in self._home.items() if home == packs and n not in skipped}
             considered += present
             covered = self._candidates(root, wanted, present, candidates) if wanted else set()
-            for name, pack_keys, problem in _scan(packs, sorted(present - covered)):
+            for name, pack_keys, problem in scan_packs(packs, sorted(present - covered)):
                 if problem is not None:
                     damaged[name] = problem
                     self._warn(packs / f"{name}.parquet", problem, "its samples are computed again")
@@ -550,7 +401,7 @@ class FeatureStore:
                 pack, rows = item
                 return check_pack(self._home[pack], pack, [r for r, _ in rows], [k for _, k in rows])
 
-            with ThreadPoolExecutor(max_workers=_LOOKUP_THREADS) as pool:
+            with ThreadPoolExecutor(max_workers=LOOKUP_THREADS) as pool:
                 for (pack, rows), result in zip(todo.items(), pool.map(check, todo.items()), strict=True):
                     if result.problem is not None:
                         damaged[pack] = result.problem
@@ -701,7 +552,7 @@ def compact_folder(folder: Path, min_new: int = 1) -> tuple[str | None, int]:
         if not new or len(new) < min_new:
             return None, 0
         additions = []
-        for name, keys, problem in _scan(packs, new):
+        for name, keys, problem in scan_packs(packs, new):
             if problem is None:
                 additions.append((name, keys))
             else:
@@ -714,163 +565,3 @@ def compact_folder(folder: Path, min_new: int = 1) -> tuple[str | None, int]:
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
         return name, (len(base.keys) if base else 0) + sum(len(k) for _, k in additions)
-
-
-# ---------------------------------------------------------------------------------------
-# Cache management: `python -m scalselect cache info|prune|verify|compact`
-
-
-def settings_dirs(cache_dir: str | os.PathLike) -> list[Path]:
-    """The settings-key folders of a cache directory."""
-    root = Path(cache_dir) / FEATURES_DIR
-    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-
-
-def store_info(cache_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Per settings key: model, settings, packs, entries (rows), distinct samples, bytes,
-    and the packs whose table cannot be read (``damaged``; see ``cache verify``)."""
-    out = []
-    for folder in settings_dirs(cache_dir):
-        try:
-            description = json.loads((folder / SETTINGS_FILE).read_text())
-        except (OSError, ValueError):
-            description = {}
-        names = pack_names(folder / PACKS_DIR)
-        distinct: set[str] = set()
-        entries = damaged = 0
-        dim = 0
-        for name, keys, problem in _scan(folder / PACKS_DIR, names):
-            if problem is not None:
-                damaged += 1
-                continue
-            entries += len(keys)
-            distinct.update(keys)
-            if not dim:
-                with contextlib.suppress(OSError, ValueError):
-                    dim = int(np.load(folder / PACKS_DIR / f"{name}.npy", mmap_mode="r").shape[1])
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        out.append({
-            "key": folder.name, "model_path": description.get("model_path", "?"),
-            "settings": description.get("settings", {}), "packs": len(names),
-            "entries": entries, "samples": len(distinct), "bytes": size, "dim": dim,
-            "damaged": damaged,
-        })
-    return out
-
-
-def referenced_packs(results_dir: str | os.PathLike) -> dict[str, set[str]]:
-    """Settings key -> pack names referenced by the complete shards under
-    ``<results_dir>/*/extract/shard-*/manifest.json``."""
-    refs: dict[str, set[str]] = {}
-    for manifest in sorted(Path(results_dir).glob("*/extract/shard-*/manifest.json")):
-        store = json.loads(manifest.read_text()).get("store")
-        if store:
-            refs.setdefault(store["settings_key"], set()).update(store["packs"])
-    return refs
-
-
-def _pack_files_first(paths: Iterable[Path]) -> list[Path]:
-    # A pack stops existing when its table goes: tables first, then everything else.
-    paths = list(paths)
-    return [p for p in paths if p.suffix == ".parquet"] + [p for p in paths if p.suffix != ".parquet"]
-
-
-def unreferenced(cache_dir: str | os.PathLike, results_dir: str | os.PathLike) -> list[Path]:
-    """Files of the store that no complete shard under ``results_dir`` references, in a
-    safe order to delete: whole settings folders nobody uses; in the others, the indexes
-    (they cover packs about to go; ``cache compact`` or the next jobs rebuild them), then
-    the unused packs' tables, then their matrices and leftovers of killed writes.
-    The ``damaged/`` folder (``cache verify --fix``) of a folder still used is left to
-    the user."""
-    refs = referenced_packs(results_dir)
-    drop: list[Path] = []
-    for folder in settings_dirs(cache_dir):
-        used = refs.get(folder.name)
-        if not used:
-            drop.append(folder)
-            continue
-        packs = folder / PACKS_DIR
-        stale = [p for p in (sorted(packs.iterdir()) if packs.is_dir() else [])
-                 if (p.name.split(".")[0] if not p.name.startswith(".") else "") not in used]
-        if stale:
-            index_dir = folder / INDEX_DIR
-            drop += [p for name in index_names(index_dir) for p in index_files(index_dir, name)]
-            drop += _pack_files_first(stale)
-    return drop
-
-
-def remove(paths: Sequence[Path]) -> None:
-    """Delete ``paths`` in the order given; a settings folder loses its indexes and pack
-    tables first, so a process killed at any point leaves only complete packs."""
-    for path in paths:
-        if path.is_dir():
-            index_dir = path / INDEX_DIR
-            for name in index_names(index_dir):
-                for file in index_files(index_dir, name):
-                    with contextlib.suppress(FileNotFoundError):
-                        file.unlink()
-                    kill_point("SCALSELECT_TEST_KILL_AFTER_DELETES")
-            for table in sorted((path / PACKS_DIR).glob("*.parquet")):
-                table.unlink()
-                kill_point("SCALSELECT_TEST_KILL_AFTER_DELETES")
-            shutil.rmtree(path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        kill_point("SCALSELECT_TEST_KILL_AFTER_DELETES")
-
-
-@dataclasses.dataclass(frozen=True)
-class Damage:
-    """A damaged file of a store (``files``: the files to move aside, table first)."""
-
-    folder: Path
-    files: list[Path]
-    problem: str
-
-
-def verify_store(cache_dir: str | os.PathLike) -> tuple[list[Damage], dict[str, int]]:
-    """Check every pack (all its rows) and every index of a cache directory.
-
-    Returns the damaged packs, indexes and foreign files of ``packs/``, and counts:
-    ``packs``, ``legacy`` (packs without recorded checksums: sizes checked only),
-    ``indexes``.
-    """
-    damage: list[Damage] = []
-    counts = {"packs": 0, "legacy": 0, "indexes": 0}
-    for folder in settings_dirs(cache_dir):
-        packs = folder / PACKS_DIR
-        names = pack_names(packs)
-        counts["packs"] += len(names)
-        with ThreadPoolExecutor(max_workers=_LOOKUP_THREADS) as pool:
-            results = pool.map(lambda name: check_pack(packs, name), names)
-            for name, result in zip(names, results, strict=True):
-                counts["legacy"] += result.legacy
-                if result.problem is not None:
-                    damage.append(Damage(folder, [packs / f"{name}.parquet", packs / f"{name}.npy"],
-                                         result.problem))
-        for path in sorted(packs.iterdir()) if packs.is_dir() else []:
-            if not path.name.startswith(".") and path.suffix not in (".parquet", ".npy"):
-                damage.append(Damage(folder, [path], "not a file of the store"))
-        index_dir = folder / INDEX_DIR
-        for name in index_names(index_dir):
-            counts["indexes"] += 1
-            try:
-                check_all(load_index(index_dir, name))
-            except IndexDamaged as problem:
-                damage.append(Damage(folder, index_files(index_dir, name), str(problem)))
-    return damage, counts
-
-
-def move_aside(damage: Sequence[Damage]) -> list[Path]:
-    """Move damaged files into their settings folder's ``damaged/`` (tables first, so no
-    look-up sees half a pack); nothing is deleted. Returns the new paths."""
-    moved = []
-    for item in damage:
-        target = item.folder / DAMAGED_DIR
-        target.mkdir(exist_ok=True)
-        for path in item.files:
-            if path.exists():
-                os.replace(path, target / path.name)
-                moved.append(target / path.name)
-    return moved

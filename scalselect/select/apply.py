@@ -34,7 +34,12 @@ from scalselect.errors import UserError
 from scalselect.extract import features
 from scalselect.io import write_json
 from scalselect.select.card import CardError, data_fingerprints, read_card
-from scalselect.select.digests import BATCH, Fingerprint, digest_of, sample_image_digests
+from scalselect.select.digests import (
+    BATCH,
+    Fingerprint,
+    digest_of,
+    sample_image_digests,
+)
 
 MISSING_SUFFIX = ".missing.json"
 # Ids named in a message, per kind of problem.
