@@ -12,14 +12,6 @@ PACKAGE = REPO / "scalselect"
 MAX_MODULE_LINES = 800
 MAX_FUNCTION_LINES = 60  # from the `def` line to the last line, docstring included
 
-# Functions allowed over MAX_FUNCTION_LINES for now: another branch is editing these
-# files and shortens them there. Remove an entry once its function fits (the test fails
-# while an entry is no longer needed); the list is meant to end up empty.
-LONG_FUNCTIONS_ALLOWED = {
-    ("scalselect/report/browse.py", "build_browser"),
-    ("scalselect/report/gallery.py", "gallery_entries"),
-}
-
 # Bottom to top: a module may import from its own layer and the layers below it. The
 # name is the first component under `scalselect` (a top-level module or a stage folder);
 # "" is the package's own __init__.
@@ -136,7 +128,6 @@ def test_no_import_cycles() -> None:
 
 def test_modules_and_functions_stay_readable() -> None:
     too_long = []
-    allowed_but_short = set(LONG_FUNCTIONS_ALLOWED)
     for path in modules().values():
         relative = path.relative_to(REPO).as_posix()
         text = path.read_text(encoding="utf-8")
@@ -146,18 +137,11 @@ def test_modules_and_functions_stay_readable() -> None:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             lines = node.end_lineno - node.lineno + 1
-            if lines <= MAX_FUNCTION_LINES:
-                continue
-            if (relative, node.name) in LONG_FUNCTIONS_ALLOWED:
-                allowed_but_short.discard((relative, node.name))
-            else:
+            if lines > MAX_FUNCTION_LINES:
                 too_long.append(f"{relative}:{node.lineno} {node.name}: {lines} lines")
     assert not too_long, (
         f"over {MAX_MODULE_LINES} lines a module or {MAX_FUNCTION_LINES} a function:\n"
         + "\n".join(too_long)
-    )
-    assert not allowed_but_short, (
-        f"these fit now: remove them from LONG_FUNCTIONS_ALLOWED: {sorted(allowed_but_short)}"
     )
 
 

@@ -47,11 +47,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from scalselect.budgets import resolve_budget
-    from scalselect.errors import UserError
     from scalselect.report import composition, diagnostics, figures, style, tables
     from scalselect.score.leverage import Model
     from scalselect.select import baselines, selection
-    from scalselect.select.methods import METHODS, SCALSELECT, random_label
+    from scalselect.select.methods import METHODS
 
     output_settings(args)  # range checks before any work
     began = time.perf_counter()
@@ -66,31 +65,13 @@ def run(args: argparse.Namespace) -> int:
                               float(np.square(spectrum.singular_values[: spectrum.k]).sum()))
     names = selection.budget_names((b, resolve_budget(b, len(scores)))
                                    for b in args.budgets)
-    subsets = {}
-    for n in names:
-        subsets[(n, SCALSELECT)] = selection.top_indices(scores, n)
-        for seed in args.random_seeds:
-            subsets[(n, random_label(seed))] = selection.random_indices(scores, n, seed)
-        for (size, label), indices in picks.items():
-            if size == n:
-                subsets[(n, label)] = indices
-    unused = {key for key in picks if key not in subsets}
-    if unused:
-        raise UserError(f"picks of budgets not in --budgets: {sorted(unused)}")
+    subsets = _subsets(scores, names, args.random_seeds, picks)
     sources = composition.sample_sources(args.dataset, args.format, args.source_field)
     order = composition.source_order(
         sources, None if args.sources is None else composition.read_sources(args.sources))
     table = diagnostics.methods_table(space, subsets, sources, order)
     table.insert(1, "budget_label", [style.budget_label(names[n], n) for n in table["budget"]])
-    columns = [
-        tables.Column("budget_label", "Budget", "l"),
-        tables.Column("method", "Method", "l"),
-        tables.Column("jaccard_scalselect", "$J$ with ScalSelect", "r", lambda v: f"{v:.3f}"),
-        tables.Column("subspace_retention", "Subspace retention", "r", lambda v: f"{v:.3f}"),
-        tables.Column("energy_ratio", "Rank-$k$ energy", "r", lambda v: f"{v:.3f}"),
-        tables.Column("coverage_mean", "Mean NN dist.", "r", tables.latex_number),
-        tables.Column("coverage_max", "Max NN dist.", "r", tables.latex_number),
-    ]
+    columns = _table_columns()
     with style.paper_style():
         written = [
             *style.save_figure(figures.methods_comparison(table, style.source_colors(order)),
@@ -103,3 +84,38 @@ def run(args: argparse.Namespace) -> int:
              len(subsets), spectrum.k, sorted(set(table["coverage_queries"])),
              time.perf_counter() - began)
     return 0
+
+
+def _subsets(scores, names: dict[int, str], seeds: list[int], picks: dict) -> dict:
+    """Every compared subset by ``(N, method label)``: top-N, random-N per seed and the
+    baselines' picks; picks of a budget not asked for are a ``UserError``."""
+    from scalselect.errors import UserError
+    from scalselect.select import selection
+    from scalselect.select.methods import SCALSELECT, random_label
+
+    subsets = {}
+    for n in names:
+        subsets[(n, SCALSELECT)] = selection.top_indices(scores, n)
+        for seed in seeds:
+            subsets[(n, random_label(seed))] = selection.random_indices(scores, n, seed)
+        subsets.update({(size, label): indices for (size, label), indices in picks.items()
+                        if size == n})
+    unused = {key for key in picks if key not in subsets}
+    if unused:
+        raise UserError(f"picks of budgets not in --budgets: {sorted(unused)}")
+    return subsets
+
+
+def _table_columns() -> list:
+    """The columns of methods.csv / methods.tex."""
+    from scalselect.report import tables
+
+    return [
+        tables.Column("budget_label", "Budget", "l"),
+        tables.Column("method", "Method", "l"),
+        tables.Column("jaccard_scalselect", "$J$ with ScalSelect", "r", lambda v: f"{v:.3f}"),
+        tables.Column("subspace_retention", "Subspace retention", "r", lambda v: f"{v:.3f}"),
+        tables.Column("energy_ratio", "Rank-$k$ energy", "r", lambda v: f"{v:.3f}"),
+        tables.Column("coverage_mean", "Mean NN dist.", "r", tables.latex_number),
+        tables.Column("coverage_max", "Max NN dist.", "r", tables.latex_number),
+    ]

@@ -85,9 +85,6 @@ REPORT_KEYS = ("dataset", "dataset_sha256", "format", "num_samples", "invalid", 
 _WAITING = 1 << 16
 
 
-@dataclass(frozen=True)
-
-
 def _id_key(value: Any) -> tuple[str, Any]:
     # 7 and "7" are different ids.
     return (type(value).__name__, value)

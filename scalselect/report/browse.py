@@ -283,45 +283,17 @@ def build_browser(
     thumbnails: int = THUMBNAILS,
     page_size: int = PAGE_SIZE,
 ) -> dict[str, Any]:
-    """Write the browser of one run into ``out_dir`` (replaced as a whole at the end).
+    """Write the browser of one run into ``out_dir`` (``results/<run>/browse``, replaced
+    as a whole at the end): the samples of ``dataset`` (record format ``fmt``, sources
+    from ``source_field``) in the rank order of ``scores``, with the run's ``subsets``
+    (:func:`run_subsets`) and images under ``image_root``. ``order`` lists the sources of
+    every run of the configuration (:func:`scalselect.report.composition.config_sources`),
+    which fixes their colours as in the figures. ``thumbnails`` samples per group
+    (:func:`thumbnail_positions`) get thumbnails; a page file holds ``page_size``.
 
-    Parameters
-    ----------
-    dataset : str or PathLike
-        The filtered dataset the scores index (one record per line, as ``filter`` writes).
-    scores : DataFrame
-        Ranked scores (:func:`scalselect.select.selection.read_scores`).
-    subsets : sequence
-        The run's selections (:func:`run_subsets`).
-    out_dir : str or PathLike
-        The browser's folder, ``results/<run>/browse``.
-    image_root : str or PathLike
-        The run's image root (relative image paths are joined to it).
-    run : str
-        The run's name, shown in the title.
-    fmt : str
-        Record format (``auto`` detects it record by record).
-    source_field : str, optional
-        Record field holding the source label.
-    order : sequence of str, optional
-        The sources of every run of the configuration, most frequent first
-        (:func:`scalselect.report.composition.config_sources`): they fix each source's colour,
-        as in the figures (default: the scored samples' sources by frequency).
-    thumbnails : int
-        Samples per thumbnail group (:func:`thumbnail_positions`).
-    page_size : int
-        Samples per page file.
-
-    Returns
-    -------
-    stats : dict
-        Samples shown, unscored samples left out, page files, thumbnails made and failed.
-
-    Raises
-    ------
-    UserError
-        A record that is malformed or holds another id than the scores say (scores of
-        another dataset), or scored indices beyond the dataset.
+    Returns the samples shown, the unscored ones left out, the page files and the
+    thumbnails made and failed. Raises ``UserError`` for a malformed record, or scores of
+    another dataset (other ids, or indices beyond it).
     """
     out_dir = Path(out_dir)
     n = len(scores)
@@ -330,85 +302,21 @@ def build_browser(
     pairs = differences(mask, subsets)
     wanted = np.zeros(n, dtype=bool)
     wanted[thumbnail_positions(mask, pairs, thumbnails)] = True
-    ids, id_types = scores["id"].tolist(), scores["id_type"].tolist()
 
     with atomic_directory(out_dir) as partial:
         (partial / "data").mkdir()
         (partial / "thumbs").mkdir()
         thumbs = Thumbnails(partial / "thumbs")
-        codes: dict[str, int] = {}
-        source = np.zeros(n, dtype=np.int64)
-        offsets = np.zeros(n, dtype=np.int64)
-        lengths = np.zeros(n, dtype=np.int64)
-        seen = unscored = 0
+        pages = Pages(scores, position, wanted, thumbs, image_root, out_dir)
         with open(partial / "entries.tmp", "w+b") as parked:
-            for index, sample, problems in iter_samples(dataset, fmt, source_field=source_field):
-                pos = int(position[index]) if index < len(position) else -1
-                if pos < 0:
-                    unscored += 1
-                    continue
-                seen += 1
-                if sample is None:
-                    raise DatasetError(f"{dataset}: record {index} is malformed: "
-                                       + "; ".join(p.detail for p in problems))
-                expected = None if id_types[pos] == "null" else ids[pos]
-                if features.id_text(sample.id) != expected:
-                    raise UserError(f"the scores do not belong to {dataset}: dataset index {index}"
-                                    f" holds id {sample.id!r} but the scores have id {expected!r}")
-                source[pos] = codes.setdefault(sample.source, len(codes))
-                images = []
-                for number, image in enumerate(sample.images):
-                    data = sample.image_bytes(number)
-                    if data is None:
-                        file = resolve_image(image_root, image)
-                        entry = {"src": _image_url(file, out_dir)}
-                        thumb = thumbs.get(file, index) if wanted[pos] else None
-                    else:  # embedded in the dataset: shown by its thumbnail only
-                        thumb = thumbs.get(data, index) if wanted[pos] else None
-                        entry = {"src": thumb or "", "name": image}
-                    if thumb:
-                        entry["thumb"] = thumb
-                    images.append(entry)
-                entry = {"index": index, "id": sample.id, "images": images,
-                         "messages": [[m.role, m.content] for m in sample.messages]}
-                offsets[pos] = parked.tell()
-                lengths[pos] = parked.write(json.dumps(entry, ensure_ascii=False).encode())
-            if seen != n:
-                raise UserError(f"the scores rank {n} samples but {dataset} holds only {seen} of"
-                                " their dataset indices: scores of another dataset")
-            pages = math.ceil(n / page_size)
-            for page in range(pages):
-                entries = []
-                for pos in range(page * page_size, min((page + 1) * page_size, n)):
-                    parked.seek(offsets[pos])
-                    entries.append(parked.read(lengths[pos]).decode())
-                (partial / "data" / f"page-{page:05d}.js").write_text(
-                    f"{CALLBACK}.page({page},[{','.join(entries)}]);\n", encoding="utf-8")
+            pages.park(parked, dataset, fmt, source_field)
+            count = pages.write(parked, partial / "data", page_size)
         (partial / "entries.tmp").unlink()
-
-        # Sources by name; codes as small as their number allows.
-        names = sorted(codes)
-        remap = np.array([names.index(name) for name in codes], dtype=np.int64)
-        source = remap[source]
-        source_type = np.uint8 if len(names) <= 256 else np.uint16
-        columns = {
-            "score": _b64(scores["importance"].to_numpy(dtype="<f4")),
-            "source": _b64(source.astype(np.dtype(source_type).newbyteorder("<"))),
-            "sourceBytes": np.dtype(source_type).itemsize,
-            "mask": _b64(mask),
-            "maskBytes": mask.shape[1],
-        }
-        (partial / "data" / "samples.js").write_text(_script("samples", columns), encoding="utf-8")
-        (partial / "data" / "ids.js").write_text(
-            _script("ids", [None if t == "null" else i for i, t in zip(ids, id_types)]),
-            encoding="utf-8")
-        counts = np.bincount(source, minlength=len(names))
-        colors = style.source_colors(
-            composition.source_order(np.asarray(names, dtype=object)[source], order))
+        names, source = pages.sources()
+        _write_samples(partial / "data", scores, source, mask)
         config = {
-            "run": run, "n": n, "unscored": unscored, "pageSize": page_size, "pages": pages,
-            "sources": [{"name": name, "count": int(c), "color": colors.get(name, style.OTHER_SOURCES)}
-                        for name, c in zip(names, counts)],
+            "run": run, "n": n, "unscored": pages.unscored, "pageSize": page_size,
+            "pages": count, "sources": _source_entries(names, source, order),
             "subsets": [asdict(s) for s, _ in subsets],
             "methodColors": {s.method: style.method_color(s.method) for s, _ in subsets},
             "budgets": [{"n": n, "label": label}
@@ -419,8 +327,119 @@ def build_browser(
                            "failed": thumbs.failed},
         }
         _write_page(partial, config)
-    return {"samples": n, "unscored": unscored, "pages": pages,
+    return {"samples": n, "unscored": pages.unscored, "pages": count,
             "thumbnails": config["thumbnails"]["files"], "thumbnails_failed": thumbs.failed}
+
+
+class Pages:
+    """The page entries of the scored samples (conversation, images, thumbnails), parked
+    in a temporary file in dataset order as the dataset streams by, then written in rank
+    order, ``page_size`` samples a file; the source of each (by rank position)."""
+
+    def __init__(self, scores: pd.DataFrame, position: np.ndarray, wanted: np.ndarray,
+                 thumbs: Thumbnails, image_root: str | os.PathLike, out_dir: Path) -> None:
+        n = len(scores)
+        self.ids, self.id_types = scores["id"].tolist(), scores["id_type"].tolist()
+        self.position, self.wanted, self.thumbs = position, wanted, thumbs
+        self.image_root, self.out_dir = image_root, out_dir
+        self.codes: dict[str, int] = {}
+        self.source = np.zeros(n, dtype=np.int64)
+        self.offsets = np.zeros(n, dtype=np.int64)
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.unscored = 0
+
+    def park(self, parked: Any, dataset: str | os.PathLike, fmt: str,
+             source_field: str | None) -> None:
+        """Stream the dataset; park each scored sample's entry; ``UserError`` for a
+        record that is malformed or whose id is not the scores' (another dataset)."""
+        seen = 0
+        for index, sample, problems in iter_samples(dataset, fmt, source_field=source_field):
+            pos = int(self.position[index]) if index < len(self.position) else -1
+            if pos < 0:
+                self.unscored += 1
+                continue
+            seen += 1
+            if sample is None:
+                raise DatasetError(f"{dataset}: record {index} is malformed: "
+                                   + "; ".join(p.detail for p in problems))
+            expected = None if self.id_types[pos] == "null" else self.ids[pos]
+            if features.id_text(sample.id) != expected:
+                raise UserError(f"the scores do not belong to {dataset}: dataset index {index}"
+                                f" holds id {sample.id!r} but the scores have id {expected!r}")
+            self.source[pos] = self.codes.setdefault(sample.source, len(self.codes))
+            entry = {"index": index, "id": sample.id, "images": self._images(sample, pos),
+                     "messages": [[m.role, m.content] for m in sample.messages]}
+            self.offsets[pos] = parked.tell()
+            self.lengths[pos] = parked.write(json.dumps(entry, ensure_ascii=False).encode())
+        if seen != len(self.source):
+            raise UserError(f"the scores rank {len(self.source)} samples but {dataset} holds"
+                            f" only {seen} of their dataset indices: scores of another dataset")
+
+    def _images(self, sample: Any, pos: int) -> list[dict[str, str]]:
+        """A sample's images as the page shows them: a file by its URL, an embedded image
+        by its thumbnail only; thumbnails for the samples that get them."""
+        images = []
+        for number, image in enumerate(sample.images):
+            data = sample.image_bytes(number)
+            if data is None:
+                file = resolve_image(self.image_root, image)
+                entry = {"src": _image_url(file, self.out_dir)}
+                thumb = self.thumbs.get(file, sample.index) if self.wanted[pos] else None
+            else:
+                thumb = self.thumbs.get(data, sample.index) if self.wanted[pos] else None
+                entry = {"src": thumb or "", "name": image}
+            if thumb:
+                entry["thumb"] = thumb
+            images.append(entry)
+        return images
+
+    def write(self, parked: Any, folder: Path, page_size: int) -> int:
+        """The page files ``page-NNNNN.js`` in rank order; their number."""
+        n = len(self.source)
+        pages = math.ceil(n / page_size)
+        for page in range(pages):
+            entries = []
+            for pos in range(page * page_size, min((page + 1) * page_size, n)):
+                parked.seek(self.offsets[pos])
+                entries.append(parked.read(self.lengths[pos]).decode())
+            (folder / f"page-{page:05d}.js").write_text(
+                f"{CALLBACK}.page({page},[{','.join(entries)}]);\n", encoding="utf-8")
+        return pages
+
+    def sources(self) -> tuple[list[str], np.ndarray]:
+        """The source names, sorted, and each sample's source as an index into them."""
+        names = sorted(self.codes)
+        remap = np.array([names.index(name) for name in self.codes], dtype=np.int64)
+        return names, remap[self.source]
+
+
+def _source_entries(names: list[str], source: np.ndarray,
+                    order: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Each source's name, number of samples and colour, as in the figures."""
+    counts = np.bincount(source, minlength=len(names))
+    colors = style.source_colors(
+        composition.source_order(np.asarray(names, dtype=object)[source], order))
+    return [{"name": name, "count": int(c), "color": colors.get(name, style.OTHER_SOURCES)}
+            for name, c in zip(names, counts)]
+
+
+def _write_samples(folder: Path, scores: pd.DataFrame, source: np.ndarray,
+                   mask: np.ndarray) -> None:
+    """``samples.js`` (score, source code and selection membership of every sample, by
+    rank position, base64) and ``ids.js``; source codes as small as their number allows."""
+    source_type = np.uint8 if source.max(initial=0) < 256 else np.uint16
+    columns = {
+        "score": _b64(scores["importance"].to_numpy(dtype="<f4")),
+        "source": _b64(source.astype(np.dtype(source_type).newbyteorder("<"))),
+        "sourceBytes": np.dtype(source_type).itemsize,
+        "mask": _b64(mask),
+        "maskBytes": mask.shape[1],
+    }
+    (folder / "samples.js").write_text(_script("samples", columns), encoding="utf-8")
+    ids, id_types = scores["id"].tolist(), scores["id_type"].tolist()
+    (folder / "ids.js").write_text(
+        _script("ids", [None if t == "null" else i for i, t in zip(ids, id_types)]),
+        encoding="utf-8")
 
 
 def _write_page(folder: Path, config: dict[str, Any]) -> None:

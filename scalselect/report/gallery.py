@@ -85,6 +85,36 @@ def _samples_at(
     return found
 
 
+def _gallery_entry(sample: Any, row: pd.Series, encoder: Any, model: Any,
+                   image_root: str | os.PathLike) -> GalleryEntry | str:
+    """One sample's gallery entry (its first image as the model sees it, with the grid
+    and the kept vision tokens), or why it cannot be shown: an unreadable image or a
+    failed encoding or representation."""
+    try:
+        images = []
+        for number, path in enumerate(sample.images):
+            data = sample.image_bytes(number)
+            source = resolve_image(image_root, path) if data is None else io.BytesIO(data)
+            with Image.open(source) as image:
+                images.append(image.convert("RGB"))
+        encoded = encoder.encode(sample, images)
+    except (OSError, SampleFailure) as error:
+        return str(error)
+    result = model.represent(collate([encoded]))[0]
+    if result.status != "ok":
+        return result.status
+    rows, cols = result.grids[0]
+    kept = np.asarray(result.kept)
+    return GalleryEntry(
+        image=_thumbnail(model_view(images[0], encoder.processor.image_processor)),
+        grid=(rows, cols),
+        kept=kept[kept < rows * cols],
+        importance=float(row["importance"]),
+        rank=int(row["rank"]),
+        index=int(row["index"]),
+    )
+
+
 def gallery_entries(
     dataset: str | os.PathLike,
     fmt: str,
@@ -104,7 +134,6 @@ def gallery_entries(
     extraction settings (``dtype`` as requested).
     """
     encoder, model = load_model(model_path, settings)
-    image_processor = encoder.processor.image_processor
     rows: list[list[GalleryEntry]] = []
     shown: set[int] = set()
     skipped = 0
@@ -125,34 +154,12 @@ def gallery_entries(
                 ahead = (ranked[position : position + window] if from_top
                          else ranked[max(0, position - window + 1) : position + 1])
                 samples = _samples_at(dataset, fmt, set(ahead.tolist()))
-            sample = samples[index]
-            try:
-                images = []
-                for number, path in enumerate(sample.images):
-                    data = sample.image_bytes(number)
-                    source = resolve_image(image_root, path) if data is None else io.BytesIO(data)
-                    with Image.open(source) as image:
-                        images.append(image.convert("RGB"))
-                encoded = encoder.encode(sample, images)
-            except (OSError, SampleFailure) as error:
-                log.warning("gallery: skipped dataset index %d: %s", index, error)
+            entry = _gallery_entry(samples[index], row, encoder, model, image_root)
+            if isinstance(entry, str):
+                log.warning("gallery: skipped dataset index %d: %s", index, entry)
                 skipped += 1
                 continue
-            result = model.represent(collate([encoded]))[0]
-            if result.status != "ok":
-                log.warning("gallery: skipped dataset index %d: %s", index, result.status)
-                skipped += 1
-                continue
-            rows_, cols = result.grids[0]
-            kept = np.asarray(result.kept)
-            entries.append(GalleryEntry(
-                image=_thumbnail(model_view(images[0], image_processor)),
-                grid=(rows_, cols),
-                kept=kept[kept < rows_ * cols],
-                importance=float(row["importance"]),
-                rank=int(row["rank"]),
-                index=index,
-            ))
+            entries.append(entry)
             shown.add(index)
         rows.append(entries)
     if not rows[0]:
