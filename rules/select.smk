@@ -4,7 +4,7 @@
 # A selection named .jsonl is JSON Lines, .parquet parquet (from a parquet dataset), .json a
 # JSON array (the run's dataset decides which the default target asks for). A baseline's
 # picks table is named after its selection, <method>-<N>.<ext>.picks.parquet
-# (scalselect.select.methods.picks_name): every output of a rule has the same wildcards.
+# (scalselect.methods.picks_name): every output of a rule has the same wildcards.
 # Beside every selection, its card <selection>.card.json (scalselect.select.card), written
 # by the same job from the run's digests table, spectrum and shard manifests; the cards
 # are in the report.

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from scalselect.errors import UserError
+from scalselect.methods import METHODS
 
 # --model-type values (the model families) and the checkpoint model types each accepts.
 MODEL_TYPES = {
@@ -206,7 +207,7 @@ class SelectSettings:
     methods: tuple[str, ...] = setting(
         "Selections made and compared per budget: scalselect (top-N, always made), random"
         " (one per seed), kcenter, kmeans.",
-        ("scalselect", "random"), choices=("scalselect", "random", "kcenter", "kmeans"),
+        ("scalselect", "random"), choices=tuple(METHODS),
         option=None)
     kmeans_clusters: int = setting("Number of k-means clusters K of the kmeans method.", 100,
                                    minimum=1)

@@ -26,7 +26,7 @@ from typing import Any
 from scalselect.budgets import resolve_budget
 from scalselect.config import kmeans_budget_problems, made_by_workflow, run_problems
 from scalselect.data.readers import file_kind
-from scalselect.select.methods import BASELINES, picks_name
+from scalselect.methods import BASELINES, picks_name
 from scalselect.select.selection import budget_names
 from scalselect.settings import config_problems, result_keys
 

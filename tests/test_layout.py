@@ -17,7 +17,7 @@ MAX_FUNCTION_LINES = 60  # from the `def` line to the last line, docstring inclu
 # "" is the package's own __init__.
 LAYERS = (
     ("", "errors", "io"),
-    ("settings", "budgets"),
+    ("settings", "budgets", "methods"),
     ("config",),  # the configuration's checks: they read settings and budgets
     ("data",),
     ("extract",),

@@ -1,4 +1,4 @@
-"""The selection methods are listed once (scalselect.select.methods): the configuration schema,
+"""The selection methods are listed once (scalselect.methods): the configuration schema,
 the workflow's baseline rules and the `select-baseline` command follow that table."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from conftest import REPO
 
 from scalselect.cli import build_parser
 from scalselect.errors import UserError
+from scalselect.methods import BASELINES, METHODS, picks_key, picks_name
 from scalselect.report import style
-from scalselect.select.methods import BASELINES, METHODS, picks_key, picks_name
 
 
 def test_the_schema_offers_exactly_the_registered_methods() -> None:
@@ -60,3 +60,17 @@ def test_every_method_has_its_own_colour_apart_from_the_sources() -> None:
     sources = [c.lower() for c in (*style.SOURCE_COLORS, style.OTHER_SOURCES)]
     assert len(set(methods)) == len(methods) and len(set(sources)) == len(sources)
     assert not set(methods) & set(sources)
+
+
+def test_every_baseline_names_a_picker_that_select_baseline_can_call() -> None:
+    """select-baseline dispatches through the registry: each baseline's picker is a
+    function of select/baselines.py taking (inputs, budget as asked, N, scores, path)."""
+    import inspect
+
+    from scalselect.select import baselines
+
+    for name in BASELINES:
+        picker = getattr(baselines, METHODS[name].picker)
+        assert list(inspect.signature(picker).parameters) == [
+            "inputs", "asked", "budget", "scores", "scores_path"], name
+    assert not [m for m in METHODS.values() if m.picker and m.name not in BASELINES]

@@ -16,7 +16,6 @@ from scalselect import settings
 from scalselect.cli import build_parser
 from scalselect.errors import UserError
 from scalselect.extract.store import settings_key
-from scalselect.select.methods import METHODS
 from scalselect.settings import (
     STAGES,
     ExtractSettings,
@@ -118,10 +117,6 @@ def test_the_classes_hold_what_changes_results_and_speed_sits_apart() -> None:
     for stage in STAGES.values():
         assert all(declared(stage)[f.name].changes_results for f in dataclasses.fields(stage))
         assert not any(s.changes_results for s in getattr(stage, "SPEED", ()))
-
-
-def test_the_selectable_methods_are_the_registered_ones() -> None:
-    assert declared(SelectSettings)["methods"].choices == tuple(METHODS)
 
 
 # --------------------------------------------------------------------------- the README

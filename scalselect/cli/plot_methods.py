@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from scalselect.budgets import resolve_budget
+    from scalselect.methods import METHODS
     from scalselect.report import composition, diagnostics, figures, style, tables
     from scalselect.score.leverage import Model
     from scalselect.select import baselines, selection
-    from scalselect.select.methods import METHODS
 
     output_settings(args)  # range checks before any work
     began = time.perf_counter()
@@ -90,8 +90,8 @@ def _subsets(scores, names: dict[int, str], seeds: list[int], picks: dict) -> di
     """Every compared subset by ``(N, method label)``: top-N, random-N per seed and the
     baselines' picks; picks of a budget not asked for are a ``UserError``."""
     from scalselect.errors import UserError
+    from scalselect.methods import SCALSELECT, random_label
     from scalselect.select import selection
-    from scalselect.select.methods import SCALSELECT, random_label
 
     subsets = {}
     for n in names:

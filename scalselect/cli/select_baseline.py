@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scalselect.select.methods import BASELINES, METHODS
+from scalselect.methods import BASELINES, METHODS
 
 HELP = "Select N samples with a baseline selector (k-center or k-means) on the representations."
 

@@ -56,8 +56,8 @@ from scalselect.data.records import DatasetError, resolve_image
 from scalselect.errors import UserError
 from scalselect.extract import features
 from scalselect.io import atomic_directory
+from scalselect.methods import METHODS, random_label
 from scalselect.report import composition, style
-from scalselect.select.methods import METHODS, random_label
 from scalselect.select.selection import budget_names, random_indices, top_indices
 
 log = logging.getLogger("scalselect.report.browse")

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scalselect.methods import SCALSELECT
 from scalselect.report import comparison, composition
-from scalselect.select.methods import SCALSELECT
 
 # Above this many multiply-adds, coverage is measured on a fixed sample of query samples.
 COVERAGE_EXACT_MACS = 10**12
@@ -166,7 +166,7 @@ def methods_table(
     and ordered as :func:`scalselect.report.composition.composition_table` does with ``order``).
 
     ``subsets`` maps (N, label) to dataset indices; each budget must hold a subset
-    labelled :data:`scalselect.select.methods.SCALSELECT` (the overlap reference).
+    labelled :data:`scalselect.methods.SCALSELECT` (the overlap reference).
     """
     rows = []
     for (n, label), indices in subsets.items():

@@ -37,8 +37,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from PIL import Image
 
+from scalselect.methods import METHODS
 from scalselect.report import style
-from scalselect.select.methods import METHODS
 from scalselect.select.selection import budget_names
 
 IMPORTANCE_LABEL = "Importance score π"

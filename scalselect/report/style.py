@@ -29,6 +29,7 @@ from matplotlib.ticker import Formatter, FuncFormatter
 
 from scalselect.budgets import Budget
 from scalselect.io import atomic_write
+from scalselect.methods import METHODS
 
 # fontTools logs each step of subsetting the embedded fonts at INFO level.
 logging.getLogger("fontTools").setLevel(logging.WARNING)
@@ -48,16 +49,16 @@ PALETTE = (
     "#F0E442",  # yellow
     "#000000",
 )
+# One colour per selection method in every figure and in the browser, declared with the
+# method (scalselect.methods.METHODS); the data sources take the other Okabe-Ito
+# colours, so that a method and a source never share one where both are drawn (the
+# methods comparison, the browser).
+METHOD_COLORS = {name: method.color for name, method in METHODS.items()}
 # Roles used across figures, so that "selected" looks the same in every one.
-SELECTED = PALETTE[0]
-RANDOM = "#8C8C8C"
+SELECTED = METHOD_COLORS["scalselect"]
+RANDOM = METHOD_COLORS["random"]
 HIGHLIGHT = PALETTE[3]
 NEUTRAL = "#4D4D4D"
-# One colour per selection method (scalselect.select.methods.METHODS) in every figure and in the
-# browser; the data sources take the other Okabe-Ito colours, so that a method and a
-# source never share one where both are drawn (the methods comparison, the browser).
-METHOD_COLORS = {"scalselect": SELECTED, "random": RANDOM, "kcenter": PALETTE[2],
-                 "kmeans": PALETTE[4]}
 SOURCE_COLORS = (PALETTE[1], PALETTE[5], PALETTE[3], PALETTE[6], PALETTE[7])
 # The sources beyond len(SOURCE_COLORS), pooled as OTHER: light grey, apart from RANDOM.
 OTHER = "other"

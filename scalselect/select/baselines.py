@@ -38,8 +38,8 @@ import pandas as pd
 
 from scalselect.config import kmeans_budget_problems
 from scalselect.errors import UserError
+from scalselect.methods import picks_key
 from scalselect.score.leverage import BLOCK_ROWS, Backend, Model, open_sources
-from scalselect.select.methods import picks_key
 
 log = logging.getLogger(__name__)
 # scikit-learn's k-means reduces per thread: a fixed count keeps results machine-independent.
@@ -328,7 +328,7 @@ def picks_table(index: np.ndarray, picks: np.ndarray, ids: pd.Series) -> pd.Data
 
 def read_picks(paths: Sequence[str | os.PathLike]) -> dict[tuple[str, int], np.ndarray]:
     """``(method, N)`` -> dataset indices (in dataset order) of each picks table, the
-    method and budget read from the file's name (:func:`scalselect.select.methods.picks_name`).
+    method and budget read from the file's name (:func:`scalselect.methods.picks_name`).
 
     Raises
     ------

@@ -30,6 +30,9 @@ class Method:
 
     name: str
     label: str
+    # Its colour in every figure, table and browser (hex; colour-blind safe, Okabe-Ito),
+    # apart from the colours the sources take (scalselect.report.style.SOURCE_COLORS).
+    color: str
     picker: str | None = None
 
     @property
@@ -41,10 +44,10 @@ class Method:
 METHODS = {
     method.name: method
     for method in (
-        Method("scalselect", "ScalSelect"),
-        Method("random", "Random"),
-        Method("kcenter", "k-center", picker="kcenter_picks"),
-        Method("kmeans", "k-means", picker="kmeans_picks"),
+        Method("scalselect", "ScalSelect", "#0072B2"),
+        Method("random", "Random", "#8C8C8C"),
+        Method("kcenter", "k-center", "#009E73", picker="kcenter_picks"),
+        Method("kmeans", "k-means", "#CC79A7", picker="kmeans_picks"),
     )
 }
 BASELINES = tuple(name for name, method in METHODS.items() if method.baseline)
