@@ -160,3 +160,18 @@ def test_the_checks_see_what_they_check() -> None:
     )
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer("scalselect.errors") < layer("scalselect.data.records") < layer("scalselect.cli")
+
+
+def test_the_architecture_page_lists_every_module_and_only_modules() -> None:
+    """docs/architecture.md names every module of the package by its path (the command
+    modules as `scalselect/cli/<command>.py`), and every path it names exists."""
+    import re
+
+    page = (REPO / "docs/architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(scalselect/[\w/]+\.py)`", page))
+    package = {path.relative_to(REPO).as_posix() for path in modules().values()}
+    commands = {p for p in package if p.startswith("scalselect/cli/") and p != "scalselect/cli/__init__.py"}
+    folders = {p for p in package if p.endswith("/__init__.py") and p != "scalselect/cli/__init__.py"}
+    assert "`scalselect/cli/<command>.py`" in page
+    assert sorted(package - commands - folders - named) == []
+    assert sorted(named - package) == []
