@@ -435,3 +435,19 @@ def test_parquet_dataset_through_validate_filter_and_select(demo: Path, tmp_path
     assert main(["select", "--dataset", str(filtered), "--scores", str(scores), "--num", "20",
                  "--out", str(out)]) == 0
     assert pq.read_table(out).to_pylist() == [kept[i] for i in sorted(ranked[:20])]
+
+
+def test_an_index_is_the_same_bytes_whenever_it_is_written(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same dataset gives the same index file at any hour (zip members carry a time
+    stamp: a run's outputs must not depend on when it ran)."""
+    import time
+
+    from scalselect.data.readers import write_index
+
+    write_index(demo / "dataset.json", tmp_path / "first.npz")
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 86_400 * 3 + 7)
+    write_index(demo / "dataset.json", tmp_path / "later.npz")
+    assert (tmp_path / "first.npz").read_bytes() == (tmp_path / "later.npz").read_bytes()

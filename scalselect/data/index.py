@@ -84,7 +84,10 @@ def write_index_file(
             np.lib.format.write_array_header_1_0(member, header)
             for chunk in chunks:
                 member.write(chunk)
-        archive.writestr("meta.npy", meta.getvalue())
+        # A fixed time stamp (the offsets' member has none either): the same index, the
+        # same bytes.
+        archive.writestr(zipfile.ZipInfo("meta.npy", date_time=(1980, 1, 1, 0, 0, 0)),
+                         meta.getvalue())
 
 
 def _npz_memmap(path: str | os.PathLike, name: str) -> np.ndarray:
