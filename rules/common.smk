@@ -1,6 +1,5 @@
-# Shared by every rules file: the validated configuration, and the thin input, params
-# and resources functions that wire scalselect.workflow.Plan (where the logic lives, and
-# is unit-tested) into Snakemake.
+# Shared by every rules file: the validated configuration and thin input, params and
+# resources functions over scalselect.workflow.Plan, where the (unit-tested) logic lives.
 import copy
 import os
 import re
@@ -16,8 +15,7 @@ from scalselect.select.selection import read_scores
 from scalselect.settings import result_keys
 from scalselect.workflow import SCORE_THREADS, Plan, cli_option, features_mem_mb
 
-# Run sections override the global stage sections key by key; keep what the user wrote
-# before schema validation fills defaults into them.
+# A run overrides the stage sections key by key: what the user wrote, before defaults.
 _overrides = copy.deepcopy(config.get("runs") or {})
 
 # Every wrong key in one short message; then Snakemake's validation fills the defaults.
@@ -30,31 +28,20 @@ validate(config, "../config/schema.yaml")
 PLAN = Plan(config, _overrides)
 RUNS = PLAN.runs
 
-# Checks the schema cannot express (files, the model's own config, related keys), all
-# reported at once before any job starts.
+# What the schema cannot check (files, the model's config, related keys), before any job.
 _problems = PLAN.problems()
 if _problems:
     raise WorkflowError(problem_report(_problems, "configuration"))
+# The SLURM profile (slurm/config.yaml) sets shards_per_job and job_runtime on extract.
+_extract = workflow.resource_settings.overwrite_resources.get("extract", {})
+if "shards_per_job" in _extract:
+    _keys = ("shards_per_job", "runtime", "job_runtime")
+    _problems = shard_group_problems(*(_extract[key].value for key in _keys))
+    if _problems:
+        raise WorkflowError(problem_report(_problems, "SLURM profile"))
 
-
-def slurm_problems():
-    """Problems of the SLURM profile's extract settings (slurm/config.yaml sets
-    `shards_per_job` and `job_runtime`, in minutes, on extract); none without it."""
-    extract = workflow.resource_settings.overwrite_resources.get("extract", {})
-    if "shards_per_job" not in extract:
-        return []
-    return shard_group_problems(
-        *(extract[key].value for key in ("shards_per_job", "runtime", "job_runtime"))
-    )
-
-
-if slurm_problems():
-    raise WorkflowError(problem_report(slurm_problems(), "SLURM profile"))
-
-# Jobs run `python -m scalselect` from this checkout with the interpreter of the
-# Snakemake that schedules them (first on PATH), whether or not its environment is
-# activated; SLURM jobs run that same interpreter path on the shared filesystem.
-# Bash strict mode kept, as Snakemake's default prefix has it.
+# Jobs run this checkout's `python -m scalselect` with the interpreter of the Snakemake
+# that schedules them (activated or not; SLURM jobs: the same path), in bash strict mode.
 shell.prefix(
     "set -euo pipefail; export PATH="
     + shlex.quote(os.path.dirname(sys.executable))
@@ -146,20 +133,13 @@ export_dirs = lambda wildcards: [
 
 
 def card_options(method):
-    """Params of a selection rule: the options of its card (its files, its budget as
-    asked, "16%" for top-42, and the configured settings it records)."""
+    """Params of a selection rule: its card's files, budget as asked and settings."""
 
     def options(wildcards, input, output):
-        run = wildcards.run
-        budget = PLAN.asked_budget(run, int(wildcards.N), scored(run))
-        return " ".join(
-            [
-                f"--card {output.card} --card-digests {input.digests}",
-                f"--card-spectrum {input.spectrum} --card-shards {input.card_shards}",
-                cli_option("card_budget", budget),
-                PLAN.card_settings(run, method),
-            ]
-        )
+        run, n = wildcards.run, int(wildcards.N)
+        files = f"--card {output.card} --card-digests {input.digests} --card-spectrum"
+        files += f" {input.spectrum} --card-shards {input.card_shards}"
+        return f"{files} {PLAN.card_options(run, method, n, scored(run))}"
 
     return options
 

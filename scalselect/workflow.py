@@ -263,6 +263,12 @@ class Plan:
         }
         return cli_option("card_settings", json.dumps(settings, sort_keys=True))
 
+    def card_options(self, run: str, method: str, n: int, n_valid: int) -> str:
+        """The card's budget as asked (:meth:`asked_budget`) and the settings it records
+        (:meth:`card_settings`), as options of a selection command."""
+        budget = cli_option("card_budget", self.asked_budget(run, n, n_valid))
+        return f"{budget} {self.card_settings(run, method)}"
+
     def digests_path(self, run: str) -> str:
         """The run's digests table (content digests of the filtered records)."""
         return f"results/{run}/select/digests.parquet"
