@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         indices = selection.top_indices(scores, n)
     importance = scores.set_index("index")["importance"] if args.card else None
     del scores
-    with Progress(total, "records") as progress:
+    # The dataset holds unscored records too (extraction failures): its size is unknown.
+    with Progress(None, "records") as progress:
         copy_records(args.dataset, args.out, keep=indices, check=check,
                      finish=None if check is None else check.finish, progress=progress)
     card.from_arguments(args, indices, importance, "random" if args.random else "scalselect",

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     index, picks = pick(inputs, args.num, n, scores, args.scores)
     table = baselines.picks_table(index, picks, scores.set_index("index")["id"])
     check = selection.ScoresCheck(args.scores, args.dataset)
-    with Progress(len(scores), "records") as progress:
+    with Progress(None, "records") as progress:  # scored records are only some of them
         copy_records(args.dataset, args.out, keep=table["index"].to_numpy(), check=check,
                      finish=check.finish, progress=progress)
     with atomic_write(args.picks, "wb") as handle:
