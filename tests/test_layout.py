@@ -25,6 +25,7 @@ LAYERS = (
     ("select",),
     ("report",),
     ("workflow",),  # what the rules run, from the configuration
+    ("watch",),  # where a run stands, read from the workflow's files (status)
     ("demo",),  # the bundled demo and tiny models: fixtures, which may use any stage
     ("cli", "launch", "__main__"),
 )
