@@ -91,15 +91,20 @@ class Failure:
 
 
 def snakemake_failures(workdir: Path) -> dict[str, Failure]:
-    """Job log path -> its latest failure in Snakemake's logs (``.snakemake/log``)."""
+    """Job log path -> its latest failure in Snakemake's logs (``.snakemake/log``): the
+    ``log:`` of each ``Error in rule`` block, with the exit status reported before it."""
     failures: dict[str, Failure] = {}
     for path in sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log")):
-        when, status = path.stat().st_mtime, ""
+        when, status, in_error = path.stat().st_mtime, "", False
         for line in path.read_text(errors="replace").splitlines():
             exit_status = _SNAKEMAKE_ERROR.search(line)
             if exit_status:
                 status = f"exit status {exit_status[1]}"
-            elif line.strip().startswith("log: "):
+            elif line.startswith("Error in rule "):
+                in_error = True
+            elif not line[:1].isspace():
+                in_error = False
+            elif in_error and line.strip().startswith("log: "):
                 for log in line.strip()[5:].split(" (")[0].split(", "):
                     failures[log] = Failure(when, status or "Snakemake reports the job failed")
                 status = ""

@@ -7,12 +7,14 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_workflow, snakemake
+from conftest import REPO, copy_workflow, snakemake, workflow_env
 
 from scalselect.cli import main
 from scalselect.data.readers import write_index
@@ -130,10 +132,18 @@ def test_failed_by_its_log_or_by_snakemake(workflow: Path) -> None:
     record = workflow / ".snakemake/log/2026-01-01T000000.000000.snakemake.log"
     record.parent.mkdir(parents=True)
     record.write_text(
+        # Every job's description names its log: only those of an error count.
+        "rule extract:\n    jobid: 3\n"
+        f"    log: {LOGS}/extract/shard-0-of-3.log\n"
         "Command 'python -m scalselect select' returned non-zero exit status 137.\n"
         "Error in rule select_top:\n    jobid: 4\n"
         f"    log: {LOGS}/select/top-32.jsonl.log (check log file(s) for error details)\n")
+    shard_0 = workflow / f"{LOGS}/extract/shard-0-of-3.log"
+    shard_0.write_text("done\n")
+    os.utime(shard_0, (0, 0))  # older than the record
+    shutil.rmtree(workflow / f"results/{RUN}/extract/shard-0-of-3")
     found = read(workflow)
+    assert found["shards"][0]["state"] == "stalled"  # not failed
     assert found["shards"][1]["state"] == "failed"
     assert found["shards"][1]["detail"] == (
         f"{LOGS}/extract/shard-1-of-3.log: RuntimeError: CUDA error: device-side assert")
@@ -166,3 +176,54 @@ def test_a_wrong_configuration_is_a_user_error(workflow: Path, caplog) -> None:
     assert main(["status", "--configfile", str(workflow / "config" / "config.yaml"),
                  "--directory", str(workflow)]) != 0
     assert "runs.r.dataset: expected string, got 3" in caplog.text
+
+
+def status_json(workdir: Path, *args: str) -> dict:
+    """``python -m scalselect status --json`` run in the workflow directory."""
+    result = subprocess.run(
+        [sys.executable, "-m", "scalselect", "status", "--configfile", "config/config.yaml",
+         "--json", *args], cwd=workdir, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_status_of_a_real_run_with_a_killed_shard(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path / "workflow")
+    run, shards = "demo-qwen", [f"results/demo-qwen/extract/shard-{i}-of-4" for i in range(4)]
+    snakemake(workdir, "--cores", "2", *shards[:2])
+    # Shard 2's job killed (SIGKILL) once its first chunk is stored: no error in its log.
+    env_run = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "--cores", "1", shards[2]],
+        cwd=workdir, env={**workflow_env(), "SCALSELECT_TEST_KILL_AFTER_PACKS": "1"},
+        capture_output=True, text=True)
+    assert env_run.returncode != 0
+    filtered = json.loads((workdir / f"results/{run}/filter/dataset.json").read_text())
+    assert len(filtered) % 4 == 0
+    size = len(filtered) // 4  # four equal shards
+    found = status_json(workdir)["runs"][run]
+    states = {s["name"]: s for s in found["shards"]}
+    assert [s["state"] for s in states.values()] == ["done", "done", "failed", "waiting"]
+    for name in ("shard-0-of-4", "shard-1-of-4"):
+        assert states[name]["computed"] + states[name]["reused"] == size
+    assert states["shard-2-of-4"]["detail"] == (
+        f"results/{run}/logs/extract/shard-2-of-4.log: exit status 137")
+    assert states["shard-3-of-4"]["samples"] == size
+    assert [found["stages"][s]["state"] for s in ("validate", "filter", "extract", "score")] == [
+        "done", "done", "failed", "waiting"]
+    # Half-finished: shard 1 running again, 30 of its samples done in 60 s (0.5/s).
+    shutil.rmtree(workdir / shards[1])
+    log = workdir / f"results/{run}/logs/extract/shard-1-of-4.log"
+    log.unlink()
+    progress_log(log, size, [(60, 30)])
+    found = status_json(workdir)["runs"][run]
+    assert found["shards"][1]["state"] == "running"
+    assert found["shards"][1]["progress"]["left"] == size - 30
+    # Left: the rest of shard 1 and all of shards 2 (to rerun) and 3, at 0.5/s.
+    left = size - 30 + 2 * size
+    assert (found["extraction"]["samples_left"], found["extraction"]["seconds_left"]) == (
+        left, round(left / 0.5))
+    # The same log untouched for an hour: stalled.
+    old = time.time() - 3600
+    os.utime(log, (old, old))
+    assert status_json(workdir, "--stall-minutes", "30")["runs"][run]["shards"][1]["state"] == (
+        "stalled")
