@@ -111,21 +111,22 @@ def snakemake_failures(workdir: Path) -> dict[str, Failure]:
     return failures
 
 
-def error_line(path: Path) -> str | None:
-    """The last line of a log's tail that says it failed, else ``None``."""
+def _tail(path: Path) -> list[str]:
+    """The lines of a log's last ``_TAIL_BYTES`` bytes."""
     with open(path, "rb") as handle:
         handle.seek(max(0, path.stat().st_size - _TAIL_BYTES))
-        tail = handle.read().decode(errors="replace").splitlines()
-    found = [line.strip() for line in tail if _ERROR.search(line)]
+        return handle.read().decode(errors="replace").splitlines()
+
+
+def error_line(path: Path) -> str | None:
+    """The last line of a log's tail that says it failed, else ``None``."""
+    found = [line.strip() for line in _tail(path) if _ERROR.search(line)]
     return found[-1] if found else None
 
 
 def last_reading(path: Path) -> Reading | None:
     """The last progress line of a log, parsed."""
-    with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - _TAIL_BYTES))
-        tail = handle.read().decode(errors="replace").splitlines()
-    readings = [reading for line in tail if (reading := parse_line(line)) is not None]
+    readings = [reading for line in _tail(path) if (reading := parse_line(line)) is not None]
     return readings[-1] if readings else None
 
 
