@@ -569,10 +569,8 @@ def extract_shard(job: Job) -> dict[str, int] | None:
     store = job.store(store_key)
     mine = list(enumerate(pending))[state.process_index :: state.num_processes]
     if mine:
-        reused = len(keys) - sum(len(positions) for positions in pending)
-        with Progress(sum(len(positions) for _, positions in mine)) as progress:
-            progress.note("reused", f"{100 * reused / len(keys):.0f}%")
-            compute_chunks(job, settings, state, model_dir, shard, mine, keys, store, progress)
+        reused = 1 - sum(len(positions) for positions in pending) / len(keys)
+        compute_chunks(job, settings, state, model_dir, shard, mine, keys, store, reused)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
@@ -687,10 +685,11 @@ def compute_chunks(
     mine: list[tuple[int, np.ndarray]],
     keys: Sequence[str],
     store: FeatureStore,
-    progress: Progress,
+    reused: float,
 ) -> None:
     """Run the model over this rank's chunks ``mine`` (number, positions) into ``store``,
-    counting each batch in ``progress``."""
+    reporting progress once the model is loaded (``reused``: the shard's share found
+    in the store)."""
     encoder, model = load_model(str(model_dir), settings, device=state.device)
     dim = int(model.model.config.get_text_config().hidden_size)
     batches, chunk_of_batch = [], []
@@ -705,7 +704,8 @@ def compute_chunks(
     )
     log.info("rank %d: %d chunks, %d batches on %s (%s)", state.process_index, len(mine),
              len(batches), state.device, settings.dtype)
-    with torch.inference_mode():
-        images = [0 if sample is None else len(sample.images) for sample in shard.samples]
+    images = [0 if sample is None else len(sample.images) for sample in shard.samples]
+    with torch.inference_mode(), Progress(sum(len(p) for _, p in mine)) as progress:
+        progress.note("reused", f"{100 * reused:.0f}%")
         run_chunks(model, iter(loader), chunk_of_batch, dict(mine), dim, keys, store,
                    progress, images)
