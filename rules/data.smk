@@ -51,7 +51,7 @@ rule validate_shard:
         " --shard {wildcards.shard} --num-shards {wildcards.shards}"
         " --image-root {params.image_root} --out {output.part}"
         " {params.dataset_options} {params.options} --workers {threads}"
-        " --no-progress > {log} 2>&1"
+        " > {log} 2>&1"
 
 
 rule validate:

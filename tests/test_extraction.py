@@ -44,6 +44,7 @@ from scalselect.extract.store import (
     sample_key,
     settings_key,
 )
+from scalselect.progress import parse_line
 from scalselect.settings import ExtractSettings
 
 PYTHON = sys.executable
@@ -754,3 +755,22 @@ def test_embedded_images_are_keyed_and_decoded_as_their_files(models, tmp_path: 
     warm = extract_shard(job(models, embedded, tmp_path / "warm", tmp_path / "cache"))
     assert (warm["samples_computed"], warm["samples_reused"]) == (0, 6)
     assert shard_bytes(tmp_path / "warm")[features.FEATURES] == shard_bytes(tmp_path / "files")[features.FEATURES]
+
+
+def test_a_progress_line_at_each_stored_chunk(models, tmp_path: Path, caplog) -> None:
+    dataset = write_dataset(tmp_path / "data", 8)
+    cache = tmp_path / "cache"
+    # The first 2 samples stored beforehand: 2 of 8 reused (25%), 6 to compute in 3 chunks.
+    first = tmp_path / "first" / "dataset.json"
+    shutil.copytree(dataset.parent / "img", first.parent / "img")
+    write_records(first, json.loads(dataset.read_text())[:2])
+    extract_shard(job(models, first, tmp_path / "out0", cache))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="scalselect.progress"):
+        extract_shard(job(models, dataset, tmp_path / "out", cache, chunk_size=2, batch_size=1))
+    readings = [parse_line(r.getMessage()) for r in caplog.records if r.name == "scalselect.progress"]
+    # A line at each chunk (the interval is 30 s); every sample has one image.
+    assert [(r.done, r.total, r.left) for r in readings] == [(2, 6, 4), (4, 6, 2), (6, 6, 0)]
+    assert all(r.fields["reused"] == "25%" for r in readings)
+    assert all("images" in r.fields for r in readings)
+    assert manifest_of(tmp_path / "out")["samples_reused"] == 2

@@ -4,6 +4,7 @@ are refused."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from scalselect.data.validation import (
 )
 from scalselect.data.writers import write_records
 from scalselect.io import write_json
+from scalselect.progress import parse_line
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,8 @@ def test_keeps_valid_samples_in_order(corpus, keep_text_only: bool) -> None:
     ],
 )
 def test_cli_round_trip_in_every_format(
-    corpus, tmp_path: Path, capsys: pytest.CaptureFixture, name: str, images_key: str | None
+    corpus, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture,
+    name: str, images_key: str | None,
 ) -> None:
     root, records, _, _ = corpus
     source = records if images_key is None else [to_llava(r, images_key) for r in records]
@@ -73,9 +76,13 @@ def test_cli_round_trip_in_every_format(
     common = ["--image-root", str(root), "--out", str(report), "--workers", "1", "--no-progress"]
     assert main(["validate", "--dataset", str(dataset), *common]) == 0
     capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="scalselect.progress")
     assert (
         main(["filter", "--dataset", str(dataset), "--report", str(report), "--out", str(out)]) == 0
     )
+    # Every record read is counted; the last line says so.
+    progress = [parse_line(r.getMessage()) for r in caplog.records if r.name == "scalselect.progress"]
+    assert (progress[-1].done, progress[-1].total) == (len(source), len(source))
     logged = capsys.readouterr().err
     valid = json.loads(report.read_text())
     drop = {e["index"] for e in valid["invalid"]} | set(valid["text_only"])

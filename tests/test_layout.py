@@ -16,7 +16,7 @@ MAX_FUNCTION_LINES = 60  # from the `def` line to the last line, docstring inclu
 # name is the first component under `scalselect` (a top-level module or a stage folder);
 # "" is the package's own __init__.
 LAYERS = (
-    ("", "errors", "io"),
+    ("", "errors", "io", "progress"),
     ("settings", "budgets", "methods"),
     ("config",),  # the configuration's checks: they read settings and budgets
     ("data",),
@@ -25,6 +25,7 @@ LAYERS = (
     ("select",),
     ("report",),
     ("workflow",),  # what the rules run, from the configuration
+    ("watch",),  # where a run stands, read from the workflow's files (status)
     ("demo",),  # the bundled demo and tiny models: fixtures, which may use any stage
     ("cli", "launch", "__main__"),
 )

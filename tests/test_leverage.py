@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from scalselect.cli import main
 from scalselect.extract import features
+from scalselect.progress import parse_line
 from scalselect.score import leverage
 from scalselect.score.leverage import Backend, LeverageError, Preprocessing
 
@@ -83,7 +85,10 @@ PREPS = [Preprocessing(*flags) for flags in itertools.product([True, False], rep
 
 
 @pytest.mark.parametrize("prep", PREPS, ids=lambda p: f"c{p.center:d}s{p.standardize:d}l{p.l2_normalize:d}")
-def test_scores_equal_dense_svd_for_every_preprocessing(tmp_path: Path, prep: Preprocessing) -> None:
+def test_scores_equal_dense_svd_for_every_preprocessing(
+    tmp_path: Path, prep: Preprocessing, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="scalselect.progress")
     matrix = representations()
     failed = {5, 100, 101}
     ids = [f"s{i}" for i in range(len(matrix))]
@@ -94,6 +99,10 @@ def test_scores_equal_dense_svd_for_every_preprocessing(tmp_path: Path, prep: Pr
     table, model = leverage.leverage_scores(
         leverage.open_sources(dirs), prep, 0.9, Backend("numpy"), block_rows=16
     )
+    # Every pass counts the ok rows: moments and scores, and the Gram for row-L2.
+    passes = 3 if prep.l2_normalize else 2
+    reading = parse_line(caplog.records[-1].getMessage())
+    assert (reading.done, reading.total, reading.unit) == (passes * ok.sum(),) * 2 + ("rows",)
     assert model.spectrum.k == k
     got = table.sort_values("index")
     np.testing.assert_array_equal(got["index"], np.flatnonzero(ok))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -23,6 +24,7 @@ from scalselect.cli import main
 from scalselect.data.readers import load_dataset
 from scalselect.data.records import DatasetError
 from scalselect.data.writers import copy_records, write_records
+from scalselect.progress import parse_line
 from scalselect.score import leverage
 from scalselect.select import selection
 
@@ -198,11 +200,18 @@ def test_random_baseline_does_not_depend_on_the_scores(files) -> None:
                 == selection.random_indices(table, 10, seed).tolist())
 
 
-def test_select_command_writes_top_records_unchanged_in_dataset_order(files, tmp_path: Path) -> None:
+def test_select_command_writes_top_records_unchanged_in_dataset_order(
+    files, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     dataset, scores, records, table = files
     out = tmp_path / "select/top-10.json"
+    caplog.set_level(logging.INFO, logger="scalselect.progress")
     assert main(["select", "--dataset", str(dataset), "--scores", str(scores), "--num", "10",
                  "--out", str(out)]) == 0
+    # Every record of the pool is streamed and counted (40, of which 30 scored): the
+    # total is unknown in advance.
+    progress = [parse_line(r.getMessage()) for r in caplog.records if r.name == "scalselect.progress"]
+    assert (progress[-1].done, progress[-1].total) == (40, None)
     chosen = sorted(table["index"][:10])
     assert json.loads(out.read_text()) == [records[i] for i in chosen]
     assert load_dataset(out).records == [records[i] for i in chosen]

@@ -22,6 +22,7 @@ One sequence of runs, each asserting what was submitted:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -376,6 +377,15 @@ def test_demo_on_slurm(slurm_env: dict[str, str], tmp_path: Path) -> None:
     assert (workdir / f"results/{RUN}/extract/{ok_shard}/manifest.json").exists()
     assert (workdir / f"results/{RUN}/score/partials/{ok_shard}.npz").exists()
     assert not (workdir / f"results/{RUN}/score/importance_scores.jsonl").exists()
+    # `status` tells the same from the files: the crashed shard failed, with its log.
+    found = json.loads(subprocess.run(
+        [sys.executable, "-m", "scalselect", "status", "--configfile", "config/config.yaml",
+         "--json"], cwd=workdir, capture_output=True, text=True, check=True).stdout)
+    states = {s["name"]: s for s in found["runs"][RUN]["shards"]}
+    assert states[ok_shard]["state"] == "done"
+    assert states[shard]["state"] == "failed"
+    assert states[shard]["detail"].startswith(f"results/{RUN}/logs/extract/{shard}.log: ")
+    assert found["runs"][RUN]["stages"]["extract"]["state"] == "failed"
 
     # 2. Fault removed: only that shard and what depends on it.
     result, jobs = run_profile(slurm_env, workdir)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import subprocess
 import sys
 from collections import Counter
@@ -16,11 +18,13 @@ from PIL import Image
 from scalselect.cli import main
 from scalselect.data import images, validation
 from scalselect.data.images import ImageCheck, check_image
-from scalselect.data.readers import load_dataset
+from scalselect.data.readers import load_dataset, write_index
 from scalselect.data.validation import (
     format_summary,
     validate_file,
+    validate_part,
 )
+from scalselect.progress import parse_line
 from scalselect.settings import ValidateSettings
 
 
@@ -320,43 +324,49 @@ def test_report_header_and_reason_order(tmp_path: Path) -> None:
     assert list(report["counts"].items()) == [("bad_id_type", 2), ("missing_id", 2)]
 
 
-def test_progress_bar_counts_images_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_terminal_gets_a_bar_of_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         caplog) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
     for name in "abc":
         Image.new("RGB", (32, 32)).save(tmp_path / f"{name}.png")
     chat = [{"role": "user", "content": "<image> q"}, {"role": "assistant", "content": "a"}]
-    # Four samples, three distinct images: each image is checked (and counted) once, as
-    # the records stream by (no total is known in advance).
     dataset = write_dataset(tmp_path / "d.json", [
         {"id": i, "messages": chat, "images": [f"{name}.png"]} for i, name in enumerate("abca")])
-    validate_file(dataset, tmp_path)
-    bar = capsys.readouterr().err
-    assert "images: 3img" in bar and "img/s" in bar
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with caplog.at_level(logging.INFO, logger="scalselect.progress"):
+        validate_file(dataset, tmp_path)
+    # Four records, no total known in advance (no index); a bar, not lines.
+    assert "4record" in terminal.getvalue()
+    assert not [r for r in caplog.records if r.name == "scalselect.progress"]
+    terminal.truncate(0)
     validate_file(dataset, tmp_path, progress=False)
-    assert capsys.readouterr().err == ""
+    assert terminal.getvalue().strip("\x00") == ""
 
 
-def test_summary_in_full() -> None:
-    invalid = [{"index": i, "id": f"s{i}", "reasons": ["missing_image"],
-                "details": [f"images[0] 'x{i}.jpg': gone", "second"]} for i in range(22)]
-    report = {
-        "dataset": "d.json", "format": "sharegpt", "image_root": "/img", "num_samples": 30,
-        "num_valid": 8, "num_text_only": 1, "num_invalid": 22, "num_image_files": 9,
-        "image_files": {"missing_image": 2, "ok": 7},
-        "counts": {"missing_image": 22, "duplicate_id": 3},
-        "duplicate_ids": [{"id": 1, "indices": [1, 2]}], "settings": {"allow_duplicate_ids": False},
-        "invalid": invalid, "sources": {"coco": 5, "vg": 3},
-    }
-    lines = format_summary(report).split("\n")
-    assert lines[:8] == [
-        "dataset d.json (sharegpt format), image root /img",
-        "samples: 30; valid: 8 (text-only: 1); invalid: 22",
-        "image files: 9 distinct, missing_image: 2, ok: 7",
-        "invalid samples by reason (a sample may have several):",
-        "  missing_image  22",
-        "  duplicate_id   3",
-        "repeated ids: 1",
-        "invalid samples (first 20):",
-    ]
-    assert lines[8] == "  record 0 (id 's0'): images[0] 'x0.jpg': gone; second"
-    assert lines[27] == "  record 19 (id 's19'): images[0] 'x19.jpg': gone; second"
-    assert lines[28:] == ["valid samples by source: coco 5, vg 3"]
+def test_progress_counts_records_and_images(corpus, tmp_path: Path, caplog) -> None:
+    root, records, _, _ = corpus
+    dataset = write_dataset(root / "progress.json", records)
+    images_named = sum(len(r["images"]) if isinstance(r, dict) and isinstance(r.get("images"), list)
+                       else 0 for r in records)
+    with caplog.at_level(logging.INFO, logger="scalselect.progress"):
+        validate_file(dataset, root)
+    lines = [r.getMessage() for r in caplog.records if r.name == "scalselect.progress"]
+    # A test run is shorter than the interval: the one line is the last, at the end.
+    assert len(lines) == 1
+    reading = parse_line(lines[0])
+    assert (reading.done, reading.total) == (len(records), None)  # no index: total unknown
+    assert ("images" in reading.fields) == (images_named > 0)
+    # A shard read through the index knows its total.
+    index = write_index(dataset, tmp_path / "index.npz")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="scalselect.progress"):
+        validate_part(dataset, root, index=index)
+    reading = parse_line(caplog.records[-1].getMessage())
+    assert (reading.done, reading.total, reading.left) == (len(records), len(records), 0)
+    caplog.clear()
+    validate_file(dataset, root, progress=False)
+    assert not [r for r in caplog.records if r.name == "scalselect.progress"]

@@ -44,6 +44,7 @@ COMMANDS = {
     "plot-methods": "plot_methods",
     "plot-layers": "plot_layers",
     "browse": "browse",
+    "status": "status",
 }
 
 

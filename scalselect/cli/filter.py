@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from scalselect.data.writers import copy_records
     from scalselect.errors import UserError
     from scalselect.io import file_digest
+    from scalselect.progress import Progress
 
     keep = settings.from_arguments(FilterSettings, args)
     report = load_report(args.report)
@@ -70,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     def matches(count: int, sha256: str | None) -> None:
         check_report_matches(report, args.dataset, count, digest or sha256)
 
-    copy_records(args.dataset, args.out, drop=drop, finish=matches, index=args.index)
+    with Progress(report["num_samples"], "records") as progress:
+        copy_records(args.dataset, args.out, drop=drop, finish=matches, index=args.index,
+                     progress=progress)
     print(f"kept {kept} of {report['num_samples']} samples -> {args.out}", file=sys.stderr)
     for reason, count in removed.items():
         print(f"  removed {count:>8}  {reason}", file=sys.stderr)

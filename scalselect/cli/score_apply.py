@@ -36,13 +36,14 @@ def shard_scores(
     their order: columns ``index``, ``id``, ``importance``."""
     import pandas as pd
 
+    from scalselect.progress import Progress
     from scalselect.score import leverage
 
     backend = leverage.Backend(args.backend)
-    parts = [
-        leverage.score_source(source, model, backend, block_rows(args))
-        for source in leverage.open_sources(paths)
-    ]
+    sources = leverage.open_sources(paths)
+    with Progress(sum(source.rows for source in sources), "rows") as progress:
+        parts = [leverage.score_source(source, model, backend, block_rows(args), progress)
+                 for source in sources]
     return pd.concat(parts, ignore_index=True)
 
 

@@ -20,12 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scalselect.progress import Progress
     from scalselect.score import leverage
 
     backend = leverage.Backend(args.backend)
-    parts = [
-        leverage.source_moments(source, backend, block_rows(args))
-        for source in leverage.open_sources(args.features)
-    ]
+    sources = leverage.open_sources(args.features)
+    with Progress(sum(source.rows for source in sources), "rows") as progress:
+        parts = [leverage.source_moments(source, backend, block_rows(args), progress)
+                 for source in sources]
     leverage.merge_moments(parts).save(args.out)
     return 0

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from scalselect.budgets import resolve_budget
     from scalselect.data.writers import copy_records
+    from scalselect.progress import Progress
     from scalselect.select import card, selection
 
     check = None
@@ -57,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
         indices = selection.top_indices(scores, n)
     importance = scores.set_index("index")["importance"] if args.card else None
     del scores
-    copy_records(args.dataset, args.out, keep=indices, check=check,
-                 finish=None if check is None else check.finish)
+    # The dataset holds unscored records too (extraction failures): its size is unknown.
+    with Progress(None, "records") as progress:
+        copy_records(args.dataset, args.out, keep=indices, check=check,
+                     finish=None if check is None else check.finish, progress=progress)
     card.from_arguments(args, indices, importance, "random" if args.random else "scalselect",
                         n, args.seed if args.random else None)
     logging.getLogger(__name__).info(

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from scalselect.data.writers import copy_records
     from scalselect.errors import UserError
     from scalselect.io import atomic_write
+    from scalselect.progress import Progress
     from scalselect.select import baselines, card, selection
 
     if args.out.resolve() == args.picks.resolve():
@@ -51,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     index, picks = pick(inputs, args.num, n, scores, args.scores)
     table = baselines.picks_table(index, picks, scores.set_index("index")["id"])
     check = selection.ScoresCheck(args.scores, args.dataset)
-    copy_records(args.dataset, args.out, keep=table["index"].to_numpy(), check=check,
-                 finish=check.finish)
+    with Progress(None, "records") as progress:  # scored records are only some of them
+        copy_records(args.dataset, args.out, keep=table["index"].to_numpy(), check=check,
+                     finish=check.finish, progress=progress)
     with atomic_write(args.picks, "wb") as handle:
         table.to_parquet(handle, index=False)
     card.from_arguments(args, table["index"].to_numpy(), scores.set_index("index")["importance"],

@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=len(os.sched_getaffinity(0)),
         help="Processes checking images (default: the available cores).",
     )
-    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="No progress lines (in a log) or bar (on a terminal).")
 
 
 def settings_of(args: argparse.Namespace) -> ValidateSettings:

@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from scalselect.progress import Progress
 from scalselect.settings import ValidateSettings
 
 # Images per task sent to a worker: large enough to amortise the inter-process traffic.
@@ -155,8 +156,10 @@ class ImageChecker:
         """Images worth checking at once: a chunk for each worker."""
         return CHUNK * self.workers
 
-    def check(self, sources: Sequence[str | bytes], bar: Any = None) -> Iterator[ImageCheck]:
-        """The check of each path or image bytes, in order."""
+    def check(
+        self, sources: Sequence[str | bytes], progress: Progress | None = None
+    ) -> Iterator[ImageCheck]:
+        """The check of each path or image bytes, in order (counted in ``progress``)."""
         chunks = [(list(sources[i : i + CHUNK]), self.limits) for i in range(0, len(sources), CHUNK)]
         mapper: Callable[..., Iterable[list[ImageCheck]]] = map
         if self.workers > 1 and len(chunks) > 1:
@@ -167,6 +170,6 @@ class ImageChecker:
                 self._pool = self._stack.enter_context(context.Pool(self.workers))
             mapper = self._pool.imap
         for (chunk, _), checks in zip(chunks, mapper(_check_chunk, chunks)):
-            if bar is not None:
-                bar.update(len(chunk))
+            if progress is not None:
+                progress.update(images=len(chunk))
             yield from checks

@@ -49,7 +49,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -58,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from scalselect.data.images import ImageChecker
 from scalselect.data.index import DatasetIndex, shard_range
@@ -76,6 +74,7 @@ from scalselect.data.records import (
     resolve_image,
 )
 from scalselect.data.validation_part import INVALID, OUTCOMES, TEXT_ONLY, Finding, Part
+from scalselect.progress import Progress
 from scalselect.settings import ValidateSettings
 
 REPORT_VERSION = 1
@@ -144,7 +143,7 @@ def validate_part(
     workers : int
         Processes checking images.
     progress : bool
-        A progress bar of the images checked, on stderr.
+        Report records checked and images/s (:class:`scalselect.progress.Progress`).
     stats : ReadStats, optional
         Filled by the stream (a one-shard validation builds the index from it).
 
@@ -159,10 +158,10 @@ def validate_part(
         mix formats, or a parquet file has no conversations column.
     """
     path = Path(path)
-    start, records = _shard_records(path, fmt, source_field, index, shard, num_shards, stats)
-    forced = None if fmt == "auto" else FORMATS[fmt]
-    vote = FormatVote(path)
-    with _PartState(start, image_root, settings, workers, progress) as state:
+    start, stop, records = _shard_records(path, fmt, source_field, index, shard, num_shards,
+                                          stats)
+    forced, vote = None if fmt == "auto" else FORMATS[fmt], FormatVote(path)
+    with _PartState(start, stop, image_root, settings, workers, progress) as state:
         for number, record in records:
             state.add(number, record, *_inspect(number, record, forced, vote, source_field))
     return state.part(vote)
@@ -176,9 +175,10 @@ def _shard_records(
     shard: int,
     num_shards: int,
     stats: ReadStats | None,
-) -> tuple[int, Iterator[tuple[int, Any]]]:
-    """The first record number of a shard and the stream of its records (parquet: only
-    the columns validation reads), once the format name and the index are checked."""
+) -> tuple[int, int | None, Iterator[tuple[int, Any]]]:
+    """The first record number of a shard, the one after its last (``None`` without
+    an index) and the stream of its records (parquet: only the columns validation
+    reads), once the format name and the index are checked."""
     check_format_name(fmt)
     if index is None and num_shards > 1:
         raise ValueError("a sharded validation needs the dataset's index")
@@ -188,7 +188,7 @@ def _shard_records(
         indices = shard_range(index.count, shard, num_shards)
         start, stop = indices.start, indices.stop
     columns = _parquet_columns(path, fmt, source_field) if file_kind(path) == "parquet" else None
-    return start, iter_records(path, start, stop, index=index, columns=columns, stats=stats)
+    return start, stop, iter_records(path, start, stop, index=index, columns=columns, stats=stats)
 
 
 def _inspect(
@@ -223,6 +223,7 @@ class _PartState:
     def __init__(
         self,
         start: int,
+        stop: int | None,
         image_root: str | os.PathLike,
         settings: ValidateSettings,
         workers: int,
@@ -233,8 +234,8 @@ class _PartState:
         self.checker = ImageChecker(
             workers, settings.decode_images, settings.min_image_side, settings.max_aspect_ratio
         )
-        self.bar = tqdm(desc="images", unit="img", file=sys.stderr, disable=not progress,
-                        mininterval=1.0)
+        total = None if stop is None else stop - start
+        self.progress = Progress(total, "records") if progress else None
         self.findings: dict[int, Finding] = {}
         self.flags, self.sources = array("B"), array("i")
         self.labels: dict[str, int] = {}
@@ -253,7 +254,6 @@ class _PartState:
 
     def __enter__(self) -> _PartState:
         self.checker.__enter__()
-        self.bar.__enter__()
         return self
 
     def __exit__(self, kind: Any, *exc: Any) -> None:
@@ -261,7 +261,8 @@ class _PartState:
             if kind is None:
                 self.flush()
         finally:
-            self.bar.__exit__(None, None, None)
+            if self.progress is not None:
+                self.progress.close()
             self.checker.__exit__()
 
     def add(
@@ -274,6 +275,8 @@ class _PartState:
         alternatives: dict[str, list[Problem]] | None,
     ) -> None:
         """Record what the checks of one record found; its images are queued."""
+        if self.progress is not None:
+            self.progress.update(1)
         finding = Finding(_report_id(record), problems)
         if isinstance(record, dict):
             self._check_id(record, number, finding)
@@ -336,7 +339,7 @@ class _PartState:
         """Check the queued images and give the waiting records their outcomes."""
         if self.unchecked:
             sources = [source for _, source in self.unchecked]
-            for (code, _), check in zip(self.unchecked, self.checker.check(sources, self.bar)):
+            for (code, _), check in zip(self.unchecked, self.checker.check(sources, self.progress)):
                 self.outcomes[code] = OUTCOMES.index(check.reason or "ok")
                 if check.reason is not None:
                     self.details[code] = check.detail

@@ -29,6 +29,7 @@ from scalselect.data.readers import (
 )
 from scalselect.data.records import DatasetError
 from scalselect.io import atomic_write
+from scalselect.progress import Progress
 
 # Bytes of rows buffered per row group of a parquet file written here.
 ROW_GROUP_BYTES = 64 << 20
@@ -158,6 +159,7 @@ def copy_records(
     check: Callable[[int, Any], None] | None = None,
     finish: Callable[[int, str | None], None] | None = None,
     index: str | os.PathLike | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Stream ``source`` and write some of its records to ``out`` as they come,
     unchanged and in dataset order: those at the dataset indices ``keep``, or all but
@@ -169,7 +171,7 @@ def copy_records(
     nothing is written then. A parquet ``source`` gives a parquet ``out`` with the same
     schema; JSON kinds may be written as either JSON kind. With ``index``, the
     :class:`DatasetIndex` of ``out`` is written there (:class:`RecordWriter`). Memory:
-    one block or row batch, and the indices.
+    one block or row batch, and the indices. ``progress`` counts the records read.
 
     Raises ``DatasetError`` when ``keep`` names an index beyond the records of
     ``source``, or for parquet written from (or to) another kind.
@@ -186,9 +188,9 @@ def copy_records(
     stats = ReadStats()
     with RecordWriter(out, schema_of=source, index=index) as writer:
         if writer.kind == "parquet":
-            count = _copy_rows(Path(source), writer, chosen, wanted, check)
+            count = _copy_rows(Path(source), writer, chosen, wanted, check, progress)
         else:
-            count = _copy_json(source, writer, chosen, wanted, check, stats)
+            count = _copy_json(source, writer, chosen, wanted, check, stats, progress)
         if finish is not None:
             finish(count, stats.sha256)
         if len(chosen) and (chosen[0] < 0 or chosen[-1] >= count):
@@ -205,6 +207,7 @@ def _copy_rows(
     chosen: np.ndarray,
     wanted: bool,
     check: Callable[[int, Any], None] | None,
+    progress: Progress | None,
 ) -> int:
     """Write the rows of a parquet ``source`` that ``chosen`` lists (``wanted``) or does
     not list, a row batch at a time (see :func:`copy_records`); the number of rows read."""
@@ -222,6 +225,8 @@ def _copy_rows(
         if mask.any():
             writer.write_rows(batch.filter(mask))
         count = first + rows
+        if progress is not None:
+            progress.update(rows)
     return count
 
 
@@ -232,6 +237,7 @@ def _copy_json(
     wanted: bool,
     check: Callable[[int, Any], None] | None,
     stats: ReadStats,
+    progress: Progress | None,
 ) -> int:
     """Write the records of a JSON or JSON Lines ``source`` that ``chosen`` lists
     (``wanted``) or does not list, one at a time (see :func:`copy_records`); the number
@@ -246,5 +252,7 @@ def _copy_json(
         if listed == wanted:
             writer.write(record)
         count = number + 1
+        if progress is not None:
+            progress.update(1)
     return count
 

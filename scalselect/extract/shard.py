@@ -95,6 +95,7 @@ from scalselect.extract.store import (
     shard_keys,
 )
 from scalselect.io import atomic_write, file_digest, kill_point, write_json
+from scalselect.progress import Progress
 from scalselect.settings import ExtractSettings, declared
 
 log = logging.getLogger(__name__)
@@ -456,11 +457,15 @@ def run_chunks(
     dim: int,
     keys: Sequence[str],
     store: FeatureStore,
+    progress: Progress,
+    images: Sequence[int],
 ) -> None:
     """Consume the loader's batches, storing each chunk as a pack as soon as it is full.
 
     ``chunks`` maps each chunk number to its positions, ``keys[p]`` is the store key of
-    position ``p``; only the chunks in progress are held in memory.
+    position ``p`` and ``images[p]`` its number of images; only the chunks in progress
+    are held in memory. ``progress`` counts the samples and images of each batch and
+    logs a line at each stored chunk.
     """
     buffers: dict[int, ChunkBuffer] = {}
     for chunk, loaded in zip(chunk_of_batch, loader, strict=True):
@@ -482,11 +487,21 @@ def run_chunks(
                        status=result.status, detail=result.detail, n_vision=result.n_vision,
                        n_kept=result.n_kept, seq_len=result.seq_len,
                        truncated=bool(result.truncated))
+        progress.update(len(loaded.items), images=sum(images[i.position] for i in loaded.items))
         if buffer.complete:
             name = store.write_pack(buffer.table(), buffer.matrix)
             del buffers[chunk]
             log.info("chunk %d stored (%d samples, pack %s)", chunk, len(buffer.slot), name)
+            note_peak_memory(progress)
+            progress.report()
             kill_point("SCALSELECT_TEST_KILL_AFTER_PACKS")
+
+
+def note_peak_memory(progress: Progress) -> None:
+    """On CUDA, the peak GPU memory allocated so far as the line's ``gpu-peak`` field."""
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        progress.note("gpu-peak", f"{peak:.2f} GiB")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -554,7 +569,8 @@ def extract_shard(job: Job) -> dict[str, int] | None:
     store = job.store(store_key)
     mine = list(enumerate(pending))[state.process_index :: state.num_processes]
     if mine:
-        compute_chunks(job, settings, state, model_dir, shard, mine, keys, store)
+        reused = 1 - sum(len(positions) for positions in pending) / len(keys)
+        compute_chunks(job, settings, state, model_dir, shard, mine, keys, store, reused)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
@@ -669,8 +685,11 @@ def compute_chunks(
     mine: list[tuple[int, np.ndarray]],
     keys: Sequence[str],
     store: FeatureStore,
+    reused: float,
 ) -> None:
-    """Run the model over this rank's chunks ``mine`` (number, positions) into ``store``."""
+    """Run the model over this rank's chunks ``mine`` (number, positions) into ``store``,
+    reporting progress once the model is loaded (``reused``: the shard's share found
+    in the store)."""
     encoder, model = load_model(str(model_dir), settings, device=state.device)
     dim = int(model.model.config.get_text_config().hidden_size)
     batches, chunk_of_batch = [], []
@@ -685,5 +704,8 @@ def compute_chunks(
     )
     log.info("rank %d: %d chunks, %d batches on %s (%s)", state.process_index, len(mine),
              len(batches), state.device, settings.dtype)
-    with torch.inference_mode():
-        run_chunks(model, iter(loader), chunk_of_batch, dict(mine), dim, keys, store)
+    images = [0 if sample is None else len(sample.images) for sample in shard.samples]
+    with torch.inference_mode(), Progress(sum(len(p) for _, p in mine)) as progress:
+        progress.note("reused", f"{100 * reused:.0f}%")
+        run_chunks(model, iter(loader), chunk_of_batch, dict(mine), dim, keys, store,
+                   progress, images)

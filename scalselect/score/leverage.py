@@ -42,6 +42,7 @@ import pandas as pd
 from scalselect.errors import UserError
 from scalselect.extract import features
 from scalselect.io import atomic_write, write_json
+from scalselect.progress import Progress
 from scalselect.settings import ScoreSettings, value_problems
 
 log = logging.getLogger(__name__)
@@ -230,8 +231,11 @@ def open_sources(paths: Sequence[str | os.PathLike]) -> list[Source]:
     return sources
 
 
-def _checked_blocks(source: Source, block_rows: int) -> Iterator[Block]:
-    """The source's blocks; raises ``LeverageError`` at the first non-finite value."""
+def _checked_blocks(
+    source: Source, block_rows: int, progress: Progress | None = None
+) -> Iterator[Block]:
+    """The source's blocks, each counted in ``progress`` once used; raises
+    ``LeverageError`` at the first non-finite value."""
     for block in source.blocks(block_rows):
         finite = np.isfinite(block.matrix).all(axis=1)
         if not finite.all():
@@ -241,6 +245,8 @@ def _checked_blocks(source: Source, block_rows: int) -> Iterator[Block]:
                 f"{block.index[row]} (id {block.ids[row]!r})"
             )
         yield block
+        if progress is not None:
+            progress.update(len(block.matrix))
 
 
 # --------------------------------------------------------------------------- moments
@@ -286,11 +292,13 @@ class Moments:
 
 
 def source_moments(
-    source: Source, backend: Backend, block_rows: int = BLOCK_ROWS
+    source: Source, backend: Backend, block_rows: int = BLOCK_ROWS,
+    progress: Progress | None = None,
 ) -> Moments:
-    """The moments of a source's rows, streamed block by block in float64."""
+    """The moments of a source's rows, streamed block by block in float64 (the rows
+    counted in ``progress``)."""
     count, mean, scatter = 0, None, None
-    for block in _checked_blocks(source, block_rows):
+    for block in _checked_blocks(source, block_rows, progress):
         rows = backend.array(block.matrix)
         block_mean = rows.mean(0)
         centred = rows - block_mean
@@ -365,12 +373,12 @@ def preprocessed_gram(moments: Moments, transform: Transform) -> np.ndarray:
 
 def streamed_gram(
     sources: Sequence[Source], transform: Transform, backend: Backend,
-    block_rows: int = BLOCK_ROWS,
+    block_rows: int = BLOCK_ROWS, progress: Progress | None = None,
 ) -> np.ndarray:
     """``G~ = R~^T R~`` accumulated in float64 over every block of every source."""
     gram = None
     for source in sources:
-        for block in _checked_blocks(source, block_rows):
+        for block in _checked_blocks(source, block_rows, progress):
             rows = transform.apply(block.matrix, backend)
             gram = rows.T @ rows if gram is None else gram + rows.T @ rows
     return backend.numpy(gram)
@@ -479,8 +487,10 @@ class Model:
 def fit(
     moments: Moments, prep: Preprocessing, sv_threshold: float, backend: Backend,
     sources: Sequence[Source] = (), block_rows: int = BLOCK_ROWS,
+    progress: Progress | None = None,
 ) -> Model:
-    """The scoring model from the merged moments (and, for row-L2, a pass over ``sources``)."""
+    """The scoring model from the merged moments (and, for row-L2, a pass over
+    ``sources``, counted in ``progress``)."""
     if moments.count < 2:
         raise LeverageError(f"need at least 2 representations to score, got {moments.count}")
     problems = value_problems(ScoreSettings, sv_threshold=sv_threshold)
@@ -490,7 +500,7 @@ def fit(
     if prep.l2_normalize:
         if not sources:
             raise ValueError("row L2 normalisation needs the sources for a second pass")
-        gram = streamed_gram(sources, transform, backend, block_rows)
+        gram = streamed_gram(sources, transform, backend, block_rows, progress)
     else:
         gram = preprocessed_gram(moments, transform)
     model = Model(transform, spectrum(gram, sv_threshold, backend), prep, moments.count)
@@ -509,9 +519,11 @@ SCORE_COLUMNS = ("index", "id", "importance")
 
 
 def score_source(
-    source: Source, model: Model, backend: Backend, block_rows: int = BLOCK_ROWS
+    source: Source, model: Model, backend: Backend, block_rows: int = BLOCK_ROWS,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """Leverage scores of a source's rows: columns ``index``, ``id`` (JSON), ``importance``."""
+    """Leverage scores of a source's rows: columns ``index``, ``id`` (JSON), ``importance``
+    (the rows counted in ``progress``)."""
     if source.dim != len(model.transform.shift):
         raise LeverageError(
             f"{source.name}: dimension {source.dim} differs from the model's "
@@ -519,7 +531,7 @@ def score_source(
         )
     basis = backend.array(model.spectrum.basis)
     index, ids, scores = [], [], []
-    for block in _checked_blocks(source, block_rows):
+    for block in _checked_blocks(source, block_rows, progress):
         projected = model.transform.apply(block.matrix, backend) @ basis
         scores.append(backend.numpy((projected * projected).sum(1)))
         index.append(block.index)
@@ -573,10 +585,14 @@ def leverage_scores(
     sources: Sequence[Source], prep: Preprocessing, sv_threshold: float,
     backend: Backend, block_rows: int = BLOCK_ROWS,
 ) -> tuple[pd.DataFrame, Model]:
-    """Ranked leverage scores of all sources in one process (moments, fit, scores)."""
-    moments = merge_moments([source_moments(s, backend, block_rows) for s in sources])
-    model = fit(moments, prep, sv_threshold, backend, sources, block_rows)
-    parts = [score_source(s, model, backend, block_rows) for s in sources]
+    """Ranked leverage scores of all sources in one process (moments, fit, scores),
+    reporting the rows of every pass: moments, scores and, for row-L2, the Gram."""
+    passes = 3 if prep.l2_normalize else 2
+    with Progress(passes * sum(source.rows for source in sources), "rows") as progress:
+        moments = merge_moments([source_moments(s, backend, block_rows, progress)
+                                 for s in sources])
+        model = fit(moments, prep, sv_threshold, backend, sources, block_rows, progress)
+        parts = [score_source(s, model, backend, block_rows, progress) for s in sources]
     return rank_scores(parts), model
 
 
