@@ -11,6 +11,8 @@
 # All state (configs, database, spool, logs, pid files) lives in $SCALSELECT_SLURM_STATE
 # (default /tmp/scalselect-slurm); Slurm's commands find the cluster through SLURM_CONF.
 set -euo pipefail
+# The daemons and runuser live in the system folders, which a minimal PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${SCALSELECT_SLURM_STATE:-/tmp/scalselect-slurm}
