@@ -224,3 +224,17 @@ def test_the_hand_card_agrees_with_the_digests_module(pool: dict) -> None:
 
     ours = [record_digest(s) for _, s, _ in iter_samples(pool["dataset"])]
     assert ours == [digest_of_record(r) for r in pool["records"]]
+
+
+def test_both_passes_over_the_copy_report_progress(
+    pool: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """apply reads the whole copy twice (match, then write): each pass logs its records."""
+    copy = pool["dir"] / "copy.jsonl"
+    write_lines(copy, shuffled(pool["records"]))
+    with caplog.at_level("INFO", logger="scalselect.progress"):
+        assert apply(pool["card"], "--dataset", copy, "--out", pool["dir"] / "out.jsonl") == 0
+    found = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress: ")]
+    n = len(pool["records"])
+    assert any(line.startswith(f"progress: {n} records,") for line in found), found
+    assert any(line.startswith(f"progress: {n}/{n} records (100.0%)") for line in found), found

@@ -33,6 +33,7 @@ from scalselect.data.writers import copy_records
 from scalselect.errors import UserError
 from scalselect.extract import features
 from scalselect.io import write_json
+from scalselect.progress import Progress
 from scalselect.select.card import CardError, data_fingerprints, read_card
 from scalselect.select.digests import (
     BATCH,
@@ -176,8 +177,10 @@ def apply_card(card_path: str | os.PathLike, dataset: str | os.PathLike,
     card = read_card(card_path)
     dataset, out = Path(dataset), Path(out)
     matcher = _Matcher(card, image_root)
-    for _, record, sample, _ in iter_inspected(dataset, fmt):
-        matcher.add(record, sample)
+    with Progress(None, "records") as progress:  # the first pass: match by digest
+        for _, record, sample, _ in iter_inspected(dataset, fmt):
+            matcher.add(record, sample)
+            progress.update(1)
     match = matcher.finish()
     facts = card["dataset"]
     if (not len(match.keep) and not match.images and card["selection"]["n"]
@@ -189,7 +192,9 @@ def apply_card(card_path: str | os.PathLike, dataset: str | os.PathLike,
             " and none of the selected ones")
     if match.problems and not allow_missing:
         raise ApplyRefused(_refusal(card, dataset, out, match))
-    copy_records(dataset, out, keep=np.sort(np.array(match.keep, dtype=np.int64)))
+    with Progress(match.fingerprint.count, "records") as progress:  # the second: write
+        copy_records(dataset, out, keep=np.sort(np.array(match.keep, dtype=np.int64)),
+                     progress=progress)
     content = report(card, dataset, match)
     if allow_missing:
         write_json(missing_report_path(out), content)

@@ -46,6 +46,7 @@ from scalselect.errors import UserError
 from scalselect.extract import features
 from scalselect.extract.store import image_digests
 from scalselect.io import atomic_write
+from scalselect.progress import Progress
 
 # The key of the digests table's parquet metadata holding the dataset's facts.
 TABLE_META = b"scalselect.dataset"
@@ -155,9 +156,11 @@ def dataset_facts(
     """What identifies a dataset file, in one streaming pass: its name (not its folder),
     file and record formats, record count, SHA-256 and content fingerprint."""
     vote, stats, fingerprint = FormatVote(path), ReadStats(), Fingerprint()
-    for _, record, sample, _ in iter_inspected(path, fmt, source_field=source_field,
-                                               vote=vote, stats=stats):
-        fingerprint.add(digest_of(record, sample))
+    with Progress(None, "records") as progress:
+        for _, record, sample, _ in iter_inspected(path, fmt, source_field=source_field,
+                                                   vote=vote, stats=stats):
+            fingerprint.add(digest_of(record, sample))
+            progress.update(1)
     return {
         "name": Path(path).name,
         "file_format": file_kind(path),
@@ -222,11 +225,12 @@ def write_digest_table(
                         ("images", pa.list_(pa.string())), ("source", pa.string())])
     facts = {"dataset": dataset_facts(dataset, fmt, source_field)}
     stats, fingerprint = ReadStats(), Fingerprint()
-    with atomic_write(out, "wb") as handle:
+    with atomic_write(out, "wb") as handle, Progress(None, "records") as progress:
         with pq.ParquetWriter(handle, schema) as writer:
             for table in _table_batches(Path(filtered), fmt, image_root, source_field, stats,
                                         fingerprint):
                 writer.write_table(pa.Table.from_pandas(table, schema, preserve_index=False))
+                progress.update(len(table), images=int(table["images"].map(len).sum()))
             facts["pool"] = {"records": fingerprint.count, "sha256": stats.digest(filtered),
                              "fingerprint": fingerprint.hex, "source_field": source_field}
             writer.add_key_value_metadata({TABLE_META: json.dumps(facts, sort_keys=True)})
