@@ -11,9 +11,16 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from scalselect.config import problem_report, schema_problems, shard_group_problems
+from scalselect.select.export import EXPORTS
 from scalselect.select.selection import read_scores
 from scalselect.settings import result_keys
-from scalselect.workflow import SCORE_THREADS, Plan, cli_option, features_mem_mb
+from scalselect.workflow import (
+    KMEANS_KEYS,
+    SCORE_THREADS,
+    Plan,
+    cli_option,
+    features_mem_mb,
+)
 
 # A run overrides the stage sections key by key: what the user wrote, before defaults.
 _overrides = copy.deepcopy(config.get("runs") or {})

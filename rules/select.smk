@@ -161,7 +161,7 @@ rule select_kmeans_clusters:
     resources:
         mem_mb=shards_mem_mb,
     params:
-        options=cli_options("select", "kmeans_clusters", "kmeans_seed"),
+        options=cli_options("select", *KMEANS_KEYS),
     shell:
         "python -m scalselect kmeans-clusters --features {input.shards} --model {input.model}"
         " --scores {input.scores} {params.options} --out {output.clusters} > {log} 2>&1"
@@ -208,7 +208,7 @@ rule select_export:
         "results/{run}/benchmarks/export/top-{N}-{format}.tsv"
     wildcard_constraints:
         N=r"[1-9]\d*",
-        format="llava|sharegpt|ids",
+        format="|".join(EXPORTS),
     conda:
         "../envs/data.yaml"
     params:

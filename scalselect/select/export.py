@@ -32,8 +32,10 @@ from scalselect.data.records import Sample
 from scalselect.data.writers import RecordWriter
 from scalselect.errors import UserError
 from scalselect.io import atomic_directory, write_json
+from scalselect.settings import SelectSettings, declared
 
-EXPORTS = ("llava", "sharegpt", "ids")
+# The formats, as declared for `select.export`.
+EXPORTS = declared(SelectSettings)["export"].choices
 IMAGES_DIR = "images"
 LLAVA_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}
 # LLaMA-Factory's description of a messages file (its dataset_info.json entry).
