@@ -12,7 +12,7 @@ from snakemake.utils import validate
 
 from scalselect.config import problem_report, schema_problems, shard_group_problems
 from scalselect.select.export import EXPORTS
-from scalselect.select.selection import read_scores
+from scalselect.select.selection import scored_count
 from scalselect.settings import result_keys
 from scalselect.workflow import (
     KMEANS_KEYS,
@@ -82,7 +82,7 @@ for run in RUNS:
 
 def scored(run):
     """The run's number of scored samples, once checkpoint `cur` has run."""
-    n_scored = len(read_scores(checkpoints.cur.get(run=run).output.table))
+    n_scored = scored_count(checkpoints.cur.get(run=run).output.table)
     warn_kmeans_budgets(run, n_scored)
     return n_scored
 

@@ -492,3 +492,11 @@ def test_new_rank_threshold_reuses_the_partials(scored_workflow: Path, tmp_path:
     # rescores and reranks.
     assert "extract" not in jobs and "filter" not in jobs
     assert jobs["cur"] == 1
+
+
+def test_the_scored_count_is_the_tables_rows(tmp_path: Path) -> None:
+    """What the workflow resolves percentages against, read from the table's footer."""
+    path = tmp_path / "scores.parquet"
+    pd.DataFrame({"index": range(7), "importance": np.linspace(1, 0, 7)}).to_parquet(
+        path, row_group_size=3)
+    assert selection.scored_count(path) == 7

@@ -50,6 +50,14 @@ def read_scores(
     return table.sort_values("rank", kind="stable").reset_index(drop=True)
 
 
+def scored_count(path: str | os.PathLike) -> int:
+    """The number of scored samples of a ``scores.parquet``, from its footer: the
+    workflow asks it for every selection job, and the table itself is 10M rows at scale."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 class ScoresCheck:
     """Checks, as the dataset streams by, that every scored sample's dataset index holds
     a record with the scored id (``scores.parquet`` carries the ids of the dataset it
