@@ -113,6 +113,7 @@ def extract_setting(key):
 
 
 filtered_dataset = per_run(PLAN.filtered_path)
+dataset_inputs = per_run(PLAN.dataset_inputs)
 filtered_index = per_run(PLAN.filtered_index)
 model_input = per_run(PLAN.model_inputs)
 validate_parts = per_run(PLAN.validate_parts)

@@ -6,7 +6,7 @@
 # whatever the number of shards; repeated ids are found across the whole dataset).
 rule validate_index:
     input:
-        dataset=run_value("dataset"),
+        dataset=dataset_inputs,
     output:
         index="results/{run}/validate/index.npz",
     log:
@@ -15,14 +15,18 @@ rule validate_index:
         "results/{run}/benchmarks/validate/index.tsv"
     conda:
         "../envs/data.yaml"
+    params:
+        dataset=run_value("dataset"),
+        # A remote dataset's size and ETag (or version): a changed object reruns the run.
+        version=per_run(PLAN.dataset_version),
     shell:
-        "python -m scalselect validate-index --dataset {input.dataset}"
+        "python -m scalselect validate-index --dataset {params.dataset:q}"
         " --out {output.index} > {log} 2>&1"
 
 
 rule validate_shard:
     input:
-        dataset=run_value("dataset"),
+        dataset=dataset_inputs,
         index="results/{run}/validate/index.npz",
     output:
         part="results/{run}/validate/parts/shard-{shard}-of-{shards}.npz",
@@ -37,6 +41,7 @@ rule validate_shard:
         "../envs/data.yaml"
     threads: 8
     params:
+        dataset=run_value("dataset"),
         image_root=run_value("image_root"),
         dataset_options=run_options("format", "source_field"),
         # Not allow_duplicate_ids: repeated ids are found across shards, by the merge.
@@ -47,7 +52,7 @@ rule validate_shard:
             "max_aspect_ratio",
         ),
     shell:
-        "python -m scalselect validate --dataset {input.dataset} --index {input.index}"
+        "python -m scalselect validate --dataset {params.dataset:q} --index {input.index}"
         " --shard {wildcards.shard} --num-shards {wildcards.shards}"
         " --image-root {params.image_root} --out {output.part}"
         " {params.dataset_options} {params.options} --workers {threads}"
@@ -56,7 +61,7 @@ rule validate_shard:
 
 rule validate:
     input:
-        dataset=run_value("dataset"),
+        dataset=dataset_inputs,
         index="results/{run}/validate/index.npz",
         parts=validate_parts,
     output:
@@ -68,11 +73,12 @@ rule validate:
     conda:
         "../envs/data.yaml"
     params:
+        dataset=run_value("dataset"),
         image_root=run_value("image_root"),
         dataset_options=run_options("format"),
         options=cli_options("validate", *result_keys("validate")),
     shell:
-        "python -m scalselect validate-merge --dataset {input.dataset}"
+        "python -m scalselect validate-merge --dataset {params.dataset:q}"
         " --index {input.index} --parts {input.parts}"
         " --image-root {params.image_root} --out {output.report}"
         " {params.dataset_options} {params.options} > {log} 2>&1"
@@ -80,7 +86,7 @@ rule validate:
 
 rule filter:
     input:
-        dataset=run_value("dataset"),
+        dataset=dataset_inputs,
         report="results/{run}/validate/report.json",
     output:
         # The dataset's file format: JSON Lines, parquet or a JSON array
@@ -102,9 +108,10 @@ rule filter:
         budgets=per_run(lambda run: shlex.join(map(str, PLAN.budgets(run)))),
         extract_shards=extract_setting("shards"),
     params:
+        dataset=run_value("dataset"),
         options=cli_options("filter", *result_keys("filter")),
     shell:
-        "python -m scalselect filter --dataset {input.dataset}"
+        "python -m scalselect filter --dataset {params.dataset:q}"
         " --report {input.report} --out {output.dataset} --index {output.index}"
         " {params.options}"
         " --budgets {resources.budgets} --extract-shards {resources.extract_shards}"

@@ -13,7 +13,7 @@
 # The content digests of the run's records, once per run, for the cards.
 rule select_digests:
     input:
-        dataset=run_value("dataset"),
+        dataset=dataset_inputs,
         filtered=filtered_dataset,
     output:
         digests="results/{run}/select/digests.parquet",
@@ -24,11 +24,12 @@ rule select_digests:
     conda:
         "../envs/data.yaml"
     params:
+        dataset=run_value("dataset"),
         image_root=run_value("image_root"),
-        dataset=run_options("format", "source_field"),
+        dataset_options=run_options("format", "source_field"),
     shell:
-        "python -m scalselect digests --dataset {input.dataset} --filtered {input.filtered}"
-        " --image-root {params.image_root} {params.dataset} --out {output.digests}"
+        "python -m scalselect digests --dataset {params.dataset:q} --filtered {input.filtered}"
+        " --image-root {params.image_root} {params.dataset_options} --out {output.digests}"
         " > {log} 2>&1"
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from scalselect.budgets import Budget, BudgetError
+from scalselect.locations import check, is_url
 
 WORKFLOW_MADE = "resources/"
 
@@ -220,15 +221,25 @@ def _relative(path: str) -> str:
 
 
 def path_problems(entry: Mapping[str, Any]) -> list[str]:
-    """A run's dataset file or image root that does not exist (unless a rule makes it)."""
+    """A run's dataset file or image root that does not exist (unless a rule makes it),
+    cannot be read, or is a URL carrying a credential. A URL is asked for once (with
+    retries): a missing object, refused access, a wrong endpoint or expired credentials
+    are found here, before any job."""
     problems = []
     dataset, image_root = entry["dataset"], entry.get("image_root", ".")
-    if not made_by_workflow(dataset) and not os.path.isfile(dataset):
-        problems.append(
-            f"dataset {dataset!r} does not exist{_relative(dataset)} (or is not a file)")
-    if not made_by_workflow(image_root) and not os.path.isdir(image_root):
-        problems.append(
-            f"image_root {image_root!r} does not exist{_relative(image_root)} (or is not a folder)")
+    for name, value, folder in (("dataset", dataset, False), ("image_root", image_root, True)):
+        if made_by_workflow(value):
+            continue
+        if is_url(value):
+            problem = check(value, folder=folder)
+            if problem:
+                problems.append(f"{name}: {problem}")
+        elif folder and not os.path.isdir(value):
+            problems.append(
+                f"image_root {value!r} does not exist{_relative(value)} (or is not a folder)")
+        elif not folder and not os.path.isfile(value):
+            problems.append(
+                f"dataset {value!r} does not exist{_relative(value)} (or is not a file)")
     return problems
 
 

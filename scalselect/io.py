@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from scalselect.locations import open_binary
+
 _HASH_BLOCK = 1 << 20
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -87,9 +89,9 @@ def kill_point(variable: str) -> None:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes."""
+    """SHA-256 hex digest of a file's bytes (or an object's, at a URL)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_binary(path) as handle:
         while block := handle.read(_HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()

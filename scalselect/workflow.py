@@ -26,6 +26,7 @@ from typing import Any
 from scalselect.budgets import resolve_budget
 from scalselect.config import kmeans_budget_problems, made_by_workflow, run_problems
 from scalselect.data.readers import file_kind
+from scalselect.locations import is_url, version
 from scalselect.methods import BASELINES, picks_name
 from scalselect.select.selection import budget_names
 from scalselect.settings import config_problems, result_keys
@@ -85,6 +86,7 @@ class Plan:
         self.config = config
         self.overrides = copy.deepcopy(dict(overrides))
         self.runs = list(config["runs"])
+        self._versions: dict[str, str] = {}
 
     # -- settings ----------------------------------------------------------------------
 
@@ -145,6 +147,24 @@ class Plan:
         """``jsonl``, ``parquet`` or ``json``: the filtered dataset and every selection
         keep the run's dataset's file format."""
         return file_kind(self.entry(run)["dataset"])
+
+    def dataset_inputs(self, run: str) -> list[str]:
+        """The run's dataset as a Snakemake input: the local file, or nothing for a URL
+        (no file for Snakemake to stat; :meth:`dataset_version` tracks it instead)."""
+        dataset = self.entry(run)["dataset"]
+        return [] if is_url(dataset) else [dataset]
+
+    def dataset_version(self, run: str) -> str:
+        """What changes when the run's remote dataset changes (its size and ETag, version
+        or blob digest, asked for once per Snakemake invocation): a param of
+        ``validate_index``, so a changed object reruns the run and an unchanged one
+        nothing. Empty for a local file, which Snakemake tracks itself."""
+        dataset = self.entry(run)["dataset"]
+        if not is_url(dataset):
+            return ""
+        if dataset not in self._versions:
+            self._versions[dataset] = version(dataset)
+        return self._versions[dataset]
 
     def filtered_path(self, run: str) -> str:
         """The run's filtered dataset, ``filter/dataset.<ext>``."""

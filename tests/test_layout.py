@@ -16,7 +16,7 @@ MAX_FUNCTION_LINES = 60  # from the `def` line to the last line, docstring inclu
 # name is the first component under `scalselect` (a top-level module or a stage folder);
 # "" is the package's own __init__.
 LAYERS = (
-    ("", "errors", "io", "progress"),
+    ("", "errors", "locations", "io", "progress"),
     ("settings", "budgets", "methods"),
     ("config",),  # the configuration's checks: they read settings and budgets
     ("data",),

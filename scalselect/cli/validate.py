@@ -74,10 +74,12 @@ def settings_of(args: argparse.Namespace) -> ValidateSettings:
     """The checks' settings from the command line; ``UserError`` for a bad value or a
     missing image root."""
     from scalselect.errors import UserError
+    from scalselect.locations import check
 
     checks = settings.from_arguments(ValidateSettings, args)
-    if not os.path.isdir(args.image_root):
-        raise UserError(f"image root {args.image_root} is not a directory")
+    problem = check(args.image_root, folder=True)
+    if problem:
+        raise UserError(f"image root: {problem}")
     return checks
 
 

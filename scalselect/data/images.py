@@ -1,7 +1,8 @@
 """The check of one image, and of many on worker processes (:mod:`scalselect.data.validation`).
 
-An image is a file or the bytes embedded in a record. Its outcome is a reason code
-(``missing_image``, ``empty_image_file``, ``not_an_image``, ``corrupt_image``,
+An image is a file, an object at a URL (fetched whole, :mod:`scalselect.locations`) or
+the bytes embedded in a record. Its outcome is a reason code (``missing_image``,
+``unreachable_image``, ``empty_image_file``, ``not_an_image``, ``corrupt_image``,
 ``decompression_bomb``, ``image_too_small``, ``extreme_aspect_ratio``) or ``None`` when it
 is usable; the module docstring of :mod:`scalselect.data.validation` says what each means.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from scalselect.locations import FetchFailure, fetch, fetch_all, is_url
 from scalselect.progress import Progress
 from scalselect.settings import ValidateSettings
 
@@ -48,7 +50,7 @@ def check_image(
     Parameters
     ----------
     path : str, PathLike or bytes
-        The file, or the image's bytes.
+        The file or URL, or the image's bytes.
     decode : bool
         Fully decode the pixels (finds truncated and corrupt files); otherwise only
         the header is read.
@@ -60,7 +62,8 @@ def check_image(
     Returns
     -------
     ImageCheck
-        ``reason`` is one of ``missing_image``, ``empty_image_file``, ``not_an_image``,
+        ``reason`` is one of ``missing_image``, ``unreachable_image`` (a URL that
+        still failed after the retries, or refused access), ``empty_image_file``, ``not_an_image``,
         ``corrupt_image``, ``decompression_bomb``, ``image_too_small``,
         ``extreme_aspect_ratio``, or ``None``.
     """
@@ -76,6 +79,10 @@ def check_image(
 def _source(path: str | os.PathLike | bytes) -> Any:
     """What Pillow opens: the file or a stream of the bytes; the check's outcome when
     there is nothing to open."""
+    if is_url(path):
+        path = _fetched(fetch(path))
+        if isinstance(path, ImageCheck):
+            return path
     if isinstance(path, bytes):
         if not path:
             return ImageCheck("empty_image_file", "zero bytes")
@@ -89,6 +96,13 @@ def _source(path: str | os.PathLike | bytes) -> Any:
     if status.st_size == 0:
         return ImageCheck("empty_image_file", "zero bytes")
     return path
+
+
+def _fetched(got: bytes | FetchFailure) -> bytes | ImageCheck:
+    """A fetched image's bytes, or the check's outcome when the fetch failed."""
+    if isinstance(got, FetchFailure):
+        return ImageCheck("missing_image" if got.missing else "unreachable_image", got.detail)
+    return got
 
 
 def _open(source: Any, decode: bool) -> tuple[int, int] | ImageCheck:
@@ -128,9 +142,21 @@ def _check_shape(width: int, height: int, min_side: int, max_aspect_ratio: float
     return ImageCheck(None, "", width, height)
 
 
-def _check_chunk(task: tuple[list[str | bytes], tuple[bool, int, float]]) -> list[ImageCheck]:
+def _check_chunk(
+    task: tuple[list[str | bytes | ImageCheck], tuple[bool, int, float]],
+) -> list[ImageCheck]:
     sources, limits = task
-    return [check_image(s, *limits) for s in sources]
+    return [s if isinstance(s, ImageCheck) else check_image(s, *limits) for s in sources]
+
+
+def _fetch_urls(sources: Sequence[str | bytes]) -> list[str | bytes | ImageCheck]:
+    """``sources`` with each URL replaced by its bytes (fetched concurrently in this
+    process, so worker processes only decode) or by the outcome of a failed fetch."""
+    urls = [s for s in sources if is_url(s)]
+    if not urls:
+        return list(sources)
+    fetched = iter(fetch_all(urls))
+    return [_fetched(next(fetched)) if is_url(s) else s for s in sources]
 
 
 class ImageChecker:
@@ -160,7 +186,8 @@ class ImageChecker:
         self, sources: Sequence[str | bytes], progress: Progress | None = None
     ) -> Iterator[ImageCheck]:
         """The check of each path or image bytes, in order (counted in ``progress``)."""
-        chunks = [(list(sources[i : i + CHUNK]), self.limits) for i in range(0, len(sources), CHUNK)]
+        sources = _fetch_urls(sources)
+        chunks = [(sources[i : i + CHUNK], self.limits) for i in range(0, len(sources), CHUNK)]
         mapper: Callable[..., Iterable[list[ImageCheck]]] = map
         if self.workers > 1 and len(chunks) > 1:
             if self._pool is None:

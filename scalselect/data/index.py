@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from scalselect import locations
 from scalselect.data.records import DatasetError
 from scalselect.io import atomic_write
 
@@ -55,7 +56,7 @@ class DatasetIndex:
     def check(self, path: str | os.PathLike) -> None:
         """Raise ``DatasetError`` when ``path`` no longer has the indexed size."""
         try:
-            size = os.stat(path).st_size
+            size = locations.size(path)
         except OSError as error:
             raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
         if size != self.size:

@@ -17,6 +17,7 @@ files and tests.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gc
 import hashlib
 import json
@@ -45,6 +46,7 @@ from scalselect.data.records import (
     json_type,
 )
 from scalselect.io import file_digest
+from scalselect.locations import ResumingFile, as_location, is_url, open_binary, size
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
@@ -78,7 +80,7 @@ class Dataset:
 
     def __init__(
         self,
-        path: Path,
+        path: str | Path,
         format: str,
         records: list[Any],
         sha256: str,
@@ -145,7 +147,7 @@ def load_dataset(
         As :func:`iter_records`; an empty dataset; or (``fmt="auto"``) records of mixed
         or unknown formats.
     """
-    path = Path(path)
+    path = as_location(path)
     check_format_name(fmt)
     stats = ReadStats()
     # Millions of new containers would trigger many pointless garbage collections.
@@ -246,7 +248,7 @@ def iter_records(
         file and the record (JSON: line and column, or the byte offset when the stream
         started at an index; parquet: the row).
     """
-    path = Path(path)
+    path = as_location(path)
     stats = ReadStats() if stats is None else stats
     kind = file_kind(path)
     if kind == "parquet":
@@ -256,7 +258,7 @@ def iter_records(
 
 
 def _json_records(
-    path: Path,
+    path: str | Path,
     kind: str,
     start: int,
     stop: int | None,
@@ -289,13 +291,14 @@ class _ByteReader:
     """A dataset file read block by block from ``offset``: the position, and the digest
     of the bytes when reading from the first one."""
 
-    def __init__(self, path: Path, offset: int) -> None:
+    def __init__(self, path: str | Path, offset: int) -> None:
         self.path = path
         self.position = offset
         self.from_start = offset == 0
         self.digest = hashlib.sha256() if self.from_start else None
+        self._stack = contextlib.ExitStack()
         try:
-            self.handle = open(path, "rb")
+            self.handle = self._stack.enter_context(open_binary(path))
             self.handle.seek(offset)
         except OSError as error:
             raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
@@ -304,7 +307,7 @@ class _ByteReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.handle.close()
+        self._stack.close()
 
     def read(self, size: int = READ_BLOCK) -> bytes:
         """The next block (at least ``size`` bytes unless at the end of the file)."""
@@ -327,7 +330,7 @@ class _ByteReader:
         if not self.from_start:
             return f"byte {byte}"
         line, line_start, done = 1, 0, 0
-        with open(self.path, "rb") as handle:
+        with open_binary(self.path) as handle:
             while done < byte:
                 block = handle.read(min(READ_BLOCK, byte - done))
                 if not block:
@@ -496,7 +499,7 @@ def _utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def _json_layout(path: Path) -> str:
+def _json_layout(path: str | Path) -> str:
     """``"array"`` for a JSON array, ``"lines"`` for several JSON objects one after
     another (JSON Lines under another name); ``DatasetError`` for anything else."""
     with _ByteReader(path, 0) as reader:
@@ -555,16 +558,19 @@ def _json_array(reader: _ByteReader, start: int, stats: ReadStats) -> Iterator[t
         number += 1
 
 
-def parquet_file(path: Path) -> Any:
+def parquet_file(path: str | Path) -> Any:
+    """The parquet file at ``path`` (a URL is read in ranged requests, see
+    :func:`scalselect.locations.open_binary`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
+        source = ResumingFile(path) if is_url(path) else path
         # Without pre-buffering: pyarrow's read-ahead cache kept every row group read
         # (memory grew with the file: 122 -> 286 MB over 600K rows, 1 MB with it off).
-        return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+        return pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
     except OSError as error:
-        if isinstance(error, FileNotFoundError) or not path.exists():
+        if isinstance(error, FileNotFoundError) or not os.path.exists(path):
             raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
         raise DatasetError(f"{path}: not a readable parquet file ({error})") from None
     except pa.ArrowException as error:
@@ -572,7 +578,7 @@ def parquet_file(path: Path) -> Any:
 
 
 def parquet_batches(
-    path: Path, start: int, stop: int | None, columns: Sequence[str] | None
+    path: str | Path, start: int, stop: int | None, columns: Sequence[str] | None
 ) -> Iterator[tuple[int, Any]]:
     """``(dataset index of the first row, arrow record batch)`` of the row groups that
     hold rows ``start`` to ``stop``, projected on ``columns``."""
@@ -606,7 +612,7 @@ def parquet_batches(
 
 
 def _parquet_records(
-    path: Path, start: int, stop: int | None, columns: Sequence[str] | None, stats: ReadStats
+    path: str | Path, start: int, stop: int | None, columns: Sequence[str] | None, stats: ReadStats
 ) -> Iterator[tuple[int, Any]]:
     """Rows of a parquet file as dicts."""
     for first, batch in parquet_batches(path, start, stop, columns):
@@ -621,7 +627,7 @@ def _parquet_records(
 
 def parquet_columns(path: str | os.PathLike) -> list[str]:
     """The column names of a parquet dataset file."""
-    return list(parquet_file(Path(path)).schema_arrow.names)
+    return list(parquet_file(as_location(path)).schema_arrow.names)
 
 
 def build_index(path: str | os.PathLike) -> DatasetIndex:
@@ -636,9 +642,9 @@ def build_index(path: str | os.PathLike) -> DatasetIndex:
     Raises ``DatasetError`` as :func:`iter_records`, or for an empty dataset.
     """
     offsets = array("q")
-    count, sha256, layout = _scan(Path(path), offsets)
+    count, sha256, layout = _scan(as_location(path), offsets)
     found = np.frombuffer(offsets, dtype=np.int64) if len(offsets) else np.zeros(0, np.int64)
-    return DatasetIndex(count, sha256, os.stat(path).st_size, layout, found)
+    return DatasetIndex(count, sha256, size(path), layout, found)
 
 
 def write_index(path: str | os.PathLike, out: str | os.PathLike) -> DatasetIndex:
@@ -649,13 +655,13 @@ def write_index(path: str | os.PathLike, out: str | os.PathLike) -> DatasetIndex
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=out.parent) as handle:
         offsets = OffsetSpill(handle)
-        count, sha256, layout = _scan(Path(path), offsets)
-        write_index_file(out, count, sha256, os.stat(path).st_size, layout, offsets.count,
+        count, sha256, layout = _scan(as_location(path), offsets)
+        write_index_file(out, count, sha256, size(path), layout, offsets.count,
                      offsets.chunks())
     return DatasetIndex.load(out)
 
 
-def _scan(path: Path, offsets: array | OffsetSpill) -> tuple[int, str, str]:
+def _scan(path: str | Path, offsets: array | OffsetSpill) -> tuple[int, str, str]:
     """Read ``path`` once, its records' byte offsets appended to ``offsets``:
     ``(count, sha256, layout)``."""
     stats = ReadStats(offsets=offsets)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from scalselect.errors import UserError
+from scalselect.locations import join
 
 TEXT_ONLY = "text-only"
 # The path of an embedded image stored without one.
@@ -487,10 +488,10 @@ def image_source(images: Sequence[str]) -> str:
     return parts[0] if len(parts) > 1 else "(root)"
 
 
-def resolve_image(root: str | os.PathLike, path: str) -> Path:
-    """The file of an image path: ``path`` itself when absolute, else ``root / path``."""
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() else Path(root) / candidate
+def resolve_image(root: str | os.PathLike, path: str) -> str | Path:
+    """The file or object of an image path: ``path`` itself when absolute or a URL,
+    else ``path`` under ``root`` (a folder or a URL, :func:`scalselect.locations.join`)."""
+    return join(root, path)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ samples per reason, and lists every invalid sample with all its reasons):
   floats are not integers), ``duplicate_id``;
 - turns: ``no_user_turn``, ``no_assistant_turn``; ``image_tag_mismatch`` when the
   messages hold ``<image>`` tags but not one per image (no tags at all is fine);
-- images (paths joined to the image root): ``missing_image``, ``empty_image_file``,
+- images (paths joined to the image root, a folder or a URL): ``missing_image``,
+  ``unreachable_image`` (a URL whose fetch still failed after the retries, or was
+  refused: the detail says which and names the URL), ``empty_image_file``,
   ``not_an_image``, ``corrupt_image`` (truncated or undecodable; found by the full
   decode of ``decode_images``, header checks alone cannot see it),
   ``decompression_bomb`` (more pixels than Pillow's ``Image.MAX_IMAGE_PIXELS``: Pillow
@@ -58,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from scalselect import locations
 from scalselect.data.images import ImageChecker
 from scalselect.data.index import DatasetIndex, shard_range
 from scalselect.data.readers import ReadStats, file_kind, iter_records, parquet_columns
@@ -74,6 +77,7 @@ from scalselect.data.records import (
     resolve_image,
 )
 from scalselect.data.validation_part import INVALID, OUTCOMES, TEXT_ONLY, Finding, Part
+from scalselect.locations import as_location
 from scalselect.progress import Progress
 from scalselect.settings import ValidateSettings
 
@@ -157,7 +161,7 @@ def validate_part(
         The file cannot be read (as :func:`scalselect.data.readers.iter_records`), records
         mix formats, or a parquet file has no conversations column.
     """
-    path = Path(path)
+    path = as_location(path)
     start, stop, records = _shard_records(path, fmt, source_field, index, shard, num_shards,
                                           stats)
     forced, vote = None if fmt == "auto" else FORMATS[fmt], FormatVote(path)
@@ -434,7 +438,7 @@ def merge_parts(
     Raises ``DatasetError`` for parts that do not cover the dataset (in any order) or
     whose records mix formats.
     """
-    path = Path(path)
+    path = as_location(path)
     parts = sorted(parts, key=lambda part: part.start)
     vote = _joined_vote(path, index, parts)
     name = vote.result() if fmt == "auto" else fmt
@@ -679,7 +683,7 @@ def validate_file(
     The stream also records the records' byte offsets, so the merge reads records
     again (repeated ids) without a second pass over the file.
     """
-    path = Path(path)
+    path = as_location(path)
     stats = ReadStats(offsets=array("q"))
     part = validate_part(path, image_root, settings, fmt=fmt, source_field=source_field,
                          workers=workers, progress=progress, stats=stats)
@@ -688,7 +692,7 @@ def validate_file(
     index = DatasetIndex(
         count=part.stop,
         sha256=stats.digest(path),
-        size=os.stat(path).st_size,
+        size=locations.size(path),
         layout=stats.layout,
         offsets=np.frombuffer(stats.offsets, dtype=np.int64) if stats.count else np.zeros(0, np.int64),
     )

@@ -18,8 +18,10 @@ from scalselect.data.records import DatasetError, Problem
 from scalselect.io import atomic_write
 
 # Image outcomes in a part (codes are positions).
+# New codes go last: a part written before keeps its meaning.
 OUTCOMES = ("ok", "missing_image", "empty_image_file", "not_an_image", "corrupt_image",
-            "decompression_bomb", "image_too_small", "extreme_aspect_ratio")
+            "decompression_bomb", "image_too_small", "extreme_aspect_ratio",
+            "unreachable_image")
 # Per-record flags of a part.
 INVALID, TEXT_ONLY = 1, 2
 

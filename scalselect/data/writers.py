@@ -29,6 +29,7 @@ from scalselect.data.readers import (
 )
 from scalselect.data.records import DatasetError
 from scalselect.io import atomic_write
+from scalselect.locations import as_location
 from scalselect.progress import Progress
 
 # Bytes of rows buffered per row group of a parquet file written here.
@@ -72,7 +73,7 @@ class RecordWriter:
         if self.kind == "parquet":
             import pyarrow.parquet as pq
 
-            schema = parquet_file(Path(self.schema_of)).schema_arrow
+            schema = parquet_file(as_location(self.schema_of)).schema_arrow
             self._parquet = self._stack.enter_context(pq.ParquetWriter(self.handle, schema))
             return self
         if self.index is not None:
@@ -188,7 +189,7 @@ def copy_records(
     stats = ReadStats()
     with RecordWriter(out, schema_of=source, index=index) as writer:
         if writer.kind == "parquet":
-            count = _copy_rows(Path(source), writer, chosen, wanted, check, progress)
+            count = _copy_rows(as_location(source), writer, chosen, wanted, check, progress)
         else:
             count = _copy_json(source, writer, chosen, wanted, check, stats, progress)
         if finish is not None:

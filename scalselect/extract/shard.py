@@ -51,6 +51,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import time
 from array import array
 from collections import Counter
@@ -93,8 +94,10 @@ from scalselect.extract.store import (
     resolve_model_dir,
     settings_key,
     shard_keys,
+    spooled,
 )
 from scalselect.io import atomic_write, file_digest, kill_point, write_json
+from scalselect.locations import FetchFailure, fetch, is_url, redact
 from scalselect.progress import Progress
 from scalselect.settings import ExtractSettings, declared
 
@@ -106,6 +109,8 @@ _SPEED = declared(ExtractSettings)
 RANK_TIMEOUT = timedelta(hours=48)
 # A job's private store in its output folder, used when no cache directory can be written.
 SCRATCH_DIR = ".store"
+# Images fetched from URLs by the key pass, for the model pass (removed when done).
+SPOOL_DIR = ".images"
 
 OK = "ok"
 # Failure reasons recorded by this module (the model side adds its own).
@@ -356,10 +361,12 @@ class ShardSamples:
     file cannot stop a batch.
     """
 
-    def __init__(self, shard: ShardInput, image_root: str, encoder: Any) -> None:
+    def __init__(self, shard: ShardInput, image_root: str, encoder: Any,
+                 spool: Path | None = None) -> None:
         self.shard = shard
         self.image_root = image_root
         self.encoder = encoder
+        self.spool = spool
 
     def __len__(self) -> int:
         return len(self.shard.samples)
@@ -373,16 +380,32 @@ class ShardSamples:
             data = sample.image_bytes(number)
             file = resolve_image(self.image_root, path) if data is None else path
             try:
-                with Image.open(file if data is None else io.BytesIO(data)) as image:
+                with Image.open(self._source(file, data)) as image:
                     images.append(image.convert("RGB"))
             except Exception as error:  # noqa: BLE001 - Pillow raises many types for bad files
-                return Item(position, status=IMAGE_UNREADABLE, detail=f"{file}: {error}")
+                return Item(position, status=IMAGE_UNREADABLE,
+                            detail=f"{redact(file)}: {error}")
         try:
             return Item(position, encoded=self.encoder.encode(sample, images))
         except SampleFailure as failure:
             return Item(position, status=failure.reason, detail=failure.detail)
         except Exception as error:  # noqa: BLE001 - recorded per sample, with its type
             return Item(position, status=ENCODE_ERROR, detail=f"{type(error).__name__}: {error}")
+
+
+    def _source(self, file: str | Path, data: bytes | None) -> Any:
+        """What Pillow opens: embedded bytes, a local file, or an object at a URL as
+        the key pass kept it in the spool (fetched now when it is not there)."""
+        if data is not None:
+            return io.BytesIO(data)
+        if not is_url(file):
+            return file
+        if self.spool is not None and spooled(self.spool, str(file)).exists():
+            return spooled(self.spool, str(file))
+        got = fetch(file)
+        if isinstance(got, FetchFailure):
+            raise OSError(got.detail.removeprefix(f"{redact(file)}: "))
+        return io.BytesIO(got)
 
 
 def collate_items(items: list[Item]) -> LoadedBatch:
@@ -531,6 +554,11 @@ class Job:
         directories, and a private folder in its output for when none can be written."""
         return FeatureStore(self.cache_dirs, key, scratch=Path(self.out) / SCRATCH_DIR)
 
+    @property
+    def spool(self) -> Path:
+        """Where the shard's images fetched from URLs wait for the model pass."""
+        return Path(self.out) / SPOOL_DIR
+
 
 @dataclasses.dataclass(frozen=True)
 class ShardPlan:
@@ -606,7 +634,7 @@ def plan_shard(job: Job, settings: ExtractSettings, shard: ShardInput, records: 
     store_key, description = settings_key(model_key, settings)
     store = job.store(store_key)
     store.describe({**description, "model_path": job.model})
-    keys = shard_keys(shard, records, job.image_root)
+    keys = shard_keys(shard, records, job.image_root, spool=job.spool)
     lookup = store.lookup(keys)
     found = lookup.found
     missing: dict[str, int] = {}
@@ -663,6 +691,7 @@ def finish_shard(job: Job, settings: ExtractSettings, shard: ShardInput, record_
         "model_sha256": plan.description["model"],
         "versions": {name: plan.description[name] for name in ("torch", "transformers")},
     }
+    shutil.rmtree(job.spool, ignore_errors=True)
     rows = assemble_shard(store, [found[k] for k in plan.keys], shard, job.out, manifest)
     try:
         store.compact(min_new=COMPACT_AFTER)
@@ -698,7 +727,7 @@ def compute_chunks(
             batches.append(batch)
             chunk_of_batch.append(chunk)
     loader = DataLoader(
-        ShardSamples(shard, job.image_root, encoder), batch_sampler=batches,
+        ShardSamples(shard, job.image_root, encoder, job.spool), batch_sampler=batches,
         collate_fn=collate_items, num_workers=job.num_workers,
         pin_memory=state.device.type == "cuda",
     )

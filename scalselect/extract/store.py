@@ -106,6 +106,7 @@ from scalselect.extract.store_index import (
     write_index,
 )
 from scalselect.io import atomic_write, file_digest, write_json
+from scalselect.locations import FetchFailure, fetch_all, is_url, redact
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +180,41 @@ def _image_digest(path: Path) -> str:
         return f"unreadable:{path}:{type(error).__name__}:{error.errno}"
 
 
-def image_digests(paths: Sequence[Path], threads: int = 8) -> list[str]:
-    """Digests of image files, in order, hashed on ``threads`` threads (hashlib releases
-    the GIL); a file that cannot be read gets a marker naming the error instead."""
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(_image_digest, paths))
+def spooled(spool: Path, url: str) -> Path:
+    """Where :func:`image_digests` keeps the fetched bytes of the image at ``url``."""
+    return spool / hashlib.sha256(url.encode()).hexdigest()
+
+
+def image_digests(paths: Sequence[str | Path], threads: int = 8,
+                  spool: Path | None = None) -> list[str]:
+    """Digests of image files or objects, in order; one that cannot be read gets a marker
+    naming it and why instead.
+
+    Local files are hashed on ``threads`` threads (hashlib releases the GIL). When any
+    is a URL, all are fetched :data:`~scalselect.locations.FETCH_THREADS` at a time, and
+    with ``spool`` each fetched object is kept there (:func:`spooled`), so extraction
+    decodes it without fetching it again.
+    """
+    if not any(is_url(p) for p in paths):
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            return list(pool.map(_image_digest, paths))
+    if spool is not None:
+        spool.mkdir(parents=True, exist_ok=True)
+    digests = []
+    for path, got in zip(paths, fetch_all(paths), strict=True):
+        if isinstance(got, FetchFailure):
+            why = "missing" if got.missing else "unreachable"
+            digests.append(f"unreadable:{redact(path)}:{why}")
+            continue
+        digests.append(hashlib.sha256(got).hexdigest())
+        if spool is not None and is_url(path):
+            # Scratch for this job only: renamed into place (a reader never sees half an
+            # image) but not synced, which would cost a disk flush per image.
+            target = spooled(spool, str(path))
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(got)
+            partial.replace(target)
+    return digests
 
 
 def resolve_model_dir(model: str) -> Path:
@@ -231,12 +262,14 @@ def model_digest(model_dir: Path, memo_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def shard_keys(shard: ShardInput, records: Sequence[Any], image_root: str) -> list[str]:
-    """The store key of every sample of a shard (image files hashed on threads; an
+def shard_keys(shard: ShardInput, records: Sequence[Any], image_root: str,
+               spool: Path | None = None) -> list[str]:
+    """The store key of every sample of a shard (image files hashed on threads, objects
+    at URLs fetched concurrently and kept in ``spool``, :func:`image_digests`; an
     embedded image's digest is that of its bytes, as a file holding them would get)."""
     paths = [resolve_image(image_root, p) for s in shard.samples if s
              for n, p in enumerate(s.images) if s.image_bytes(n) is None]
-    hashed = iter(image_digests(paths))
+    hashed = iter(image_digests(paths, spool=spool))
     digests = iter([next(hashed) if s.image_bytes(n) is None
                     else hashlib.sha256(s.image_bytes(n)).hexdigest()
                     for s in shard.samples if s for n in range(len(s.images))])

@@ -56,6 +56,7 @@ from scalselect.data.records import DatasetError, resolve_image
 from scalselect.errors import UserError
 from scalselect.extract import features
 from scalselect.io import atomic_directory
+from scalselect.locations import image_source, is_url, redact
 from scalselect.methods import METHODS, random_label
 from scalselect.report import composition, style
 from scalselect.select.selection import budget_names, random_indices, top_indices
@@ -232,8 +233,12 @@ def overlay_index(indices: Sequence[int]) -> str:
     return _script("tokens", [int(i) for i in indices])
 
 
-def _image_url(path: Path, page_dir: Path) -> str:
-    """``path`` as a URL relative to the page (works from file:// on the same filesystem)."""
+def _image_url(path: str | Path, page_dir: Path) -> str:
+    """``path`` as a URL relative to the page (works from file:// on the same filesystem);
+    an object on the web as its URL; one in a bucket or on the Hub as nothing (a browser
+    cannot fetch it: the page shows its thumbnail)."""
+    if is_url(path):
+        return str(path) if str(path).startswith(("http://", "https://")) else ""
     relative = os.path.relpath(path.absolute(), page_dir.absolute())
     return quote(Path(relative).as_posix())
 
@@ -247,7 +252,7 @@ class Thumbnails:
         self.made: dict[Path, str | None] = {}
         self.failed = 0
 
-    def get(self, image: Path | bytes, index: int) -> str | None:
+    def get(self, image: str | Path | bytes, index: int) -> str | None:
         """The thumbnail of an image file, or of image bytes embedded in the dataset: its
         path relative to the page, or None when the image cannot be read (logged with the
         sample's dataset index, and counted)."""
@@ -256,13 +261,13 @@ class Thumbnails:
         if key not in self.made:
             name = key + ".jpg"
             try:
-                with Image.open(io.BytesIO(image) if embedded else image) as opened:
+                with Image.open(io.BytesIO(image) if embedded else image_source(image)) as opened:
                     thumb = opened.convert("RGB")
                 thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BICUBIC)
                 thumb.save(self.folder / name, quality=80)
                 self.made[key] = f"thumbs/{name}"
             except (OSError, ValueError) as error:
-                shown = "embedded image" if embedded else image
+                shown = "embedded image" if embedded else redact(image)
                 log.warning("no thumbnail for dataset index %d (%s): %s", index, shown, error)
                 self.failed += 1
                 self.made[key] = None

@@ -29,6 +29,7 @@ from scalselect.data.readers import iter_samples
 from scalselect.data.records import Sample, resolve_image
 from scalselect.errors import UserError
 from scalselect.extract.representation import SampleFailure, collate, load_model
+from scalselect.locations import image_source
 from scalselect.report.figures import GalleryEntry
 from scalselect.settings import ExtractSettings
 
@@ -94,7 +95,8 @@ def _gallery_entry(sample: Any, row: pd.Series, encoder: Any, model: Any,
         images = []
         for number, path in enumerate(sample.images):
             data = sample.image_bytes(number)
-            source = resolve_image(image_root, path) if data is None else io.BytesIO(data)
+            source = (image_source(resolve_image(image_root, path)) if data is None
+                      else io.BytesIO(data))
             with Image.open(source) as image:
                 images.append(image.convert("RGB"))
         encoded = encoder.encode(sample, images)
