@@ -40,6 +40,8 @@ FETCH_THREADS = 64
 # 7 tries wait 0.5 + 1 + ... + 16 = 31.5 s in all: a server restart, not an outage).
 ATTEMPTS = 7
 FIRST_WAIT_S = 0.5
+# Tries of the configuration check: a wrong endpoint is reported in seconds, not minutes.
+CHECK_ATTEMPTS = 2
 # Query parameters that carry a credential (presigned S3 and GCS URLs, tokens).
 _SECRET_QUERY = re.compile(r"(signature|token|credential|secret|password|key|sig)$", re.I)
 # What identifies an object's version, by backend (first found wins, size always added).
@@ -191,14 +193,14 @@ def _message(error: BaseException) -> str:
     return text.splitlines()[0][:300] if text else ""
 
 
-def retry(action: Any, url: str) -> Any:
-    """``action()``, tried again after transient failures (:data:`ATTEMPTS` tries, waits
-    doubling from :data:`FIRST_WAIT_S`).
+def retry(action: Any, url: str, attempts: int | None = None) -> Any:
+    """``action()``, tried again after transient failures (``attempts`` tries, by default
+    :data:`ATTEMPTS`; waits doubling from :data:`FIRST_WAIT_S`).
 
     Raises :class:`LocationError` naming ``url`` on a permanent failure, or once the
     tries are spent.
     """
-    wait, attempts = FIRST_WAIT_S, ATTEMPTS
+    wait, attempts = FIRST_WAIT_S, attempts or ATTEMPTS
     for attempt in range(1, attempts + 1):
         try:
             return action()
@@ -391,7 +393,8 @@ def fetch_all(locations: Iterable[str | os.PathLike],
 
 def check(location: str | os.PathLike, folder: bool = False) -> str | None:
     """Why ``location`` cannot serve as input (missing, a file where a folder is wanted,
-    access denied, unreachable), or ``None``; asks the store once, with retries."""
+    access denied, unreachable), or ``None``; asks the store once (:data:`CHECK_ATTEMPTS`
+    tries)."""
     problem = credential_problem(location)
     if problem:
         return problem
@@ -405,11 +408,12 @@ def check(location: str | os.PathLike, folder: bool = False) -> str | None:
     url = str(location)
     try:
         fs, path = filesystem(url)
-        if folder:
-            # An object-store "folder" is a prefix: listing it proves access and presence.
-            retry(lambda: fs.ls(path, detail=False), url)
-            return None
-        kind = retry(lambda: fs.info(path), url).get("type")
+        if folder and url.startswith(("http://", "https://")):
+            return None  # HTTP has no folders to ask about: validate checks every image
+        # An object store's "folder" is a prefix holding objects: a directory here.
+        kind = retry(lambda: fs.info(path), url, CHECK_ATTEMPTS).get("type")
     except LocationError as error:
         return str(error)
-    return f"{redact(url)} is a folder, not a file" if kind == "directory" else None
+    if folder and kind != "directory":
+        return f"{redact(url)} is a file, not a folder"
+    return f"{redact(url)} is a folder, not a file" if not folder and kind == "directory" else None

@@ -46,7 +46,14 @@ from scalselect.data.records import (
     json_type,
 )
 from scalselect.io import file_digest
-from scalselect.locations import ResumingFile, as_location, is_url, open_binary, size
+from scalselect.locations import (
+    LocationError,
+    ResumingFile,
+    as_location,
+    is_url,
+    open_binary,
+    size,
+)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
@@ -287,6 +294,13 @@ def _json_records(
             stats.sha256 = reader.digest.hexdigest()
 
 
+def _unreadable(path: str | Path, error: OSError) -> DatasetError:
+    """The error for a dataset that cannot be opened or read (a URL's names it already)."""
+    if isinstance(error, LocationError):
+        return DatasetError(f"cannot read dataset {error}")
+    return DatasetError(f"cannot read dataset {path}: {error.strerror or error}")
+
+
 class _ByteReader:
     """A dataset file read block by block from ``offset``: the position, and the digest
     of the bytes when reading from the first one."""
@@ -301,7 +315,7 @@ class _ByteReader:
             self.handle = self._stack.enter_context(open_binary(path))
             self.handle.seek(offset)
         except OSError as error:
-            raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+            raise _unreadable(path, error) from None
 
     def __enter__(self) -> _ByteReader:
         return self
@@ -314,9 +328,7 @@ class _ByteReader:
         try:
             block = self.handle.read(size)
         except OSError as error:
-            raise DatasetError(
-                f"cannot read dataset {self.path}: {error.strerror or error}"
-            ) from None
+            raise _unreadable(self.path, error) from None
         if self.digest is not None:
             self.digest.update(block)
         self.position += len(block)

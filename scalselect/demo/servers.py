@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -131,14 +131,19 @@ class S3Server:
 
     :meth:`environment` is what a client needs (endpoint and test credentials);
     :meth:`upload` copies a folder into a bucket; :meth:`stop` and :meth:`start` take it
-    down and up again on the same port, keeping the objects.
+    down (its port refusing connections) and up again on the same port, keeping the
+    objects; :meth:`outage_after` arms an outage at a chosen request, so that a job sees
+    the store go away in the middle of its work.
     """
 
     def __init__(self, port: int = 0) -> None:
-        from moto.server import ThreadedMotoServer
-
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self.port = port or _free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.requests = 0
+        self.outages = 0
+        self._wsgi: Any = None
+        self._thread: threading.Thread | None = None
+        self._armed: tuple[int, float] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -169,11 +174,54 @@ class S3Server:
                 count += 1
         return count
 
+    def outage_after(self, requests: int, seconds: float) -> None:
+        """Go down for ``seconds`` once ``requests`` more requests have been served."""
+        self._armed = (self.requests + requests, seconds)
+
+    def _app(self, app: Any) -> Any:
+        def counted(environ: dict[str, Any], start_response: Any) -> Any:
+            self.requests += 1
+            if self._armed and self.requests >= self._armed[0]:
+                seconds, self._armed = self._armed[1], None
+                self.outage(seconds)
+            return app(environ, start_response)
+
+        return counted
+
+    def outage(self, seconds: float) -> threading.Thread:
+        """Go down now, on a thread, and come back after ``seconds`` (the port refuses
+        connections meanwhile); returns the thread."""
+        self.stop()
+        self.outages += 1
+
+        def back() -> None:
+            time.sleep(seconds)
+            self.start()
+
+        thread = threading.Thread(target=back, daemon=True)
+        thread.start()
+        return thread
+
     def start(self) -> None:
-        self._server.start()
+        from moto.moto_server.threaded_moto_server import MotoRequestHandler
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        app = self._app(DomainDispatcherApplication(create_backend_app))
+        self._wsgi = make_server("127.0.0.1", self.port, app, threaded=True,
+                                 request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._wsgi.serve_forever, daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        self._server.stop()
+        """Stop serving and close the port (new connections are refused)."""
+        if self._wsgi is not None:
+            self._wsgi.shutdown()
+            self._wsgi.server_close()
+            self._wsgi = None
 
     def __enter__(self) -> S3Server:
         self.start()
@@ -189,25 +237,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def outage(server: S3Server, after_s: float, for_s: float) -> Iterator[threading.Thread]:
-    """Take ``server`` down ``after_s`` seconds from now for ``for_s`` seconds, on a
-    thread (as a store that drops every connection for a while would)."""
-
-    def cut() -> None:
-        time.sleep(after_s)
-        server.stop()
-        time.sleep(for_s)
-        server.start()
-
-    thread = threading.Thread(target=cut, daemon=True)
-    thread.start()
-    try:
-        yield thread
-    finally:
-        thread.join()
 
 
 def tree_digest(folder: str | os.PathLike) -> str:
