@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scalselect.data.writers import write_records  # noqa: E402
+from scalselect.methods import PICKS_SUFFIX, picks_name  # noqa: E402
 from scalselect.report import browse  # noqa: E402
 from scalselect.score import leverage  # noqa: E402
-from scalselect.methods import PICKS_SUFFIX, picks_name  # noqa: E402
 
 SOURCES = ("coco", "gqa", "ocr_vqa", "textvqa", "vg")
 SHARES = (0.59, 0.12, 0.13, 0.03, 0.13)

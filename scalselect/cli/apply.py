@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scalselect.locations import as_location
+
 HELP = (
     "Rebuild a selection from any copy of its dataset (JSON, JSON Lines or parquet, any"
     " order) by the content digests of its card."
@@ -17,14 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from scalselect.data.records import FORMAT_CHOICES
 
     parser.add_argument("card", type=Path, help="The selection's card (<selection>.card.json).")
-    parser.add_argument("--dataset", required=True, type=Path,
+    parser.add_argument("--dataset", required=True, type=as_location,
                         help="Your copy of the dataset (any order, any of the three file formats).")
     parser.add_argument("--out", required=True, type=Path,
                         help="The selection to write: the matched records unchanged, in the"
                         " copy's order and file format (.parquet from a parquet copy).")
     parser.add_argument("--format", default="auto", choices=FORMAT_CHOICES,
                         help="Record format of the copy (default: detected).")
-    parser.add_argument("--image-root", type=Path,
+    parser.add_argument("--image-root", type=as_location,
                         help="Also check each selected sample's image files under this folder"
                         " against the card (embedded images are always checked).")
     parser.add_argument("--allow-missing", action="store_true",

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from scalselect.cli.plot import add_sources_argument
+from scalselect.locations import as_location
 
 HELP = "Write a run's selection browser: a static page of kept and dropped samples."
 
@@ -16,11 +17,11 @@ HELP = "Write a run's selection browser: a static page of kept and dropped sampl
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from scalselect.data.records import FORMAT_CHOICES
 
-    parser.add_argument("--dataset", required=True, type=Path, help="filter/dataset.json")
+    parser.add_argument("--dataset", required=True, type=as_location, help="filter/dataset.json")
     parser.add_argument("--format", default="auto",
                         choices=FORMAT_CHOICES, help="Record format.")
     parser.add_argument("--source-field", default=None, help="Record field of the source label.")
-    parser.add_argument("--image-root", required=True, type=Path, help="The run's image root.")
+    parser.add_argument("--image-root", required=True, type=as_location, help="The run's image root.")
     parser.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")
     parser.add_argument("--budgets", nargs="+", required=True, help="Budgets as configured.")
     parser.add_argument("--random-seeds", nargs="*", type=int, default=[],

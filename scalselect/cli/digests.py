@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scalselect.locations import as_location
+
 HELP = (
     "Digest every record of the filtered dataset (content and image bytes) and fingerprint"
     " the configured dataset, for the run's selection cards."
@@ -14,7 +16,7 @@ HELP = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from scalselect.data.records import FORMAT_CHOICES
 
-    parser.add_argument("--dataset", required=True, type=Path,
+    parser.add_argument("--dataset", required=True, type=as_location,
                         help="The dataset as configured (its fingerprint goes into the cards).")
     parser.add_argument("--filtered", required=True, type=Path,
                         help="The filtered dataset the selections are drawn from.")

@@ -26,6 +26,7 @@ import pandas as pd
 
 from scalselect import settings
 from scalselect.errors import UserError
+from scalselect.locations import as_location
 from scalselect.settings import ExtractSettings, PlotSettings
 
 HELP = "Draw a run's paper figures and tables (score distribution, spectrum, composition, gallery)."
@@ -74,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(budgets)
 
     composition = groups.add_parser("composition", help="Data sources of full set, top-N, random-N.")
-    composition.add_argument("--dataset", required=True, type=Path, help="filter/dataset.json")
+    composition.add_argument("--dataset", required=True, type=as_location, help="filter/dataset.json")
     composition.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")
     composition.add_argument("--summary", required=True, type=Path, help="select/summary.csv")
     composition.add_argument("--random-seeds", nargs="*", type=int, default=[0],
@@ -88,10 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(composition)
 
     gallery = groups.add_parser("gallery", help="Highest/lowest-scored images, kept tokens.")
-    gallery.add_argument("--dataset", required=True, type=Path, help="filter/dataset.json")
+    gallery.add_argument("--dataset", required=True, type=as_location, help="filter/dataset.json")
     gallery.add_argument("--format", default="auto",
                          help="Record format of the dataset (default: detected).")
-    gallery.add_argument("--image-root", required=True, type=Path)
+    gallery.add_argument("--image-root", required=True, type=as_location)
     gallery.add_argument("--scores", required=True, type=Path, help="score/scores.parquet")
     gallery.add_argument("--model", required=True, help="Model directory.")
     settings.add_arguments(gallery, PlotSettings, "gallery_samples")

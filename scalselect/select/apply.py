@@ -22,7 +22,7 @@ import os
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from scalselect.data.writers import copy_records
 from scalselect.errors import UserError
 from scalselect.extract import features
 from scalselect.io import write_json
+from scalselect.locations import as_location
 from scalselect.progress import Progress
 from scalselect.select.card import CardError, data_fingerprints, read_card
 from scalselect.select.digests import (
@@ -151,7 +152,7 @@ def report(card: Mapping[str, Any], dataset: Path, match: Match) -> dict[str, An
     facts = card["dataset"]
     return {
         "card": {"dataset": facts["name"], "selection": card["selection"]["fingerprint"]},
-        "copy": {"name": dataset.name, "records": match.fingerprint.count,
+        "copy": {"name": PurePosixPath(str(dataset)).name, "records": match.fingerprint.count,
                  "fingerprint": match.fingerprint.hex,
                  "same_as_card": match.fingerprint.hex in data_fingerprints(card)},
         "selected": card["selection"]["n"], "written": len(match.keep),
@@ -175,7 +176,7 @@ def apply_card(card_path: str | os.PathLike, dataset: str | os.PathLike,
         Selected records missing or changed, without ``allow_missing``.
     """
     card = read_card(card_path)
-    dataset, out = Path(dataset), Path(out)
+    dataset, out = as_location(dataset), Path(out)
     matcher = _Matcher(card, image_root)
     with Progress(None, "records") as progress:  # the first pass: match by digest
         for _, record, sample, _ in iter_inspected(dataset, fmt):

@@ -34,7 +34,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -162,7 +162,7 @@ def dataset_facts(
             fingerprint.add(digest_of(record, sample))
             progress.update(1)
     return {
-        "name": Path(path).name,
+        "name": PurePosixPath(str(path)).name,
         "file_format": file_kind(path),
         "record_format": vote.result() if fmt == "auto" else fmt,
         "records": fingerprint.count,
