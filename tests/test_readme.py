@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,30 @@ def test_sharing_a_selection_runs_as_written(demo_workflow: Path, tmp_path: Path
     assert json.loads(outputs[4])["a"]["n"] == 32
     assert (tmp_path / "top-32-sharegpt/top-32.jsonl").exists()
     assert (tmp_path / "top-32-sharegpt/dataset_info.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_data_on_s3_runs_as_written(demo_workflow: Path, tmp_path: Path) -> None:
+    """The section's offline trial, as written, in a copy of the workflow holding the
+    demo's models and feature store: moto's server, the upload, the run from the bucket.
+    The selections are the local demo run's, and nothing is computed again."""
+    config, command = fence_after("# my-bucket-demo.yaml", "yaml")
+    workdir = copy_workflow(tmp_path / "workflow")
+    (workdir / ".venv").symlink_to(Path(sys.prefix))
+    shutil.copytree(demo_workflow / "resources", workdir / "resources")
+    shutil.copytree(demo_workflow / "results/.cache", workdir / "results/.cache")
+    (workdir / "my-bucket-demo.yaml").write_text(config)
+    env = {k: v for k, v in workflow_env().items() if not k.startswith("AWS_")}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=3000)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    results, local = workdir / "results/bucket-llava", demo_workflow / "results/demo-llava"
+    manifests = sorted(results.glob("extract/*/manifest.json"))
+    assert manifests and all(json.loads(m.read_text())["samples_computed"] == 0
+                             for m in manifests)
+    chosen = sorted(p.name for p in results.glob("select/*.json") if ".card" not in p.name)
+    assert chosen == ["random-32-seed0.json", "random-40-seed0.json", "top-32.json",
+                      "top-40.json"]  # 16% of 248 scored samples is 40
+    for name in chosen:
+        assert (results / "select" / name).read_bytes() == (local / "select" / name).read_bytes()
