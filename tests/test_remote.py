@@ -22,11 +22,11 @@ from s3fs import S3FileSystem
 from scalselect import locations
 from scalselect.config import path_problems
 from scalselect.data.images import ImageChecker, check_image
-from scalselect.data.index import DatasetIndex
 from scalselect.data.readers import build_index, iter_records
 from scalselect.data.writers import write_records
-from scalselect.demo.servers import FileServer, S3Server, _free_port
+from scalselect.demo.servers import FileServer, S3Server, free_port
 from scalselect.extract.store import image_digests, spooled
+from scalselect.io import file_digest
 
 
 @pytest.fixture(autouse=True)
@@ -71,13 +71,7 @@ def test_a_pool_over_http_reads_as_from_disk(pool: Path) -> None:
             assert (index.count, index.sha256, index.size, index.layout) == (
                 local_index.count, local_index.sha256, local_index.size, local_index.layout)
             assert list(index.offsets) == list(local_index.offsets)
-            assert index.sha256 == locations_digest(local)
-
-
-def locations_digest(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+            assert index.sha256 == file_digest(local)
 
 
 def test_a_shard_is_read_with_ranged_requests_not_the_whole_object(
@@ -86,9 +80,9 @@ def test_a_shard_is_read_with_ranged_requests_not_the_whole_object(
     local = pool / "pool.jsonl"
     index = build_index(local)
     with FileServer(pool) as server:
-        before = server._server.bytes_sent
+        before = server.bytes_sent
         tail = list(iter_records(f"{server.url}/pool.jsonl", 390, 400, index=index))
-        sent = server._server.bytes_sent - before
+        sent = server.bytes_sent - before
     assert tail == list(iter_records(local, 390, 400, index=index))
     assert [number for number, _ in tail] == list(range(390, 400))
     # The last 10 of 400 records: a block or two, not the file (~80 KB).
@@ -100,7 +94,7 @@ def test_a_file_url_reads_as_the_path(pool: Path) -> None:
     url = (pool / "pool.json").as_uri()
     assert url.startswith("file://")
     assert list(iter_records(url)) == list(iter_records(pool / "pool.json"))
-    assert DatasetIndex.check(build_index(url), url) is None
+    build_index(url).check(url)  # the size, asked of the URL, is the indexed one
 
 
 def test_images_over_http_check_and_hash_as_files(pool: Path, tmp_path: Path) -> None:
@@ -122,7 +116,7 @@ def test_images_over_http_check_and_hash_as_files(pool: Path, tmp_path: Path) ->
 
 
 def test_an_unreachable_image_is_a_counted_reason_not_a_crash(quick_retries: None) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/images/a.png"
+    url = f"http://127.0.0.1:{free_port()}/images/a.png"
     found = check_image(url)
     assert found.reason == "unreachable_image"
     assert "127.0.0.1" in found.detail and "a.png" in found.detail
@@ -155,7 +149,7 @@ def test_the_configuration_check_names_what_is_wrong_with_a_url(
                                   "image_root": "s3://pool/images/coco/000.png"})
         assert problems[0] == "dataset: s3://other/pool.jsonl: not found"
         assert problems[1] == "image_root: s3://pool/images/coco/000.png is a file, not a folder"
-        patch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+        patch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
         S3FileSystem.clear_instance_cache()  # as a new process would start
         began = time.monotonic()
         problems = path_problems({"dataset": "s3://pool/pool.jsonl", "image_root": "."})
@@ -166,7 +160,7 @@ def test_the_configuration_check_names_what_is_wrong_with_a_url(
 @pytest.mark.integration
 def test_wrong_credentials_are_found_before_any_job(tmp_path: Path) -> None:
     """A server that checks credentials (moto with authentication on) refuses ours."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-p",
                                str(port)], env=env, stderr=subprocess.DEVNULL,

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import threading
@@ -117,6 +116,10 @@ class FileServer:
     def requests(self) -> int:
         return self._server.requests
 
+    @property
+    def bytes_sent(self) -> int:
+        return self._server.bytes_sent
+
     def __enter__(self) -> FileServer:
         self._thread.start()
         return self
@@ -138,7 +141,7 @@ class S3Server:
 
     def __init__(self, port: int = 0) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.requests = 0
         self.outages = 0
         self._wsgi: Any = None
@@ -231,19 +234,9 @@ class S3Server:
         self.stop()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def tree_digest(folder: str | os.PathLike) -> str:
-    """One digest of every file under ``folder`` (names and bytes), to compare trees."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
