@@ -51,9 +51,14 @@ _VERSION_FIELDS = ("VersionId", "ETag", "etag", "generation", "md5Hash", "blob_i
 
 
 class LocationError(UserError, OSError):
-    """A dataset, image folder or object that cannot be read; the message names it.
+    """A dataset, image folder or object that cannot be read; the message names it, and
+    ``missing`` says whether the store answered that it does not exist.
 
     An ``OSError`` too, so that code handling an unreadable local file handles it."""
+
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -166,7 +171,7 @@ def is_transient(error: BaseException) -> bool:
     """Whether another try may succeed: not a missing object, refused access, a wrong
     kind of object or a bad request, which stay as they are."""
     permanent = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-                 ValueError, TypeError, ImportError, LocationError)
+                 ValueError, TypeError, ImportError)
     return not isinstance(error, permanent)
 
 
@@ -209,7 +214,8 @@ def retry(action: Any, url: str, attempts: int | None = None) -> Any:
         except Exception as error:  # noqa: BLE001 - backends raise many types; sorted below
             if not is_transient(error) or attempt == attempts:
                 tries = f" after {attempt} tries" if attempt > 1 else ""
-                raise LocationError(f"{redact(url)}: {describe(error)}{tries}") from None
+                raise LocationError(f"{redact(url)}: {describe(error)}{tries}",
+                                    missing=isinstance(error, FileNotFoundError)) from None
             time.sleep(wait)
             wait *= 2
     raise AssertionError("unreachable")
@@ -333,7 +339,7 @@ def version(location: str | os.PathLike) -> str:
     the Hub's blob or LFS digest, else the modification time)."""
     facts = info(location)
     chosen = next((name for name in _VERSION_FIELDS if facts.get(name) is not None), None)
-    value = {"size": facts.get("size"), chosen or "none": facts.get(chosen) if chosen else None}
+    value = {"size": facts.get("size"), **({chosen: facts[chosen]} if chosen else {})}
     text = json.dumps(value, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -363,7 +369,7 @@ def fetch(location: str | os.PathLike) -> bytes | FetchFailure:
     try:
         return read_bytes(location)
     except LocationError as error:
-        return FetchFailure(str(error).endswith(": not found"), str(error))
+        return FetchFailure(error.missing, str(error))
     except FileNotFoundError as error:
         return FetchFailure(True, f"{error.strerror or 'not found'} ({location})")
     except OSError as error:

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from s3fs import S3FileSystem
@@ -59,14 +61,16 @@ def pool(tmp_path: Path) -> Path:
             root / "images" / "coco" / f"{number:03d}.png")
     write_records(root / "pool.jsonl", records)
     write_records(root / "pool.json", records)
+    pq.write_table(pa.Table.from_pylist(records), root / "pool.parquet", row_group_size=100)
     return root
 
 
 def test_a_pool_over_http_reads_as_from_disk(pool: Path) -> None:
     with FileServer(pool) as server:
-        for name in ("pool.jsonl", "pool.json"):
+        for name in ("pool.jsonl", "pool.json", "pool.parquet"):
             local, remote = pool / name, f"{server.url}/{name}"
             assert list(iter_records(remote)) == list(iter_records(local))
+            assert list(iter_records(remote, 250, 260)) == list(iter_records(local, 250, 260))
             index, local_index = build_index(remote), build_index(local)
             assert (index.count, index.sha256, index.size, index.layout) == (
                 local_index.count, local_index.sha256, local_index.size, local_index.layout)

@@ -142,16 +142,17 @@ def _check_shape(width: int, height: int, min_side: int, max_aspect_ratio: float
     return ImageCheck(None, "", width, height)
 
 
-def _check_chunk(
-    task: tuple[list[str | bytes | ImageCheck], tuple[bool, int, float]],
-) -> list[ImageCheck]:
+def _check_chunk(task: tuple[list[str | bytes], tuple[bool, int, float]]) -> list[ImageCheck]:
+    """The checks of one chunk; its URLs are fetched concurrently first, by the worker
+    that checks them (no process holds more than its chunk's bytes)."""
     sources, limits = task
-    return [s if isinstance(s, ImageCheck) else check_image(s, *limits) for s in sources]
+    return [s if isinstance(s, ImageCheck) else check_image(s, *limits)
+            for s in _fetch_urls(sources)]
 
 
 def _fetch_urls(sources: Sequence[str | bytes]) -> list[str | bytes | ImageCheck]:
-    """``sources`` with each URL replaced by its bytes (fetched concurrently in this
-    process, so worker processes only decode) or by the outcome of a failed fetch."""
+    """``sources`` with each URL replaced by its bytes, fetched concurrently, or by the
+    outcome of a failed fetch."""
     urls = [s for s in sources if is_url(s)]
     if not urls:
         return list(sources)
@@ -186,8 +187,7 @@ class ImageChecker:
         self, sources: Sequence[str | bytes], progress: Progress | None = None
     ) -> Iterator[ImageCheck]:
         """The check of each path or image bytes, in order (counted in ``progress``)."""
-        sources = _fetch_urls(sources)
-        chunks = [(sources[i : i + CHUNK], self.limits) for i in range(0, len(sources), CHUNK)]
+        chunks = [(list(sources[i : i + CHUNK]), self.limits) for i in range(0, len(sources), CHUNK)]
         mapper: Callable[..., Iterable[list[ImageCheck]]] = map
         if self.workers > 1 and len(chunks) > 1:
             if self._pool is None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from scalselect import locations
-from scalselect.data.records import DatasetError
+from scalselect.data.records import DatasetError, unreadable
 from scalselect.io import atomic_write
 
 
@@ -58,7 +58,7 @@ class DatasetIndex:
         try:
             size = locations.size(path)
         except OSError as error:
-            raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+            raise unreadable(path, error) from None
         if size != self.size:
             raise DatasetError(
                 f"{path} changed since it was indexed ({self.size} bytes then, {size} now)"

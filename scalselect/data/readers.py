@@ -44,6 +44,7 @@ from scalselect.data.records import (
     detect_format,
     inspect_record,
     json_type,
+    unreadable,
 )
 from scalselect.io import file_digest
 from scalselect.locations import (
@@ -294,13 +295,6 @@ def _json_records(
             stats.sha256 = reader.digest.hexdigest()
 
 
-def _unreadable(path: str | Path, error: OSError) -> DatasetError:
-    """The error for a dataset that cannot be opened or read (a URL's names it already)."""
-    if isinstance(error, LocationError):
-        return DatasetError(f"cannot read dataset {error}")
-    return DatasetError(f"cannot read dataset {path}: {error.strerror or error}")
-
-
 class _ByteReader:
     """A dataset file read block by block from ``offset``: the position, and the digest
     of the bytes when reading from the first one."""
@@ -315,7 +309,7 @@ class _ByteReader:
             self.handle = self._stack.enter_context(open_binary(path))
             self.handle.seek(offset)
         except OSError as error:
-            raise _unreadable(path, error) from None
+            raise unreadable(path, error) from None
 
     def __enter__(self) -> _ByteReader:
         return self
@@ -328,7 +322,7 @@ class _ByteReader:
         try:
             block = self.handle.read(size)
         except OSError as error:
-            raise _unreadable(self.path, error) from None
+            raise unreadable(self.path, error) from None
         if self.digest is not None:
             self.digest.update(block)
         self.position += len(block)
@@ -582,8 +576,9 @@ def parquet_file(path: str | Path) -> Any:
         # (memory grew with the file: 122 -> 286 MB over 600K rows, 1 MB with it off).
         return pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
     except OSError as error:
-        if isinstance(error, FileNotFoundError) or not os.path.exists(path):
-            raise DatasetError(f"cannot read dataset {path}: {error.strerror or error}") from None
+        missing = not is_url(path) and not os.path.exists(path)
+        if isinstance(error, (FileNotFoundError, LocationError)) or missing:
+            raise unreadable(path, error) from None
         raise DatasetError(f"{path}: not a readable parquet file ({error})") from None
     except pa.ArrowException as error:
         raise DatasetError(f"{path}: not a readable parquet file ({error})") from None

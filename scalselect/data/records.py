@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from scalselect.errors import UserError
-from scalselect.locations import join
+from scalselect.locations import LocationError, join
 
 TEXT_ONLY = "text-only"
 # The path of an embedded image stored without one.
@@ -47,6 +47,14 @@ IMAGE_TAG = "<image>"
 
 class DatasetError(UserError):
     """A dataset file that cannot be read, or a record that cannot be normalised."""
+
+
+def unreadable(path: str | os.PathLike, error: OSError) -> DatasetError:
+    """The error for a dataset that cannot be opened or read (a URL's own error names
+    the URL and what went wrong already)."""
+    if isinstance(error, LocationError):
+        return DatasetError(f"cannot read dataset {error}")
+    return DatasetError(f"cannot read dataset {path}: {error.strerror or error}")
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,6 @@ from scalselect.data.records import (
     resolve_image,
 )
 from scalselect.data.validation_part import INVALID, OUTCOMES, TEXT_ONLY, Finding, Part
-from scalselect.locations import as_location
 from scalselect.progress import Progress
 from scalselect.settings import ValidateSettings
 
@@ -161,7 +160,7 @@ def validate_part(
         The file cannot be read (as :func:`scalselect.data.readers.iter_records`), records
         mix formats, or a parquet file has no conversations column.
     """
-    path = as_location(path)
+    path = locations.as_location(path)
     start, stop, records = _shard_records(path, fmt, source_field, index, shard, num_shards,
                                           stats)
     forced, vote = None if fmt == "auto" else FORMATS[fmt], FormatVote(path)
@@ -438,7 +437,7 @@ def merge_parts(
     Raises ``DatasetError`` for parts that do not cover the dataset (in any order) or
     whose records mix formats.
     """
-    path = as_location(path)
+    path = locations.as_location(path)
     parts = sorted(parts, key=lambda part: part.start)
     vote = _joined_vote(path, index, parts)
     name = vote.result() if fmt == "auto" else fmt
@@ -683,7 +682,7 @@ def validate_file(
     The stream also records the records' byte offsets, so the merge reads records
     again (repeated ids) without a second pass over the file.
     """
-    path = as_location(path)
+    path = locations.as_location(path)
     stats = ReadStats(offsets=array("q"))
     part = validate_part(path, image_root, settings, fmt=fmt, source_field=source_field,
                          workers=workers, progress=progress, stats=stats)

@@ -97,7 +97,7 @@ from scalselect.extract.store import (
     spooled,
 )
 from scalselect.io import atomic_write, file_digest, kill_point, write_json
-from scalselect.locations import FetchFailure, fetch, is_url, redact
+from scalselect.locations import LocationError, image_source, is_url, redact
 from scalselect.progress import Progress
 from scalselect.settings import ExtractSettings, declared
 
@@ -382,6 +382,8 @@ class ShardSamples:
             try:
                 with Image.open(self._source(file, data)) as image:
                     images.append(image.convert("RGB"))
+            except LocationError as error:  # names the URL and what went wrong
+                return Item(position, status=IMAGE_UNREADABLE, detail=str(error))
             except Exception as error:  # noqa: BLE001 - Pillow raises many types for bad files
                 return Item(position, status=IMAGE_UNREADABLE,
                             detail=f"{redact(file)}: {error}")
@@ -402,10 +404,7 @@ class ShardSamples:
             return file
         if self.spool is not None and spooled(self.spool, str(file)).exists():
             return spooled(self.spool, str(file))
-        got = fetch(file)
-        if isinstance(got, FetchFailure):
-            raise OSError(got.detail.removeprefix(f"{redact(file)}: "))
-        return io.BytesIO(got)
+        return image_source(file)
 
 
 def collate_items(items: list[Item]) -> LoadedBatch:
