@@ -124,9 +124,11 @@ def error_line(path: Path) -> str | None:
     return found[-1] if found else None
 
 
-def last_reading(path: Path) -> Reading | None:
-    """The last progress line of a log, parsed."""
-    readings = [reading for line in _tail(path) if (reading := parse_line(line)) is not None]
+def last_reading(path: Path, unit: str = "samples") -> Reading | None:
+    """The last progress line counting ``unit`` of a log, parsed (an extract job's key
+    pass counts the images it fetches from a URL before its samples)."""
+    readings = [reading for line in _tail(path)
+                if (reading := parse_line(line)) is not None and reading.unit == unit]
     return readings[-1] if readings else None
 
 

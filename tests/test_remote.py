@@ -222,3 +222,25 @@ def test_a_changed_object_changes_its_version(pool: Path, monkeypatch: pytest.Mo
         (pool / "pool.json").write_text(json.dumps(records))
         server.upload(pool, "pool")
         assert locations.version("s3://pool/pool.json") != first
+
+
+def test_the_key_pass_logs_its_fetches_and_status_keeps_to_samples(
+        pool: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An extract job's key pass over URLs writes `images` progress lines; status reads a
+    shard's progress from its `samples` lines only."""
+    from scalselect.data.records import ShardInput
+    from scalselect.extract.store import shard_keys
+    from scalselect.watch import last_reading
+
+    records = [json.loads(line) for line in (pool / "pool.jsonl").read_text().splitlines()][:30]
+    shard = ShardInput.read(records, 0, "llava")
+    with FileServer(pool) as server, caplog.at_level("INFO"):
+        remote = shard_keys(shard, records, f"{server.url}/images")
+    assert remote == shard_keys(shard, records, str(pool / "images"))
+    lines = [r.getMessage() for r in caplog.records if "progress:" in r.getMessage()]
+    assert lines and lines[-1].startswith("progress: 30/30 images (100.0%)")
+    log = tmp_path / "shard.log"
+    samples = "progress: 10/40 samples (25.0%), 2.0/s last 5 s, 2.0/s overall, 0:00:15 left"
+    log.write_text(f"{samples}\n{lines[-1]}\n")
+    reading = last_reading(log)
+    assert (reading.unit, reading.done, reading.total) == ("samples", 10, 40)

@@ -107,6 +107,7 @@ from scalselect.extract.store_index import (
 )
 from scalselect.io import atomic_write, file_digest, write_json
 from scalselect.locations import FetchFailure, fetch_all, is_url, redact
+from scalselect.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +187,14 @@ def spooled(spool: Path, url: str) -> Path:
 
 
 def image_digests(paths: Sequence[str | Path], threads: int = 8,
-                  spool: Path | None = None) -> list[str]:
+                  spool: Path | None = None, progress: Progress | None = None) -> list[str]:
     """Digests of image files or objects, in order; one that cannot be read gets a marker
     naming it and why instead.
 
     Local files are hashed on ``threads`` threads (hashlib releases the GIL). When any
     is a URL, all are fetched :data:`~scalselect.locations.FETCH_THREADS` at a time, and
     with ``spool`` each fetched object is kept there (:func:`spooled`), so extraction
-    decodes it without fetching it again.
+    decodes it without fetching it again; ``progress`` counts the fetched images.
     """
     if not any(is_url(p) for p in paths):
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -202,6 +203,8 @@ def image_digests(paths: Sequence[str | Path], threads: int = 8,
         spool.mkdir(parents=True, exist_ok=True)
     digests = []
     for path, got in zip(paths, fetch_all(paths), strict=True):
+        if progress is not None:
+            progress.update(1)
         if isinstance(got, FetchFailure):
             why = "missing" if got.missing else "unreachable"
             digests.append(f"unreadable:{redact(path)}:{why}")
@@ -269,7 +272,10 @@ def shard_keys(shard: ShardInput, records: Sequence[Any], image_root: str,
     embedded image's digest is that of its bytes, as a file holding them would get)."""
     paths = [resolve_image(image_root, p) for s in shard.samples if s
              for n, p in enumerate(s.images) if s.image_bytes(n) is None]
-    hashed = iter(image_digests(paths, spool=spool))
+    # Fetching from a URL takes a while: its lines say how far the fetch has gone.
+    remote = any(is_url(p) for p in paths)
+    with Progress(len(paths), "images") if remote else contextlib.nullcontext() as progress:
+        hashed = iter(image_digests(paths, spool=spool, progress=progress))
     digests = iter([next(hashed) if s.image_bytes(n) is None
                     else hashlib.sha256(s.image_bytes(n)).hexdigest()
                     for s in shard.samples if s for n in range(len(s.images))])
