@@ -244,3 +244,11 @@ def test_the_key_pass_logs_its_fetches_and_status_keeps_to_samples(
     log.write_text(f"{samples}\n{lines[-1]}\n")
     reading = last_reading(log)
     assert (reading.unit, reading.done, reading.total) == ("samples", 10, 40)
+
+
+def test_the_readme_states_the_loaders_numbers_as_the_code_has_them() -> None:
+    text = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    waits = sum(locations.FIRST_WAIT_S * 2**n for n in range(locations.ATTEMPTS - 1))
+    assert f"ranged requests of {locations.BLOCK_SIZE >> 20} MiB" in text
+    assert f"images {locations.FETCH_THREADS} at a time" in text
+    assert f"{locations.ATTEMPTS} tries over about {round(waits, -1):.0f} s" in text
